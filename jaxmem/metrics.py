@@ -1,0 +1,565 @@
+"""Evaluation metrics for membership-inference attacks.
+
+Every function here takes the same two inputs:
+
+* ``scores``: a 1-D array of attack scores, one per example. **Higher score
+  means "more likely a member"** (of the fine-tuning set). If your attack
+  produces a loss, where lower means member, pass ``-loss``.
+* ``labels``: a 1-D array of the same length, ``1``/``True`` for members and
+  ``0``/``False`` for non-members.
+
+If you have two separate arrays, one of member scores and one of non-member
+scores, :func:`scores_and_labels` turns them into this form.
+
+The metrics are the ones usually reported for membership inference:
+
+* :func:`roc_curve`: the full ROC curve.
+* :func:`roc_auc`: area under the ROC curve (tied scores count half).
+* :func:`tpr_at_fpr`: true-positive rate at a fixed low false-positive rate,
+  e.g. TPR at 1% FPR.
+* :func:`bootstrap_ci`: a percentile bootstrap confidence interval for any
+  metric, resampling members and non-members separately.
+* :func:`summarize`: all of the above in one dict, ready to log.
+
+Only numpy is needed. Results agree with scikit-learn's ``roc_curve``
+(``drop_intermediate=False``) and ``roc_auc_score``.
+
+Non-finite scores (NaN, +inf, -inf) are rejected by default. Pass
+``nan_policy="drop"`` to any function to leave those examples out instead;
+:func:`summarize` reports how many were dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "scores_and_labels",
+    "roc_curve",
+    "roc_auc",
+    "tpr_at_fpr",
+    "bootstrap_ci",
+    "summarize",
+]
+
+ArrayLike = Sequence[float] | np.ndarray
+MetricFn = Callable[[np.ndarray, np.ndarray], float]
+
+_NAN_POLICIES = ("raise", "drop")
+
+# Upper bound on the number of cells in the (resamples x distinct scores)
+# count tables used by the vectorized bootstrap in ``summarize``; resamples
+# are processed in chunks so that memory stays around a few tens of MB.
+_MAX_TABLE_CELLS = 2_000_000
+
+
+# ---------------------------------------------------------------------------
+# Input handling
+# ---------------------------------------------------------------------------
+
+
+def scores_and_labels(
+    member_scores: ArrayLike, nonmember_scores: ArrayLike
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pools member and non-member scores into ``(scores, labels)``.
+
+    Args:
+        member_scores: 1-D scores of examples that were in the training set.
+        nonmember_scores: 1-D scores of examples that were not.
+
+    Returns:
+        ``(scores, labels)``: the concatenated scores as float64, and a bool
+        array that is True for the member entries.
+
+    Example:
+        >>> scores, labels = scores_and_labels([0.9, 0.7], [0.2])
+        >>> scores.tolist(), labels.tolist()
+        ([0.9, 0.7, 0.2], [True, True, False])
+    """
+    members = np.asarray(member_scores, dtype=np.float64)
+    nonmembers = np.asarray(nonmember_scores, dtype=np.float64)
+    for name, arr in (("member_scores", members), ("nonmember_scores", nonmembers)):
+        if arr.ndim != 1:
+            raise ValueError(
+                f"{name} must be a 1-D array, got shape {arr.shape}; "
+                "flatten it or pass one score per example."
+            )
+    scores = np.concatenate([members, nonmembers])
+    labels = np.concatenate(
+        [np.ones(members.size, dtype=bool), np.zeros(nonmembers.size, dtype=bool)]
+    )
+    return scores, labels
+
+
+def _check_labels(labels: np.ndarray) -> np.ndarray:
+    """Returns ``labels`` as a bool array, or raises if they are not 0/1."""
+    if labels.dtype == bool:
+        return labels
+    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+        raise ValueError(
+            f"labels must be 0/1 or bool, got dtype {labels.dtype}; "
+            "use 1 (or True) for members and 0 (or False) for non-members."
+        )
+    is_valid = (labels == 0) | (labels == 1)
+    if not is_valid.all():
+        bad = np.unique(labels[~is_valid])[:5].tolist()
+        raise ValueError(
+            f"labels must be 0/1 or bool, found other values {bad}; "
+            "use 1 (or True) for members and 0 (or False) for non-members."
+        )
+    return labels == 1
+
+
+def _validate(
+    scores: ArrayLike, labels: ArrayLike, nan_policy: str
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Checks inputs and returns ``(scores, labels, n_dropped)``.
+
+    ``scores`` comes back as finite float64, ``labels`` as bool, and
+    ``n_dropped`` is the number of non-finite scores removed (always 0 when
+    ``nan_policy="raise"``).
+    """
+    if nan_policy not in _NAN_POLICIES:
+        raise ValueError(f'nan_policy must be "raise" or "drop", got {nan_policy!r}.')
+    scores = np.asarray(scores)
+    labels = np.asarray(labels)
+    if scores.ndim != 1 or labels.ndim != 1:
+        raise ValueError(
+            f"scores and labels must be 1-D arrays, got shapes {scores.shape} "
+            f"and {labels.shape}; pass one score and one label per example."
+        )
+    if scores.size != labels.size:
+        raise ValueError(
+            f"scores and labels have different lengths ({scores.size} vs "
+            f"{labels.size}); pass exactly one label per score."
+        )
+    if scores.size == 0:
+        raise ValueError(
+            "scores and labels are empty; pass at least one member and one non-member."
+        )
+    if not (np.issubdtype(scores.dtype, np.integer)
+            or np.issubdtype(scores.dtype, np.floating)
+            or scores.dtype == bool):
+        raise ValueError(
+            f"scores must be real numbers, got dtype {scores.dtype}; "
+            "convert them to a float array."
+        )
+    labels = _check_labels(labels)
+    scores = scores.astype(np.float64)
+
+    finite = np.isfinite(scores)
+    n_bad = int(scores.size - np.count_nonzero(finite))
+    if n_bad:
+        if nan_policy == "raise":
+            raise ValueError(
+                f"{n_bad} of {scores.size} scores are NaN or infinite; fix the "
+                'attack, or pass nan_policy="drop" to leave those examples out.'
+            )
+        scores, labels = scores[finite], labels[finite]
+
+    n_members = int(np.count_nonzero(labels))
+    n_nonmembers = int(labels.size - n_members)
+    if n_members == 0 or n_nonmembers == 0:
+        dropped = f" after dropping {n_bad} non-finite scores" if n_bad else ""
+        raise ValueError(
+            "need both members and non-members to evaluate an attack; got "
+            f"{n_members} members (label 1) and {n_nonmembers} non-members "
+            f"(label 0){dropped}. Pass scores for both groups."
+        )
+    return scores, labels, n_bad
+
+
+def _check_target_fpr(target_fpr: float) -> float:
+    target = float(target_fpr)
+    if not 0.0 <= target <= 1.0:
+        raise ValueError(
+            f"target_fpr must be a fraction in [0, 1], got {target_fpr!r}; "
+            "e.g. use 0.01 for 1% FPR."
+        )
+    return target
+
+
+# ---------------------------------------------------------------------------
+# Point estimates
+# ---------------------------------------------------------------------------
+
+
+def _roc_points(scores: np.ndarray, labels: np.ndarray):
+    """ROC curve of already-validated inputs.
+
+    Returns ``(fpr, tpr, thresholds)``. Point ``i`` is the result of
+    predicting "member" for every score ``>= thresholds[i]``; the first point
+    uses ``thresholds[0] = inf`` and is always ``(0, 0)``.
+    """
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores = scores[order]
+    sorted_labels = labels[order]
+    # Last position of each run of equal scores: the curve only moves there,
+    # so tied scores become a single point.
+    run_ends = np.flatnonzero(np.diff(sorted_scores))
+    run_ends = np.append(run_ends, sorted_scores.size - 1)
+
+    true_pos = np.cumsum(sorted_labels)[run_ends]
+    false_pos = (run_ends + 1) - true_pos
+    true_pos = np.concatenate([[0], true_pos])
+    false_pos = np.concatenate([[0], false_pos])
+    thresholds = np.concatenate([[np.inf], sorted_scores[run_ends]])
+    return false_pos / false_pos[-1], true_pos / true_pos[-1], thresholds
+
+
+def roc_curve(
+    scores: ArrayLike, labels: ArrayLike, *, nan_policy: str = "raise"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Computes the ROC curve of a membership-inference attack.
+
+    An example is predicted "member" when its score is ``>=`` the threshold.
+    There is one point per distinct score (tied scores are one point), plus
+    a starting point ``(0, 0)`` whose threshold is ``inf``. This is the same
+    as ``sklearn.metrics.roc_curve(labels, scores, drop_intermediate=False)``.
+
+    Args:
+        scores: 1-D attack scores; higher means more likely a member.
+        labels: 1-D labels, 1/True for members and 0/False for non-members.
+        nan_policy: ``"raise"`` (default) to reject NaN/inf scores, or
+            ``"drop"`` to leave those examples out.
+
+    Returns:
+        ``(fpr, tpr, thresholds)``, three float64 arrays of the same length.
+        ``fpr`` and ``tpr`` increase from 0 to 1; ``thresholds`` decrease.
+
+    Raises:
+        ValueError: for malformed input (see the module docstring).
+
+    Example:
+        >>> fpr, tpr, thr = roc_curve([0.9, 0.8, 0.8, 0.1], [1, 1, 0, 0])
+        >>> fpr.tolist(), tpr.tolist(), thr.tolist()
+        ([0.0, 0.0, 0.5, 1.0], [0.0, 0.5, 1.0, 1.0], [inf, 0.9, 0.8, 0.1])
+    """
+    scores, labels, _ = _validate(scores, labels, nan_policy)
+    return _roc_points(scores, labels)
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``x``; tied values all get the mean of their ranks."""
+    order = np.argsort(x, kind="stable")
+    sorted_x = x[order]
+    # Start index of each run of equal values, and the run each item is in.
+    is_start = np.concatenate([[True], sorted_x[1:] != sorted_x[:-1]])
+    starts = np.flatnonzero(is_start)
+    ends = np.append(starts[1:], x.size)  # exclusive
+    run_rank = (starts + 1 + ends) / 2.0  # mean of ranks starts+1 .. ends
+    ranks = np.empty(x.size, dtype=np.float64)
+    ranks[order] = run_rank[np.cumsum(is_start) - 1]
+    return ranks
+
+
+def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    n_members = int(np.count_nonzero(labels))
+    n_nonmembers = labels.size - n_members
+    # Mann-Whitney U: number of (member, non-member) pairs where the member
+    # scores higher, with ties counting half.
+    u = _average_ranks(scores)[labels].sum() - n_members * (n_members + 1) / 2.0
+    return float(u / (n_members * n_nonmembers))
+
+
+def roc_auc(scores: ArrayLike, labels: ArrayLike, *, nan_policy: str = "raise") -> float:
+    """Computes the area under the ROC curve.
+
+    This is the probability that a random member scores higher than a random
+    non-member, with ties counting half (the Mann-Whitney U statistic divided
+    by ``n_members * n_nonmembers``). 0.5 is chance; 1.0 is perfect.
+
+    Args:
+        scores: 1-D attack scores; higher means more likely a member.
+        labels: 1-D labels, 1/True for members and 0/False for non-members.
+        nan_policy: ``"raise"`` (default) to reject NaN/inf scores, or
+            ``"drop"`` to leave those examples out.
+
+    Returns:
+        The AUC as a float in [0, 1].
+
+    Raises:
+        ValueError: for malformed input (see the module docstring).
+
+    Example:
+        >>> roc_auc([0.9, 0.8, 0.3, 0.1], [1, 0, 1, 0])
+        0.75
+        >>> roc_auc([0.5, 0.5], [1, 0])  # a tie counts half
+        0.5
+    """
+    scores, labels, _ = _validate(scores, labels, nan_policy)
+    return _auc(scores, labels)
+
+
+def _tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, target_fpr: float) -> float:
+    fpr, tpr, _ = _roc_points(scores, labels)
+    # fpr[0] == 0, so at least one point always qualifies.
+    return float(tpr[fpr <= target_fpr].max())
+
+
+def tpr_at_fpr(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    target_fpr: float,
+    *,
+    nan_policy: str = "raise",
+) -> float:
+    """Computes the true-positive rate at a fixed false-positive rate.
+
+    Defined exactly as the highest TPR over all thresholds of
+    :func:`roc_curve` whose FPR is ``<= target_fpr``. Nothing is
+    interpolated, so with ``n`` non-members the FPR can only take the values
+    ``0, 1/n, 2/n, ...``: a target below ``1/n`` gives the TPR at FPR 0
+    (members that score strictly above every non-member). To measure TPR at
+    0.1% FPR meaningfully you need well over 1000 non-members.
+
+    Args:
+        scores: 1-D attack scores; higher means more likely a member.
+        labels: 1-D labels, 1/True for members and 0/False for non-members.
+        target_fpr: the FPR budget as a fraction in [0, 1], e.g. 0.01 for 1%.
+        nan_policy: ``"raise"`` (default) to reject NaN/inf scores, or
+            ``"drop"`` to leave those examples out.
+
+    Returns:
+        The TPR as a float in [0, 1].
+
+    Raises:
+        ValueError: for malformed input or a ``target_fpr`` outside [0, 1].
+
+    Example:
+        >>> scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
+        >>> labels = [1, 1, 0, 1, 0, 0]
+        >>> tpr_at_fpr(scores, labels, 0.0)  # 2 of 3 members above all non-members
+        0.6666666666666666
+        >>> tpr_at_fpr(scores, labels, 0.34)  # one false positive allowed
+        1.0
+    """
+    target = _check_target_fpr(target_fpr)
+    scores, labels, _ = _validate(scores, labels, nan_policy)
+    return _tpr_at_fpr(scores, labels, target)
+
+
+# ---------------------------------------------------------------------------
+# Bootstrap
+# ---------------------------------------------------------------------------
+
+
+def _check_bootstrap_args(n_boot: int, alpha: float) -> None:
+    if int(n_boot) != n_boot or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}.")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(
+            f"alpha must be in (0, 1), got {alpha!r}; e.g. 0.05 for a 95% interval."
+        )
+
+
+def _resample_indices(labels: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Draws stratified bootstrap resamples.
+
+    Returns an ``(n_boot, n)`` index array. In every row the first
+    ``n_members`` columns are members drawn with replacement from the members,
+    and the rest are non-members drawn likewise, so each resample keeps the
+    original class counts.
+    """
+    rng = np.random.default_rng(seed)
+    member_idx = np.flatnonzero(labels)
+    nonmember_idx = np.flatnonzero(~labels)
+    members = member_idx[rng.integers(0, member_idx.size, size=(n_boot, member_idx.size))]
+    nonmembers = nonmember_idx[
+        rng.integers(0, nonmember_idx.size, size=(n_boot, nonmember_idx.size))
+    ]
+    return np.concatenate([members, nonmembers], axis=1)
+
+
+def _percentile_interval(values: np.ndarray, alpha: float) -> tuple[float, float]:
+    low, high = np.quantile(values, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return float(low), float(high)
+
+
+def bootstrap_ci(
+    metric_fn: MetricFn,
+    scores: ArrayLike,
+    labels: ArrayLike,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    *,
+    nan_policy: str = "raise",
+) -> tuple[float, float]:
+    """Computes a percentile bootstrap confidence interval for a metric.
+
+    Members and non-members are resampled separately (with replacement), so
+    every resample has the same class counts as the data and always contains
+    both classes. ``metric_fn`` is evaluated on each resample and the
+    interval is the ``alpha/2`` and ``1 - alpha/2`` quantiles of the results.
+
+    Args:
+        metric_fn: ``metric_fn(scores, labels) -> float``, e.g. :func:`roc_auc`
+            or ``functools.partial(tpr_at_fpr, target_fpr=0.01)``. It gets
+            float64 scores and bool labels.
+        scores: 1-D attack scores; higher means more likely a member.
+        labels: 1-D labels, 1/True for members and 0/False for non-members.
+        n_boot: number of bootstrap resamples.
+        alpha: 1 minus the confidence level; 0.05 gives a 95% interval.
+        seed: seed for the resampling; the same seed gives the same interval.
+        nan_policy: ``"raise"`` (default) to reject NaN/inf scores, or
+            ``"drop"`` to leave those examples out.
+
+    Returns:
+        ``(low, high)`` bounds of the interval.
+
+    Raises:
+        ValueError: for malformed input, ``n_boot < 1`` or ``alpha`` outside
+            (0, 1).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> scores = np.concatenate([rng.normal(1, 1, 500), rng.normal(0, 1, 500)])
+        >>> labels = np.repeat([1, 0], 500)
+        >>> low, high = bootstrap_ci(roc_auc, scores, labels, n_boot=200)
+        >>> low < roc_auc(scores, labels) < high
+        True
+    """
+    _check_bootstrap_args(n_boot, alpha)
+    scores, labels, _ = _validate(scores, labels, nan_policy)
+    indices = _resample_indices(labels, int(n_boot), seed)
+    values = np.array([metric_fn(scores[idx], labels[idx]) for idx in indices], dtype=np.float64)
+    return _percentile_interval(values, alpha)
+
+
+def _bootstrap_roc_metrics(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    target_fprs: Sequence[float],
+    n_boot: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """AUC and TPR@FPR on every bootstrap resample, vectorized.
+
+    Uses the same resamples as :func:`bootstrap_ci` with the same ``seed``,
+    and gives the same numbers as calling :func:`roc_auc` and
+    :func:`tpr_at_fpr` on each one. Since both metrics depend only on the
+    order of the scores, each score is replaced by the index of its distinct
+    value, and each resample becomes two histograms (members and non-members)
+    over those indices, from which the ROC curve is a cumulative sum.
+
+    Returns:
+        ``(aucs, tprs)`` with shapes ``(n_boot,)`` and ``(n_boot, len(target_fprs))``.
+    """
+    distinct, value_idx = np.unique(scores, return_inverse=True)
+    n_values = distinct.size
+    indices = _resample_indices(labels, n_boot, seed)
+    n_members = int(np.count_nonzero(labels))
+    n_nonmembers = labels.size - n_members
+
+    aucs = np.empty(n_boot)
+    tprs = np.empty((n_boot, len(target_fprs)))
+    chunk = max(1, _MAX_TABLE_CELLS // n_values)
+    for start in range(0, n_boot, chunk):
+        rows = indices[start:start + chunk]
+        n_rows = rows.shape[0]
+        # Offset each row so one bincount builds all the row histograms.
+        offsets = (np.arange(n_rows) * n_values)[:, None]
+
+        def histogram(cols: np.ndarray) -> np.ndarray:
+            flat = (value_idx[cols] + offsets).ravel()
+            return np.bincount(flat, minlength=n_rows * n_values).reshape(n_rows, n_values)
+
+        pos = histogram(rows[:, :n_members])  # members per distinct value, ascending
+        neg = histogram(rows[:, n_members:])
+
+        # AUC: each member beats the non-members below it and ties with those
+        # at its value. Doubled to stay in integers until the final division.
+        neg_below = np.cumsum(neg, axis=1) - neg
+        twice_u = (pos * (2 * neg_below + neg)).sum(axis=1)
+        aucs[start:start + n_rows] = twice_u / (2 * n_members * n_nonmembers)
+
+        # ROC points from the highest value down; the implicit (0, 0) start
+        # point is covered by initialising the maxima below to 0.
+        tpr = np.cumsum(pos[:, ::-1], axis=1) / n_members
+        fpr = np.cumsum(neg[:, ::-1], axis=1) / n_nonmembers
+        for j, target in enumerate(target_fprs):
+            tprs[start:start + n_rows, j] = np.where(fpr <= target, tpr, 0.0).max(axis=1)
+    return aucs, tprs
+
+
+# ---------------------------------------------------------------------------
+# Summary
+# ---------------------------------------------------------------------------
+
+
+def _fpr_key(target_fpr: float) -> str:
+    """``0.01 -> "tpr@1%fpr"``, ``0.001 -> "tpr@0.1%fpr"``."""
+    return f"tpr@{target_fpr * 100:.6g}%fpr"
+
+
+def summarize(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    fprs: Sequence[float] = (0.1, 0.01, 0.001),
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    nan_policy: str = "raise",
+) -> dict:
+    """Computes all standard membership-inference metrics with bootstrap CIs.
+
+    The bootstrap is vectorized and draws the same resamples as
+    :func:`bootstrap_ci` with the same ``seed``, so ``summary["auc_ci"]``
+    equals ``bootstrap_ci(roc_auc, scores, labels, n_boot, alpha, seed)``.
+
+    Args:
+        scores: 1-D attack scores; higher means more likely a member.
+        labels: 1-D labels, 1/True for members and 0/False for non-members.
+        fprs: FPR targets (fractions) at which to report the TPR.
+        n_boot: number of bootstrap resamples; 0 skips the bootstrap and sets
+            every ``*_ci`` entry to None.
+        alpha: 1 minus the confidence level; 0.05 gives 95% intervals.
+        seed: seed for the resampling.
+        nan_policy: ``"raise"`` (default) to reject NaN/inf scores, or
+            ``"drop"`` to leave those examples out and count them in
+            ``n_dropped_nan``.
+
+    Returns:
+        A dict with these keys (shown for the default ``fprs``):
+
+        * ``"auc"``, ``"auc_ci"``: AUC and its ``(low, high)`` interval.
+        * ``"tpr@10%fpr"``, ``"tpr@10%fpr_ci"``, ``"tpr@1%fpr"``,
+          ``"tpr@1%fpr_ci"``, ``"tpr@0.1%fpr"``, ``"tpr@0.1%fpr_ci"``:
+          TPR at each FPR target (see :func:`tpr_at_fpr`) and its interval.
+        * ``"n_members"``, ``"n_nonmembers"``: counts after dropping.
+        * ``"n_dropped_nan"``: number of NaN/inf scores dropped.
+
+    Raises:
+        ValueError: for malformed input, an FPR target outside [0, 1],
+            a negative ``n_boot`` or ``alpha`` outside (0, 1).
+
+    Example:
+        >>> s = summarize([0.9, 0.8, float("nan"), 0.3, 0.1], [1, 1, 1, 0, 0],
+        ...               n_boot=100, nan_policy="drop")
+        >>> s["auc"], s["tpr@1%fpr"], s["n_members"], s["n_dropped_nan"]
+        (1.0, 1.0, 2, 1)
+    """
+    targets = [_check_target_fpr(f) for f in fprs]
+    if n_boot != 0:
+        _check_bootstrap_args(n_boot, alpha)
+    scores, labels, n_dropped = _validate(scores, labels, nan_policy)
+
+    summary: dict = {"auc": _auc(scores, labels), "auc_ci": None}
+    for target in targets:
+        summary[_fpr_key(target)] = _tpr_at_fpr(scores, labels, target)
+        summary[_fpr_key(target) + "_ci"] = None
+
+    if n_boot:
+        aucs, tprs = _bootstrap_roc_metrics(scores, labels, targets, int(n_boot), seed)
+        summary["auc_ci"] = _percentile_interval(aucs, alpha)
+        for j, target in enumerate(targets):
+            summary[_fpr_key(target) + "_ci"] = _percentile_interval(tprs[:, j], alpha)
+
+    n_members = int(np.count_nonzero(labels))
+    summary["n_members"] = n_members
+    summary["n_nonmembers"] = int(labels.size - n_members)
+    summary["n_dropped_nan"] = n_dropped
+    return summary

@@ -1,0 +1,122 @@
+"""One configuration dataclass for every decoder jaxmem runs (GPT-2 and Llama families)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Optional
+
+SUPPORTED_MODEL_TYPES = ("gpt2", "llama", "mistral")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture hyper-parameters of a causal decoder.
+
+    ``arch`` selects the block flavour: ``"gpt2"`` (learned positions, LayerNorm, GELU, fused
+    ``c_attn``, biases) or ``"llama"`` (RoPE, RMSNorm, SwiGLU, grouped-query attention, no biases).
+
+    Example:
+        >>> cfg = ModelConfig.from_hf({"model_type": "gpt2", "n_embd": 64, "n_layer": 2,
+        ...                            "n_head": 4, "vocab_size": 100, "n_positions": 32})
+        >>> cfg.head_dim
+        16
+    """
+
+    arch: str
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_ff: int
+    max_positions: int
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+    head_dim_override: Optional[int] = None
+    rope_theta: float = 10000.0
+    # Llama-3 rope scaling as ((name, value), ...) pairs from HF's {"rope_type": "llama3", ...}.
+    rope_scaling: Optional[tuple] = None
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    activation: str = "silu"
+    bos_token_id: Optional[int] = None
+    eos_token_id: Optional[int] = None
+
+    @property
+    def head_dim(self) -> int:
+        return self.head_dim_override or self.d_model // self.n_heads
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """Inverse of :meth:`to_dict` (JSON turns tuples into lists; this turns them back)."""
+        kw = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
+        if kw.get("rope_scaling") is not None:
+            kw["rope_scaling"] = tuple(tuple(kv) for kv in kw["rope_scaling"])
+        return cls(**kw)
+
+    @classmethod
+    def from_hf(cls, hf: dict | Any) -> "ModelConfig":
+        """Builds a config from a Hugging Face ``config.json`` dict (or a ``PretrainedConfig``)."""
+        if not isinstance(hf, dict):
+            hf = hf.to_dict()
+        model_type = hf.get("model_type")
+        if model_type == "gpt2":
+            d = hf["n_embd"]
+            act = hf.get("activation_function", "gelu_new")
+            if act not in ("gelu_new", "gelu_pytorch_tanh", "gelu"):
+                raise ValueError(f"GPT-2 activation {act!r} is not supported (use gelu_new).")
+            return cls(
+                arch="gpt2", vocab_size=hf["vocab_size"], d_model=d, n_layers=hf["n_layer"],
+                n_heads=hf["n_head"], n_kv_heads=hf["n_head"], d_ff=hf.get("n_inner") or 4 * d,
+                max_positions=hf["n_positions"], norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+                tie_embeddings=hf.get("tie_word_embeddings", True), attention_bias=True,
+                mlp_bias=True, activation="gelu_exact" if act == "gelu" else "gelu_tanh",
+                bos_token_id=hf.get("bos_token_id"), eos_token_id=hf.get("eos_token_id"),
+            )
+        if model_type in ("llama", "mistral"):
+            if hf.get("hidden_act", "silu") != "silu":
+                raise ValueError(f"hidden_act {hf.get('hidden_act')!r} is not supported (silu only).")
+            if model_type == "mistral" and hf.get("sliding_window"):
+                raise ValueError("Mistral sliding-window attention is not supported.")
+            eos = hf.get("eos_token_id")
+            rope_scaling = hf.get("rope_scaling") or hf.get("rope_parameters")
+            rope_theta = hf.get("rope_theta")
+            if isinstance(rope_scaling, dict):
+                rope_theta = rope_theta or rope_scaling.get("rope_theta")
+                rtype = rope_scaling.get("rope_type", rope_scaling.get("type", "default"))
+                if rtype == "default":
+                    rope_scaling = None
+                elif rtype != "llama3":
+                    raise ValueError(f"rope_scaling type {rtype!r} is not supported (llama3 only).")
+                else:
+                    # A tuple keeps the config hashable (it is a static argument of jit).
+                    rope_scaling = tuple((k, float(rope_scaling[k])) for k in
+                                         ("factor", "low_freq_factor", "high_freq_factor",
+                                          "original_max_position_embeddings"))
+            return cls(
+                arch="llama", vocab_size=hf["vocab_size"], d_model=hf["hidden_size"],
+                n_layers=hf["num_hidden_layers"], n_heads=hf["num_attention_heads"],
+                n_kv_heads=hf.get("num_key_value_heads") or hf["num_attention_heads"],
+                d_ff=hf["intermediate_size"], max_positions=hf.get("max_position_embeddings", 2048),
+                norm_eps=hf.get("rms_norm_eps", 1e-6),
+                tie_embeddings=hf.get("tie_word_embeddings", False),
+                head_dim_override=hf.get("head_dim"), rope_theta=float(rope_theta or 10000.0),
+                rope_scaling=rope_scaling,
+                attention_bias=hf.get("attention_bias", False),
+                mlp_bias=hf.get("mlp_bias", False), activation="silu",
+                bos_token_id=hf.get("bos_token_id"),
+                eos_token_id=eos[0] if isinstance(eos, list) else eos,
+            )
+        raise ValueError(
+            f"Unsupported architecture model_type={model_type!r}; jaxmem runs "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)} checkpoints.")
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> "ModelConfig":
+        with open(path) as f:
+            return cls.from_hf(json.load(f))

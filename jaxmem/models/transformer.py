@@ -1,0 +1,206 @@
+"""The one decoder: GPT-2 and Llama as a pure function of (params, token ids).
+
+Params are plain nested dicts. Per-layer weights are stacked on a leading axis of length
+``n_layers`` and the blocks run under ``jax.lax.scan``, so compile time does not grow with depth.
+Linear kernels are stored ``(in, out)``; module names follow Hugging Face's, so LoRA target
+patterns read the same as in PEFT::
+
+    {"wte": [V, D], "wpe": [P, D] (GPT-2),
+     "layers": {"attn_norm": {"scale", "bias"?},
+                "attn": {"c_attn", "c_proj"} (GPT-2) | {"q_proj", "k_proj", "v_proj", "o_proj"},
+                "mlp_norm": {...},
+                "mlp": {"c_fc", "c_proj"} (GPT-2) | {"gate_proj", "up_proj", "down_proj"}},
+     "final_norm": {...}, "lm_head": {"kernel": [D, V]} (untied heads only)}
+
+Every linear layer is a dict ``{"kernel", "bias"?}`` applied by :func:`dense`; a bias is used
+where present, so the checkpoint decides.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmem.models.config import ModelConfig
+
+_NEG_INF = -1e30  # finite, so fully masked rows (padding queries) give no NaN
+
+
+def dense(p: dict, x: jax.Array) -> jax.Array:
+    y = x @ p["kernel"].astype(x.dtype)
+    if "bias" in p:
+        y = y + p["bias"].astype(x.dtype)
+    return y
+
+
+def norm(p: dict, x: jax.Array, cfg: ModelConfig) -> jax.Array:
+    """LayerNorm (GPT-2) or RMSNorm (Llama), computed in float32 as Hugging Face does."""
+    x32 = x.astype(jnp.float32)
+    if cfg.arch == "gpt2":
+        mean = x32.mean(-1, keepdims=True)
+        var = ((x32 - mean) ** 2).mean(-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + cfg.norm_eps)
+        return (y * p["scale"] + p["bias"]).astype(x.dtype)
+    y = x32 * jax.lax.rsqrt((x32 * x32).mean(-1, keepdims=True) + cfg.norm_eps)
+    return p["scale"].astype(x.dtype) * y.astype(x.dtype)
+
+
+def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
+    """RoPE inverse frequencies, with Llama-3 ``rope_scaling`` applied when configured."""
+    d = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (np.arange(0, d, 2, dtype=np.int64).astype(np.float32) / d))
+    inv_freq = inv_freq.astype(np.float32)
+    if cfg.rope_scaling:
+        s = dict(cfg.rope_scaling)
+        factor, lo, hi = s["factor"], s["low_freq_factor"], s["high_freq_factor"]
+        old_ctx = s["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv_freq
+        scaled = np.where(wavelen > old_ctx / lo, inv_freq / factor, inv_freq)
+        smooth = (old_ctx / wavelen - lo) / (hi - lo)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < old_ctx / hi) & ~(wavelen > old_ctx / lo)
+        inv_freq = np.where(medium, smoothed, scaled).astype(np.float32)
+    return inv_freq
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
+    """Rotates [B, T, H, Dh] by position, in Hugging Face's half-split (rotate_half) layout."""
+    freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)  # [B, T, Dh/2]
+    emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
+    cos, sin = jnp.cos(emb).astype(x.dtype), jnp.sin(emb).astype(x.dtype)
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    return x * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
+
+
+def attention(q, k, v, mask):
+    """Grouped-query attention. q [B,T,H,Dh]; k, v [B,S,KV,Dh]; mask [B,T,S] (True = attend)."""
+    b, t, h, dh = q.shape
+    kv = k.shape[2]
+    q = q.reshape(b, t, kv, h // kv, dh)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k).astype(jnp.float32) / math.sqrt(dh)
+    scores = jnp.where(mask[:, None, None], scores, _NEG_INF)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, h * dh)
+
+
+def block(cfg: ModelConfig, lp: dict, x: jax.Array, positions, mask, inv_freq) -> jax.Array:
+    """One pre-norm transformer block (attention then MLP, each with a residual)."""
+    b, t, _ = x.shape
+    h, kvh, dh = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    a = lp["attn"]
+    y = norm(lp["attn_norm"], x, cfg)
+    if cfg.arch == "gpt2":
+        q, k, v = jnp.split(dense(a["c_attn"], y), 3, axis=-1)
+    else:
+        q, k, v = dense(a["q_proj"], y), dense(a["k_proj"], y), dense(a["v_proj"], y)
+    q, k, v = q.reshape(b, t, h, dh), k.reshape(b, t, kvh, dh), v.reshape(b, t, kvh, dh)
+    if cfg.arch != "gpt2":
+        q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
+    out = attention(q, k, v, mask)
+    x = x + dense(a["c_proj"] if cfg.arch == "gpt2" else a["o_proj"], out)
+
+    m = lp["mlp"]
+    y = norm(lp["mlp_norm"], x, cfg)
+    if cfg.arch == "gpt2":
+        y = jax.nn.gelu(dense(m["c_fc"], y), approximate=cfg.activation == "gelu_tanh")
+        y = dense(m["c_proj"], y)
+    else:
+        y = dense(m["down_proj"], jax.nn.silu(dense(m["gate_proj"], y)) * dense(m["up_proj"], y))
+    return x + y
+
+
+def cast_params(params, dtype):
+    """Casts floating-point leaves to the compute dtype (float32 master weights stay outside)."""
+    return jax.tree.map(
+        lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p, params)
+
+
+def hidden_states(params: dict, cfg: ModelConfig, input_ids: jax.Array,
+                  attention_mask: jax.Array | None = None, *, dtype=jnp.float32) -> jax.Array:
+    """Runs the decoder and returns the final-normed hidden states [B, T, D].
+
+    Args:
+      params: nested dict as described in the module docstring.
+      cfg: the architecture.
+      input_ids: int [B, T].
+      attention_mask: [B, T], 1 for real tokens and 0 for padding (any side). Positions count
+        real tokens only, so a left-padded row sees the same positions as the row alone.
+      dtype: compute dtype (float32 or bfloat16); norms and softmax stay float32.
+    """
+    b, t = input_ids.shape
+    if attention_mask is None:
+        attention_mask = jnp.ones((b, t), jnp.int32)
+    attention_mask = attention_mask.astype(bool)
+    positions = jnp.maximum(jnp.cumsum(attention_mask, axis=-1) - 1, 0)
+    p = cast_params(params, dtype)
+
+    x = p["wte"][input_ids]
+    if cfg.arch == "gpt2":
+        x = x + p["wpe"][positions]
+    causal = jnp.tril(jnp.ones((t, t), bool))
+    mask = causal[None] & attention_mask[:, None, :]
+    inv_freq = rope_inv_freq(cfg) if cfg.arch != "gpt2" else None
+
+    def step(x, lp):
+        return block(cfg, lp, x, positions, mask, inv_freq), None
+
+    x, _ = jax.lax.scan(step, x, p["layers"])
+    return norm(p["final_norm"], x, cfg)
+
+
+def head_kernel(params: dict, cfg: ModelConfig) -> jax.Array:
+    """The output projection [D, V]: the transposed token embedding when tied."""
+    if "lm_head" in params:
+        return params["lm_head"]["kernel"]
+    return params["wte"].T
+
+
+def logits(params: dict, cfg: ModelConfig, input_ids, attention_mask=None, *,
+           dtype=jnp.float32) -> jax.Array:
+    """Full next-token logits [B, T, V] in float32 (for tests and small batches; scoring
+    avoids materializing these, see :mod:`jaxmem.scoring`)."""
+    h = hidden_states(params, cfg, input_ids, attention_mask, dtype=dtype)
+    return (h @ head_kernel(params, cfg).astype(dtype)).astype(jnp.float32)
+
+
+def init_params(cfg: ModelConfig, key: jax.Array, std: float = 0.02) -> dict:
+    """Random parameters (normal(0, std) weights, unit norms), for tests and tiny experiments."""
+    d, f, L = cfg.d_model, cfg.d_ff, cfg.n_layers
+    dq, dkv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    keys = iter(jax.random.split(key, 16))
+
+    def lin(din, dout, bias):
+        p = {"kernel": std * jax.random.normal(next(keys), (L, din, dout), jnp.float32)}
+        if bias:
+            p["bias"] = std * jax.random.normal(next(keys), (L, dout), jnp.float32)
+        return p
+
+    def nrm(n, layers=True):
+        shape = (L, n) if layers else (n,)
+        p = {"scale": jnp.ones(shape, jnp.float32)}
+        if cfg.arch == "gpt2":
+            p["bias"] = jnp.zeros(shape, jnp.float32)
+        return p
+
+    if cfg.arch == "gpt2":
+        attn = {"c_attn": lin(d, 3 * d, True), "c_proj": lin(d, d, True)}
+        mlp = {"c_fc": lin(d, f, True), "c_proj": lin(f, d, True)}
+    else:
+        ab, mb = cfg.attention_bias, cfg.mlp_bias
+        attn = {"q_proj": lin(d, dq, ab), "k_proj": lin(d, dkv, ab), "v_proj": lin(d, dkv, ab),
+                "o_proj": lin(dq, d, ab)}
+        mlp = {"gate_proj": lin(d, f, mb), "up_proj": lin(d, f, mb), "down_proj": lin(f, d, mb)}
+    params = {
+        "wte": std * jax.random.normal(next(keys), (cfg.vocab_size, d), jnp.float32),
+        "layers": {"attn_norm": nrm(d), "attn": attn, "mlp_norm": nrm(d), "mlp": mlp},
+        "final_norm": nrm(d, layers=False),
+    }
+    if cfg.arch == "gpt2":
+        params["wpe"] = std * jax.random.normal(next(keys), (cfg.max_positions, d), jnp.float32)
+    if not cfg.tie_embeddings:
+        params["lm_head"] = {
+            "kernel": std * jax.random.normal(next(keys), (d, cfg.vocab_size), jnp.float32)}
+    return params

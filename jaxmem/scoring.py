@@ -1,0 +1,240 @@
+"""The one scoring pass: per-token statistics for every attack, from one jit-compiled call.
+
+For each scored token x_t (t >= 1) of each example it returns
+
+* ``logp``:  log p(x_t | x_<t), the log-probability of the actual next token;
+* ``mu``:    E_{z ~ p(.|x_<t)}[log p(z | x_<t)], the mean of log p over the vocabulary weighted by
+  the model's own next-token distribution (minus the entropy);
+* ``sigma``: the standard deviation of log p(z | x_<t) under the same distribution.
+
+``mu`` and ``sigma`` are exactly what Min-K%++ (Zhang et al., 2024) normalizes by. The first token
+of a sequence is never scored (nothing predicts it); GPT-2 tokenizers add no BOS, so a GPT-2 text is
+scored from its second token; Llama tokenizers that prepend BOS get every real token scored.
+
+The vocabulary dimension never leaves the device: logits are computed chunk by chunk over the
+sequence inside the jitted function, reduced to the three statistics, and only [B, T] arrays
+come back.
+
+Example:
+    >>> params, cfg, tok = load_model("smollm2-135m")
+    >>> stats = score_texts(params, cfg, tok, ["The cat sat on the mat."])
+    >>> stats.logp.shape, stats.mask.sum()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import warnings
+from typing import Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmem.models.config import ModelConfig
+from jaxmem.models.transformer import head_kernel, hidden_states
+
+
+def _dtype(name) -> jnp.dtype:
+    return jnp.dtype({"float32": jnp.float32, "bfloat16": jnp.bfloat16}.get(str(name), name))
+
+
+def vocab_stats(h: jax.Array, w: jax.Array, targets: jax.Array) -> tuple[jax.Array, ...]:
+    """(logp of targets, mu, sigma) from hidden states h [..., D] and head kernel w [D, V].
+
+    The log-softmax runs in float32 whatever the compute dtype.
+    """
+    z = (h @ w).astype(jnp.float32)
+    logq = z - jax.nn.logsumexp(z, axis=-1, keepdims=True)
+    q = jnp.exp(logq)
+    mu = jnp.sum(q * logq, axis=-1)
+    sigma = jnp.sqrt(jnp.maximum(jnp.sum(q * jnp.square(logq - mu[..., None]), axis=-1), 0.0))
+    logp = jnp.take_along_axis(logq, targets[..., None], axis=-1)[..., 0]
+    return logp, mu, sigma
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "dtype", "chunk"))
+def token_stats(params: dict, cfg: ModelConfig, input_ids: jax.Array, attention_mask: jax.Array,
+                *, dtype: str = "float32", chunk: int = 128) -> dict[str, jax.Array]:
+    """Per-token statistics for a padded batch.
+
+    Args:
+      params: model params (any extra method parameters the decoder reads included).
+      cfg: the architecture (static).
+      input_ids: int32 [B, T]; attention_mask: [B, T] with 1 for real tokens (right padding).
+      dtype: compute dtype name, "float32" or "bfloat16" (static).
+      chunk: positions per vocabulary chunk; bounds the [B, chunk, V] float32 working set.
+
+    Returns:
+      dict of float32 [B, T-1] arrays ``logp``, ``mu``, ``sigma`` and a bool ``mask``; column t
+      describes token t+1 predicted from tokens 0..t.
+    """
+    dt = _dtype(dtype)
+    b, t = input_ids.shape
+    h = hidden_states(params, cfg, input_ids, attention_mask, dtype=dt)[:, :-1]
+    targets = input_ids[:, 1:]
+    w = head_kernel(params, cfg).astype(dt)
+    n = t - 1
+    c = min(chunk, n)
+    pad = (-n) % c
+    if pad:  # pad the time axis to whole chunks; the padded columns are sliced off below
+        h = jnp.pad(h, ((0, 0), (0, pad), (0, 0)))
+        targets = jnp.pad(targets, ((0, 0), (0, pad)))
+    k = (n + pad) // c
+    hc = h.reshape(b, k, c, -1).swapaxes(0, 1)
+    tc = targets.reshape(b, k, c).swapaxes(0, 1)
+    logp, mu, sigma = jax.lax.map(lambda a: vocab_stats(a[0], w, a[1]), (hc, tc))
+    unchunk = lambda x: x.swapaxes(0, 1).reshape(b, k * c)[:, :n]  # noqa: E731
+    m = attention_mask.astype(bool)
+    return {"logp": unchunk(logp), "mu": unchunk(mu), "sigma": unchunk(sigma),
+            "mask": m[:, 1:] & m[:, :-1]}
+
+
+# ----------------------------------------------------------------------------- batching
+
+def length_buckets(max_len: int, min_len: int = 16) -> tuple[int, ...]:
+    """A few static padded lengths: powers of two from ``min_len`` up to ``max_len`` (inclusive)."""
+    out, n = [], min_len
+    while n < max_len:
+        out.append(n)
+        n *= 2
+    return tuple(out + [max_len])
+
+
+def make_batches(seqs: Sequence[Sequence[int]], batch_size: int, buckets: Sequence[int],
+                 pad_id: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Groups token sequences into right-padded [B, L] batches with L from ``buckets``.
+
+    Sequences are sorted by length so each batch pads little; every batch has exactly
+    ``batch_size`` rows (the last is filled with empty rows) so each bucket compiles once.
+
+    Yields:
+      (input_ids int32 [B, L], attention_mask int32 [B, L], index int64 [B] into ``seqs``,
+      -1 for filler rows).
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    order = np.argsort([len(s) for s in seqs], kind="stable")
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        longest = max(len(seqs[i]) for i in idx)
+        length = next((b for b in buckets if b >= longest), None)
+        if length is None:
+            raise ValueError(f"A sequence of {longest} tokens exceeds the largest bucket "
+                             f"{buckets[-1]}; truncate first (see encode_texts).")
+        ids = np.full((batch_size, length), pad_id, np.int32)
+        mask = np.zeros((batch_size, length), np.int32)
+        index = np.full(batch_size, -1, np.int64)
+        for row, i in enumerate(idx):
+            ids[row, :len(seqs[i])] = seqs[i]
+            mask[row, :len(seqs[i])] = 1
+            index[row] = i
+        yield ids, mask, index
+
+
+def encode_texts(tokenizer, texts: Sequence[str], max_length: int,
+                 on_overflow: str = "truncate") -> tuple[list[list[int]], np.ndarray]:
+    """Tokenizes texts as the tokenizer does by default (BOS where the model expects it).
+
+    Args:
+      max_length: the block size; longer texts are cut to their first ``max_length`` tokens
+        (``on_overflow="truncate"``, with one warning counting them) or refused (``"error"``).
+
+    Returns:
+      (token id lists, bool array marking truncated texts).
+    """
+    if on_overflow not in ("truncate", "error"):
+        raise ValueError(f"on_overflow must be 'truncate' or 'error', got {on_overflow!r}.")
+    seqs = [list(x) for x in tokenizer(list(texts))["input_ids"]]
+    truncated = np.array([len(s) > max_length for s in seqs], bool)
+    if truncated.any():
+        msg = (f"{truncated.sum()} of {len(seqs)} texts are longer than {max_length} tokens "
+               f"(longest {max(len(s) for s in seqs)})")
+        if on_overflow == "error":
+            raise ValueError(msg + "; raise max_length (up to the model's context) or pass "
+                             "on_overflow='truncate'.")
+        warnings.warn(msg + f"; they are truncated to their first {max_length} tokens.",
+                      stacklevel=2)
+        seqs = [s[:max_length] for s in seqs]
+    return seqs, truncated
+
+
+# ----------------------------------------------------------------------------- texts in, stats out
+
+@dataclasses.dataclass
+class TokenStats:
+    """Per-token statistics for N examples, right-padded to the longest: arrays [N, Lmax].
+
+    ``mask`` marks scored tokens; ``n_tokens`` counts them; ``token_ids`` holds the ids of the
+    scored tokens (for attacks that need the text, e.g. lowercase ratios).
+    """
+
+    logp: np.ndarray
+    mu: np.ndarray
+    sigma: np.ndarray
+    mask: np.ndarray
+    token_ids: np.ndarray
+    truncated: np.ndarray
+
+    @property
+    def n_tokens(self) -> np.ndarray:
+        return self.mask.sum(-1)
+
+    def nll(self) -> np.ndarray:
+        """Mean negative log-likelihood per example (NaN where no token is scored)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return -np.where(self.mask, self.logp, 0.0).sum(-1) / self.n_tokens
+
+
+def score_sequences(params: dict, cfg: ModelConfig, seqs: Sequence[Sequence[int]], *,
+                    batch_size: int = 8, max_length: int | None = None, dtype: str = "float32",
+                    pad_id: int = 0, progress: bool = False) -> TokenStats:
+    """Scores already-tokenized sequences (each at most ``max_length`` tokens)."""
+    if len(seqs) == 0:
+        raise ValueError("Nothing to score: the list of texts is empty.")
+    max_length = max_length or max(len(s) for s in seqs)
+    if max_length > cfg.max_positions:
+        raise ValueError(f"max_length {max_length} exceeds the model's context "
+                         f"({cfg.max_positions} positions); lower it.")
+    buckets = length_buckets(max(max_length, 2))
+    lmax = max(max(len(s) for s in seqs) - 1, 1)
+    out = {k: np.zeros((len(seqs), lmax), np.float32) for k in ("logp", "mu", "sigma")}
+    out["mask"] = np.zeros((len(seqs), lmax), bool)
+    token_ids = np.zeros((len(seqs), lmax), np.int32)
+    batches = make_batches(seqs, batch_size, buckets, pad_id)
+    if progress:
+        from tqdm.auto import tqdm
+        batches = tqdm(batches, total=math.ceil(len(seqs) / batch_size), desc="scoring",
+                       unit="batch")
+    for ids, mask, index in batches:
+        res = jax.device_get(token_stats(params, cfg, jnp.asarray(ids), jnp.asarray(mask),
+                                         dtype=dtype))
+        keep = index >= 0
+        w = min(ids.shape[1] - 1, lmax)
+        for k in out:
+            out[k][index[keep], :w] = res[k][keep, :w]
+        token_ids[index[keep], :w] = ids[keep, 1:w + 1]
+    return TokenStats(**out, token_ids=token_ids, truncated=np.zeros(len(seqs), bool))
+
+
+def score_texts(params: dict, cfg: ModelConfig, tokenizer, texts: Sequence[str], *,
+                batch_size: int = 8, max_length: int | None = None, dtype: str = "float32",
+                on_overflow: str = "truncate", progress: bool = False) -> TokenStats:
+    """Tokenizes and scores texts; see :func:`token_stats` for what is computed.
+
+    Args:
+      max_length: block size in tokens (default: the model's context, capped at 1024).
+      on_overflow: "truncate" (default; warns with the count) or "error" for longer texts.
+    """
+    max_length = max_length or min(cfg.max_positions, 1024)
+    if max_length > cfg.max_positions:
+        raise ValueError(f"max_length {max_length} exceeds the model's context "
+                         f"({cfg.max_positions} positions); lower it.")
+    seqs, truncated = encode_texts(tokenizer, texts, max_length, on_overflow)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    stats = score_sequences(params, cfg, seqs, batch_size=batch_size, max_length=max_length,
+                            dtype=dtype, pad_id=pad_id, progress=progress)
+    stats.truncated = truncated
+    return stats
