@@ -44,20 +44,25 @@ def _dtype(name) -> jnp.dtype:
 def vocab_stats(h: jax.Array, w: jax.Array, targets: jax.Array) -> tuple[jax.Array, ...]:
     """(logp of targets, mu, sigma) from hidden states h [..., D] and head kernel w [D, V].
 
-    The log-softmax runs in float32 whatever the compute dtype.
+    float32 whatever the compute dtype. One max pass, then one pass of three sums over
+    e = exp(z - max): with s = sum e, A = sum e (z - max), B = sum e (z - max)^2,
+    mu = A/s - log s and sigma^2 = B/s - (A/s)^2 (a variance is shift-invariant). Centering on
+    the max keeps the terms small enough for float32.
     """
     z = (h @ w).astype(jnp.float32)
-    logq = z - jax.nn.logsumexp(z, axis=-1, keepdims=True)
-    q = jnp.exp(logq)
-    mu = jnp.sum(q * logq, axis=-1)
-    sigma = jnp.sqrt(jnp.maximum(jnp.sum(q * jnp.square(logq - mu[..., None]), axis=-1), 0.0))
-    logp = jnp.take_along_axis(logq, targets[..., None], axis=-1)[..., 0]
-    return logp, mu, sigma
+    zc = z - jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+    e = jnp.exp(zc)
+    s = jnp.sum(e, axis=-1)
+    a = jnp.sum(e * zc, axis=-1) / s
+    b = jnp.sum(e * zc * zc, axis=-1) / s
+    log_s = jnp.log(s)
+    logp = jnp.take_along_axis(zc, targets[..., None], axis=-1)[..., 0] - log_s
+    return logp, a - log_s, jnp.sqrt(jnp.maximum(b - a * a, 0.0))
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "dtype", "chunk"))
 def token_stats(params: dict, cfg: ModelConfig, input_ids: jax.Array, attention_mask: jax.Array,
-                *, dtype: str = "float32", chunk: int = 128) -> dict[str, jax.Array]:
+                *, dtype: str = "float32", chunk: int = 32) -> dict[str, jax.Array]:
     """Per-token statistics for a padded batch.
 
     Args:
