@@ -76,6 +76,7 @@ __all__ = [
     "Corpus",
     "load_corpus",
     "find_overlaps",
+    "read_text_file",
     "KNOWN_CORPORA",
     "PAPER_SIZES",
     "EMBEDDED_INSTALL",
@@ -479,6 +480,50 @@ def _list_files(path: Path, exts: Iterable[str]) -> list[Path]:
         and not any(part.startswith(".") for part in p.relative_to(path).parts)
         and not p.name.lower().startswith("readme")
     )
+
+
+def read_text_file(path: str | os.PathLike, *, text_column: str = "text") -> list[str]:
+    """Texts of one local file, in file order, for scoring or inspection.
+
+    No splitting, sampling or de-duplication: use :func:`load_corpus` for
+    that. A ``.txt`` file gives one text per paragraph (blank-line
+    separated; one per line if it has no blank lines); ``.jsonl``,
+    ``.json``, ``.csv``, ``.tsv`` and ``.parquet`` files give the
+    ``text_column`` of each row. Empty texts are skipped.
+
+    Args:
+        path: The file.
+        text_column: Column holding the text in structured files.
+
+    Returns:
+        The texts, surrounding whitespace stripped.
+
+    Raises:
+        FileNotFoundError: If ``path`` is not a file.
+        ValueError: Unsupported suffix, missing column (the message lists
+            the columns present) or no text at all.
+
+    Example:
+        >>> from pathlib import Path
+        >>> _ = Path("/tmp/two.txt").write_text("First one.\\n\\nSecond one.\\n")
+        >>> read_text_file("/tmp/two.txt")
+        ['First one.', 'Second one.']
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is not a file; pass a {', '.join(_LOCAL_EXTS)} file")
+    if path.suffix.lower() == ".txt":
+        texts, _ = _read_txt(path)
+    else:
+        rows = _read_records(path)
+        _require_columns(
+            rows, (text_column,), str(path), f"Pass the right text column (got {text_column!r})."
+        )
+        texts = [str(r[text_column]).strip() for r in rows if r.get(text_column) is not None]
+    texts = [t for t in texts if t]
+    if not texts:
+        raise ValueError(f"{path}: no non-empty texts")
+    return texts
 
 
 # ----- WikiText -----

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jaxmem import data
-from jaxmem.data import KNOWN_CORPORA, Corpus, find_overlaps, load_corpus
+from jaxmem.data import KNOWN_CORPORA, Corpus, find_overlaps, load_corpus, read_text_file
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -431,6 +431,23 @@ def test_local_structured_files_with_text_column(tmp_path, fmt):
         ValueError, match=r"missing column.*'text'.*columns present: \['id', 'body'\]"
     ):
         load_corpus(str(path))
+
+
+def test_read_text_file(tmp_path):
+    (tmp_path / "a.txt").write_text("One\ntwo.\n\n\nThree.\n")
+    assert read_text_file(tmp_path / "a.txt") == ["One two.", "Three."]
+    (tmp_path / "b.txt").write_text("x\ny\n\n")  # only a trailing blank line: one text a line
+    assert read_text_file(str(tmp_path / "b.txt")) == ["x", "y"]
+    rows = [{"body": "first"}, {"body": " "}, {"body": "second"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "c.parquet")
+    assert read_text_file(tmp_path / "c.parquet", text_column="body") == ["first", "second"]
+    with pytest.raises(ValueError, match=r"columns present: \['body'\]"):
+        read_text_file(tmp_path / "c.parquet")
+    with pytest.raises(FileNotFoundError):
+        read_text_file(tmp_path / "missing.jsonl")
+    (tmp_path / "d.xml").write_text("<a/>")
+    with pytest.raises(ValueError, match="unsupported file type"):
+        read_text_file(tmp_path / "d.xml")
 
 
 def test_local_directory_uses_split_names(tmp_path):

@@ -24,15 +24,35 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmem.models import adapters
 from jaxmem.models.config import ModelConfig
 
 _NEG_INF = -1e30  # finite, so fully masked rows (padding queries) give no NaN
 
 
-def dense(p: dict, x: jax.Array) -> jax.Array:
+def dense(p: dict, x: jax.Array, dropout: tuple | None = None) -> jax.Array:
+    """A linear layer plus whatever adapters it carries.
+
+    LoRA (Hu et al., 2021; PEFT's layout): y = W x + b + s * B A drop(x), with A ``lora_a`` [in, r],
+    B ``lora_b`` [r, out] and s ``lora_scale`` (alpha/r or alpha/sqrt(r)). IA3 (Liu et al., 2022):
+    ``ia3_out`` scales the output (keys, values), ``ia3_in`` the input (feed-forward layers).
+    ``dropout`` is (rate, key) during training, applied to the LoRA branch's input only.
+    """
+    if "ia3_in" in p:
+        x = x * p["ia3_in"].astype(x.dtype)
     y = x @ p["kernel"].astype(x.dtype)
     if "bias" in p:
         y = y + p["bias"].astype(x.dtype)
+    if "lora_a" in p:
+        xd = x
+        if dropout is not None and dropout[0] > 0:
+            rate, key = dropout
+            keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+            xd = jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+        lora = (xd @ p["lora_a"].astype(x.dtype)) @ p["lora_b"].astype(x.dtype)
+        y = y + lora * p["lora_scale"].astype(x.dtype)
+    if "ia3_out" in p:
+        y = y * p["ia3_out"].astype(x.dtype)
     return y
 
 
@@ -86,29 +106,39 @@ def attention(q, k, v, mask):
     return jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, h * dh)
 
 
-def block(cfg: ModelConfig, lp: dict, x: jax.Array, positions, mask, inv_freq) -> jax.Array:
-    """One pre-norm transformer block (attention then MLP, each with a residual)."""
+def block(cfg: ModelConfig, lp: dict, x: jax.Array, positions, mask, inv_freq,
+          prefix=None, dropout=None) -> jax.Array:
+    """One pre-norm transformer block (attention then MLP, each with a residual).
+
+    ``prefix`` is this layer's prefix-tuning keys and values [2, n, KV, Dh] (or None); they are
+    prepended to the keys/values and never rotated. ``dropout`` is (rate, key) for LoRA.
+    """
     b, t, _ = x.shape
     h, kvh, dh = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    keys = iter(jax.random.split(dropout[1], 8)) if dropout is not None else None
+    lin = lambda p, y: dense(p, y, None if keys is None else (dropout[0], next(keys)))  # noqa: E731
     a = lp["attn"]
     y = norm(lp["attn_norm"], x, cfg)
     if cfg.arch == "gpt2":
-        q, k, v = jnp.split(dense(a["c_attn"], y), 3, axis=-1)
+        q, k, v = jnp.split(lin(a["c_attn"], y), 3, axis=-1)
     else:
-        q, k, v = dense(a["q_proj"], y), dense(a["k_proj"], y), dense(a["v_proj"], y)
+        q, k, v = lin(a["q_proj"], y), lin(a["k_proj"], y), lin(a["v_proj"], y)
     q, k, v = q.reshape(b, t, h, dh), k.reshape(b, t, kvh, dh), v.reshape(b, t, kvh, dh)
     if cfg.arch != "gpt2":
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
+    if prefix is not None:
+        pk, pv = (jnp.broadcast_to(z.astype(k.dtype), (b, *z.shape)) for z in prefix)
+        k, v = jnp.concatenate([pk, k], axis=1), jnp.concatenate([pv, v], axis=1)
     out = attention(q, k, v, mask)
-    x = x + dense(a["c_proj"] if cfg.arch == "gpt2" else a["o_proj"], out)
+    x = x + lin(a["c_proj"] if cfg.arch == "gpt2" else a["o_proj"], out)
 
     m = lp["mlp"]
     y = norm(lp["mlp_norm"], x, cfg)
     if cfg.arch == "gpt2":
-        y = jax.nn.gelu(dense(m["c_fc"], y), approximate=cfg.activation == "gelu_tanh")
-        y = dense(m["c_proj"], y)
+        y = jax.nn.gelu(lin(m["c_fc"], y), approximate=cfg.activation == "gelu_tanh")
+        y = lin(m["c_proj"], y)
     else:
-        y = dense(m["down_proj"], jax.nn.silu(dense(m["gate_proj"], y)) * dense(m["up_proj"], y))
+        y = lin(m["down_proj"], jax.nn.silu(lin(m["gate_proj"], y)) * lin(m["up_proj"], y))
     return x + y
 
 
@@ -119,36 +149,60 @@ def cast_params(params, dtype):
 
 
 def hidden_states(params: dict, cfg: ModelConfig, input_ids: jax.Array,
-                  attention_mask: jax.Array | None = None, *, dtype=jnp.float32) -> jax.Array:
-    """Runs the decoder and returns the final-normed hidden states [B, T, D].
+                  attention_mask: jax.Array | None = None, *, dtype=jnp.float32,
+                  dropout_rng: jax.Array | None = None, lora_dropout: float = 0.0) -> jax.Array:
+    """Runs the decoder and returns the final-normed hidden states [B, T, D] of the real tokens.
 
     Args:
-      params: nested dict as described in the module docstring.
+      params: nested dict as described in the module docstring, with any tuning method's
+        subtrees (soft prompt, prefix, LoRA, IA3; see :mod:`jaxmem.models.adapters`).
       cfg: the architecture.
       input_ids: int [B, T].
       attention_mask: [B, T], 1 for real tokens and 0 for padding (any side). Positions count
         real tokens only, so a left-padded row sees the same positions as the row alone.
       dtype: compute dtype (float32 or bfloat16); norms and softmax stay float32.
+      dropout_rng, lora_dropout: LoRA dropout during training (off when ``dropout_rng`` is None).
+
+    Virtual tokens (soft prompts) take positions 0..n-1 and are dropped from the output; prefix
+    tuning shifts real positions by n as a cache of n tokens would, as PEFT does.
     """
     b, t = input_ids.shape
     if attention_mask is None:
         attention_mask = jnp.ones((b, t), jnp.int32)
     attention_mask = attention_mask.astype(bool)
-    positions = jnp.maximum(jnp.cumsum(attention_mask, axis=-1) - 1, 0)
     p = cast_params(params, dtype)
-
     x = p["wte"][input_ids]
+
+    n_virtual = 0
+    if "soft_prompt" in p:
+        virt = adapters.soft_prompt(p["soft_prompt"]).astype(dtype)
+        n_virtual = virt.shape[0]
+        x = jnp.concatenate([jnp.broadcast_to(virt, (b, *virt.shape)), x], axis=1)
+        attention_mask = jnp.concatenate([jnp.ones((b, n_virtual), bool), attention_mask], 1)
+    n_prefix, prefix = 0, None
+    if "prefix" in p:
+        prefix = adapters.prefix_kv(p["prefix"], cfg.n_layers, cfg.n_kv_heads, cfg.head_dim)
+        n_prefix = prefix.shape[2]
+    positions = n_prefix + jnp.maximum(jnp.cumsum(attention_mask, axis=-1) - 1, 0)
     if cfg.arch == "gpt2":
         x = x + p["wpe"][positions]
-    causal = jnp.tril(jnp.ones((t, t), bool))
+
+    s = x.shape[1]
+    causal = jnp.tril(jnp.ones((s, s), bool))
     mask = causal[None] & attention_mask[:, None, :]
+    if n_prefix:
+        mask = jnp.concatenate([jnp.ones((b, s, n_prefix), bool), mask], axis=-1)
     inv_freq = rope_inv_freq(cfg) if cfg.arch != "gpt2" else None
+    layer_keys = (jax.random.split(dropout_rng, cfg.n_layers) if dropout_rng is not None
+                  else None)
 
-    def step(x, lp):
-        return block(cfg, lp, x, positions, mask, inv_freq), None
+    def step(x, xs):
+        lp, pre, key = xs
+        drop = None if key is None else (lora_dropout, key)
+        return block(cfg, lp, x, positions, mask, inv_freq, pre, drop), None
 
-    x, _ = jax.lax.scan(step, x, p["layers"])
-    return norm(p["final_norm"], x, cfg)
+    x, _ = jax.lax.scan(step, x, (p["layers"], prefix, layer_keys))
+    return norm(p["final_norm"], x[:, n_virtual:], cfg)
 
 
 def head_kernel(params: dict, cfg: ModelConfig) -> jax.Array:
