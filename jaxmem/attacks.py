@@ -110,7 +110,12 @@ def parse_attack(spec: str) -> tuple[str, Callable[[AttackInputs], np.ndarray]]:
                          "(min_k and min_k_pp take ':k', e.g. min_k:0.1).")
     fn = ATTACKS[name]
     if name in ("min_k", "min_k_pp"):
-        k = float(arg) if arg else 0.2
+        try:
+            k = float(arg) if arg else 0.2
+        except ValueError:
+            raise ValueError(f"Attack {spec!r}: k must be a number in (0, 1], e.g. min_k:0.1.") from None
+        if not 0 < k <= 1:
+            raise ValueError(f"Attack {spec!r}: k must be in (0, 1], got {k}.")
         return f"{name}:{k:g}", lambda inp: fn(inp, k=k)
     if arg:
         raise ValueError(f"Attack {name!r} takes no argument (got {spec!r}).")
@@ -126,6 +131,14 @@ def needs(specs: Sequence[str]) -> set[str]:
 
 def run_attacks(specs: Sequence[str], inputs: AttackInputs) -> dict[str, np.ndarray]:
     """Runs each attack spec on the same inputs; returns {canonical name: scores [N]}."""
+    n = inputs.target.logp.shape[0]
+    sizes = {"texts": len(inputs.texts)}
+    for extra in ("reference", "lowercase"):
+        if getattr(inputs, extra) is not None:
+            sizes[extra] = getattr(inputs, extra).logp.shape[0]
+    wrong = {k: v for k, v in sizes.items() if v != n}
+    if wrong:
+        raise ValueError(f"Attack inputs disagree in size: target has {n} examples but {wrong}.")
     out = {}
     for spec in specs:
         name, fn = parse_attack(spec)

@@ -318,16 +318,12 @@ def test_k_out_of_range_is_refused(spec):
         run_attacks([spec], inputs)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: parse_attack only validates k when the attack "
-                   "runs (after all scoring passes), not when the spec is parsed")
 @pytest.mark.parametrize("spec", ["min_k:0", "min_k:1.5"])
 def test_k_out_of_range_is_refused_when_parsed(spec):
     with pytest.raises(ValueError):
         parse_attack(spec)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: AttackInputs sizes are not checked; a single text "
-                   "or a one-example reference/lowercase pass silently broadcasts to all N")
 @pytest.mark.parametrize("spec,field", [("zlib", "texts"), ("ref", "reference"),
                                         ("lowercase", "lowercase")])
 def test_mismatched_sizes_are_refused(spec, field):
