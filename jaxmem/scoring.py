@@ -60,17 +60,18 @@ def vocab_stats(h: jax.Array, w: jax.Array, targets: jax.Array) -> tuple[jax.Arr
     return logp, a - log_s, jnp.sqrt(jnp.maximum(b - a * a, 0.0))
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "dtype", "chunk"))
-def token_stats(params: dict, cfg: ModelConfig, input_ids: jax.Array, attention_mask: jax.Array,
-                *, dtype: str = "float32", chunk: int = 32) -> dict[str, jax.Array]:
-    """Per-token statistics for a padded batch.
+def per_token(params: dict, cfg: ModelConfig, input_ids: jax.Array, attention_mask: jax.Array,
+              *, dtype: str = "float32", chunk: int = 32, **forward_kwargs) -> dict[str, jax.Array]:
+    """Per-token statistics for a padded batch (un-jitted: the trainer differentiates it).
 
     Args:
       params: model params (any extra method parameters the decoder reads included).
-      cfg: the architecture (static).
+      cfg: the architecture.
       input_ids: int32 [B, T]; attention_mask: [B, T] with 1 for real tokens (right padding).
-      dtype: compute dtype name, "float32" or "bfloat16" (static).
+      dtype: compute dtype name, "float32" or "bfloat16".
       chunk: positions per vocabulary chunk; bounds the [B, chunk, V] float32 working set.
+        Each chunk is rematerialized in the backward pass, so training never holds [B, T, V].
+      forward_kwargs: passed to the decoder (LoRA dropout during training).
 
     Returns:
       dict of float32 [B, T-1] arrays ``logp``, ``mu``, ``sigma`` and a bool ``mask``; column t
@@ -78,7 +79,7 @@ def token_stats(params: dict, cfg: ModelConfig, input_ids: jax.Array, attention_
     """
     dt = _dtype(dtype)
     b, t = input_ids.shape
-    h = hidden_states(params, cfg, input_ids, attention_mask, dtype=dt)[:, :-1]
+    h = hidden_states(params, cfg, input_ids, attention_mask, dtype=dt, **forward_kwargs)[:, :-1]
     targets = input_ids[:, 1:]
     w = head_kernel(params, cfg).astype(dt)
     n = t - 1
@@ -90,11 +91,16 @@ def token_stats(params: dict, cfg: ModelConfig, input_ids: jax.Array, attention_
     k = (n + pad) // c
     hc = h.reshape(b, k, c, -1).swapaxes(0, 1)
     tc = targets.reshape(b, k, c).swapaxes(0, 1)
-    logp, mu, sigma = jax.lax.map(lambda a: vocab_stats(a[0], w, a[1]), (hc, tc))
+    stats = jax.checkpoint(lambda a: vocab_stats(a[0], w, a[1]))
+    logp, mu, sigma = jax.lax.map(stats, (hc, tc))
     unchunk = lambda x: x.swapaxes(0, 1).reshape(b, k * c)[:, :n]  # noqa: E731
     m = attention_mask.astype(bool)
     return {"logp": unchunk(logp), "mu": unchunk(mu), "sigma": unchunk(sigma),
             "mask": m[:, 1:] & m[:, :-1]}
+
+
+token_stats = jax.jit(per_token, static_argnames=("cfg", "dtype", "chunk"))
+token_stats.__doc__ = "jit-compiled :func:`per_token`: the one scoring pass behind every attack."
 
 
 # ----------------------------------------------------------------------------- batching

@@ -1,0 +1,339 @@
+"""The trainer: one jit-compiled step, an orbax checkpoint every epoch, resumable.
+
+A run directory holds everything about one fine-tuning run::
+
+    run.json                    model, method and training configs (a run is refused if they differ)
+    log.jsonl                   every metric: one line per step and one per epoch
+    checkpoints/epoch_003/      orbax: the trainable parameters and their optimizer state
+    checkpoints/epoch_003.json  written after the orbax save completes: marks the epoch finished
+
+Only trainable leaves are saved (for LoRA, prefix, ... just the method's own parameters); frozen
+leaves come back from the base model and the method's deterministic init. A killed run resumes
+from its last finished epoch and ends bit-identical to an uninterrupted one on the CPU: data order
+and dropout keys depend only on (seed, epoch, step).
+
+Example:
+    >>> result = train(params, cfg, tok, method_config("lora"), texts, val_texts, "runs/lora",
+    ...                TrainConfig(epochs=3))
+    >>> result.history[-1]["val_ppl"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxmem.models.config import ModelConfig
+from jaxmem.scoring import encode_texts, length_buckets, per_token, score_sequences
+from jaxmem.tuning import init_method, method_config
+from jaxmem.tuning.partition import (OptimConfig, count, make_optimizer, merge, split,
+                                     zeros_for_frozen)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train. ``batch_size`` is per micro-batch; the optimizer sees
+    ``batch_size * grad_accum`` examples per step, token-weighted exactly as one big batch."""
+
+    epochs: int = 3
+    batch_size: int = 8
+    grad_accum: int = 1
+    block_size: int = 128
+    dtype: str = "float32"     # compute dtype; master weights and optimizer stay float32
+    seed: int = 0
+    optim: OptimConfig = OptimConfig()
+    eval_batch_size: int = 16
+    log_every: int = 1
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        d["optim"] = OptimConfig(**d.get("optim", {}))
+        return cls(**d)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    params: dict
+    labels: dict
+    history: list[dict]       # one dict per epoch: epoch, train_loss, val_loss, val_ppl, ...
+    run_dir: Path
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def _sum_nll(params, cfg, ids, mask, dtype, rng, lora_dropout):
+    st = per_token(params, cfg, ids, mask, dtype=dtype, dropout_rng=rng,
+                   lora_dropout=lora_dropout)
+    m = st["mask"]
+    return -jnp.sum(jnp.where(m, st["logp"], 0.0)), jnp.sum(m)
+
+
+def make_train_step(cfg: ModelConfig, tx: optax.GradientTransformation, labels, *,
+                    dtype: str = "float32", lora_dropout: float = 0.0):
+    """A jit-compiled step over micro-batches ids/mask [A, B, T].
+
+    Only the trainable subtree is differentiated, so XLA computes no weight gradient for frozen
+    leaves; gradients are sums over tokens of all micro-batches divided by their token count.
+    Returns (params, opt_state, loss).
+    """
+
+    def step(params, opt_state, ids, mask, rng):
+        trainable, frozen = split(params, labels)
+
+        def micro(carry, xs):
+            g_acc, nll_acc, n_acc = carry
+            i, m, k = xs
+            (nll, n), g = jax.value_and_grad(
+                lambda tr: _sum_nll(merge(tr, frozen), cfg, i, m, dtype, k, lora_dropout),
+                has_aux=True)(trainable)
+            return (jax.tree.map(jnp.add, g_acc, g), nll_acc + nll, n_acc + n), None
+
+        zeros = jax.tree.map(jnp.zeros_like, trainable)
+        keys = jax.random.split(rng, ids.shape[0])
+        (g, nll, n), _ = jax.lax.scan(micro, (zeros, 0.0, 0), (ids, mask, keys))
+        n = jnp.maximum(n, 1)
+        g = jax.tree.map(lambda x: x / n, g)
+        updates, opt_state = tx.update(zeros_for_frozen(g, frozen), opt_state, params)
+        new_trainable = optax.apply_updates(trainable, split(updates, labels)[0])
+        return merge(new_trainable, frozen), opt_state, nll / n
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def _epoch_batches(seqs, tcfg: TrainConfig, epoch: int, pad_id: int):
+    """Shuffled [A, B, T] batches for one epoch; T from a few length buckets."""
+    rng = np.random.default_rng([tcfg.seed, epoch])
+    order = rng.permutation(len(seqs))
+    per_step = tcfg.batch_size * tcfg.grad_accum
+    buckets = length_buckets(tcfg.block_size)
+    for start in range(0, len(order), per_step):
+        idx = order[start:start + per_step]
+        longest = max(len(seqs[i]) for i in idx)
+        t = next(b for b in buckets if b >= longest)
+        ids = np.full((per_step, t), pad_id, np.int32)
+        mask = np.zeros((per_step, t), np.int32)
+        for row, i in enumerate(idx):
+            ids[row, :len(seqs[i])] = seqs[i]
+            mask[row, :len(seqs[i])] = 1
+        shape = (tcfg.grad_accum, tcfg.batch_size, t)
+        yield ids.reshape(shape), mask.reshape(shape)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _run_spec(model_name, cfg, mcfg, tcfg, n_train, n_val) -> dict:
+    return {"model": str(model_name), "model_config": cfg.to_dict(),
+            "method": dataclasses.asdict(mcfg), "train": tcfg.to_dict(),
+            "n_train": n_train, "n_validation": n_val}
+
+
+def _finished_epochs(ckpt_dir: Path) -> list[int]:
+    return sorted(int(p.stem.split("_")[1]) for p in ckpt_dir.glob("epoch_*.json"))
+
+
+def validation_loss(params, cfg, seqs, tcfg: TrainConfig, pad_id: int) -> float:
+    """Token-weighted mean NLL over the validation sequences (virtual tokens never count)."""
+    st = score_sequences(params, cfg, seqs, batch_size=tcfg.eval_batch_size,
+                         max_length=tcfg.block_size, dtype=tcfg.dtype, pad_id=pad_id)
+    return float(-np.where(st.mask, st.logp, 0.0).sum() / st.mask.sum())
+
+
+def _save(ckpt_dir: Path, epoch: int, params, labels, opt_state, meta: dict) -> None:
+    import orbax.checkpoint as ocp
+
+    path = (ckpt_dir / f"epoch_{epoch:03d}").absolute()
+    if path.exists():  # an orbax dir without its .json marker: a save that was cut short
+        shutil.rmtree(path)
+    state = {"params": split(params, labels)[0], "opt_state": opt_state}
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(path, state)
+        ckptr.wait_until_finished()
+    _atomic_write(ckpt_dir / f"epoch_{epoch:03d}.json", json.dumps(meta, indent=1))
+
+
+def _restore(ckpt_dir: Path, epoch: int, params, labels, opt_state):
+    import orbax.checkpoint as ocp
+
+    path = (ckpt_dir / f"epoch_{epoch:03d}").absolute()
+    target = {"params": split(params, labels)[0], "opt_state": opt_state}
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            state = ckptr.restore(path, abstract)
+    except Exception as e:
+        raise CheckpointError(
+            f"Checkpoint {path} cannot be restored ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:300]}). It is truncated or was written for another "
+            f"method/model; delete {path} and {path}.json to resume from the epoch before, or "
+            "use a fresh run directory.") from e
+    return merge(state["params"], split(params, labels)[1]), state["opt_state"]
+
+
+def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence[str],
+          val_texts: Sequence[str], run_dir: str | os.PathLike, tcfg: TrainConfig = TrainConfig(),
+          *, model_name: str = "", progress: bool = True, overwrite: bool = False,
+          stop_after_epoch: int | None = None) -> TrainResult:
+    """Fine-tunes ``params`` with a method, checkpointing every epoch; resumes when possible.
+
+    Args:
+      params, cfg, tokenizer: the base model (from :func:`jaxmem.models.load_model`).
+      mcfg: a method name, spec string or config (see :func:`jaxmem.tuning.method_config`).
+      train_texts, val_texts: the fine-tuning set and the validation set.
+      run_dir: where checkpoints and logs go. A directory holding another run's config is
+        refused unless ``overwrite=True``; one holding this run's resumes after its last epoch.
+      tcfg: the training configuration.
+      stop_after_epoch: stop (as if killed) after this epoch; for tests and staged runs.
+
+    Returns:
+      :class:`TrainResult` with the final params and labels and per-epoch metrics.
+
+    Raises:
+      FloatingPointError: on a NaN/inf loss; the last good checkpoint stays on disk.
+    """
+    mcfg = method_config(mcfg)
+    if not train_texts:
+        raise ValueError("The fine-tuning set is empty.")
+    if not val_texts:
+        raise ValueError("The validation set is empty.")
+    if tcfg.block_size > cfg.max_positions:
+        raise ValueError(f"block_size {tcfg.block_size} exceeds the model's context "
+                         f"({cfg.max_positions}); lower it.")
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    spec = _run_spec(model_name, cfg, mcfg, tcfg, len(train_texts), len(val_texts))
+    spec_file = run_dir / "run.json"
+    if spec_file.exists():
+        old = json.loads(spec_file.read_text())
+        if old != json.loads(json.dumps(spec)):
+            if not overwrite:
+                diff = sorted(k for k in spec if old.get(k) != json.loads(json.dumps(spec))[k])
+                raise CheckpointError(
+                    f"{run_dir} holds a different run (differs in: {', '.join(diff)}). Use "
+                    "another directory, or overwrite=True (--overwrite) to replace it.")
+            shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(spec_file, json.dumps(spec, indent=1))
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    seqs, _ = encode_texts(tokenizer, train_texts, tcfg.block_size)
+    val_seqs, _ = encode_texts(tokenizer, val_texts, tcfg.block_size)
+    key = jax.random.PRNGKey(tcfg.seed)
+    params, labels = init_method(mcfg, params, cfg, jax.random.fold_in(key, 1), tokenizer)
+    params = jax.tree.map(jnp.asarray, params)
+    steps_per_epoch = math.ceil(len(seqs) / (tcfg.batch_size * tcfg.grad_accum))
+    tx = make_optimizer(tcfg.optim, labels, steps_per_epoch * tcfg.epochs)
+    opt_state = tx.init(params)
+
+    history: list[dict] = []
+    done = _finished_epochs(ckpt_dir) if ckpt_dir.exists() else []
+    start = 0
+    if done:
+        start = done[-1]
+        params, opt_state = _restore(ckpt_dir, start, params, labels, opt_state)
+        history = [json.loads((ckpt_dir / f"epoch_{e:03d}.json").read_text())["metrics"]
+                   for e in done]
+    n_trainable = count(params, labels)
+    lora_dropout = getattr(mcfg, "dropout", 0.0) if mcfg.name == "lora" else 0.0
+    step_fn = make_train_step(cfg, tx, labels, dtype=tcfg.dtype, lora_dropout=lora_dropout)
+
+    if start == 0:
+        base_val = validation_loss(params, cfg, val_seqs, tcfg, pad_id)
+        history = []
+        _log(run_dir, {"epoch": 0, "val_loss": base_val, "val_ppl": math.exp(base_val),
+                       "n_trainable": n_trainable})
+    last_epoch = min(tcfg.epochs, stop_after_epoch or tcfg.epochs)
+    for epoch in range(start + 1, last_epoch + 1):
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=steps_per_epoch, desc=f"{mcfg.name} epoch {epoch}/{tcfg.epochs}",
+                       unit="step", leave=False)
+        t0, losses = time.perf_counter(), []
+        for s, (ids, mask) in enumerate(_epoch_batches(seqs, tcfg, epoch, pad_id)):
+            global_step = (epoch - 1) * steps_per_epoch + s
+            rng = jax.random.fold_in(key, 1_000_000 + global_step)
+            params, opt_state, loss = step_fn(params, opt_state, jnp.asarray(ids),
+                                              jnp.asarray(mask), rng)
+            loss = float(loss)
+            if not math.isfinite(loss):
+                last = _finished_epochs(ckpt_dir) if ckpt_dir.exists() else []
+                where = (f"the last good checkpoint is epoch {last[-1]} in {ckpt_dir}" if last
+                         else "no epoch had finished, so there is no checkpoint")
+                raise FloatingPointError(
+                    f"Loss became {loss} at epoch {epoch}, step {s + 1} ({mcfg.name}); {where}. "
+                    "Lower the learning rate (optim.lr), enable gradient clipping, or use "
+                    "float32 compute.")
+            losses.append(loss)
+            if s % tcfg.log_every == 0:
+                _log(run_dir, {"epoch": epoch, "step": global_step + 1, "loss": loss})
+            if bar:
+                bar.set_postfix(loss=f"{loss:.4f}")
+                bar.update(1)
+        if bar:
+            bar.close()
+        val = validation_loss(params, cfg, val_seqs, tcfg, pad_id)
+        metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val,
+                   "val_ppl": math.exp(val), "epoch_seconds": time.perf_counter() - t0,
+                   "n_trainable": n_trainable}
+        history.append(metrics)
+        _save(ckpt_dir, epoch, params, labels, opt_state, {"metrics": metrics, "run": spec})
+        _log(run_dir, metrics)
+        if progress:
+            print(f"{mcfg.name} epoch {epoch}: train loss {metrics['train_loss']:.4f}, "
+                  f"val ppl {metrics['val_ppl']:.3f} ({metrics['epoch_seconds']:.0f}s)")
+    return TrainResult(params, labels, history, run_dir)
+
+
+def _log(run_dir: Path, record: dict) -> None:
+    with open(run_dir / "log.jsonl", "a") as f:
+        f.write(json.dumps({"time": time.time(), **record}) + "\n")
+
+
+def load_checkpoint(run_dir, params: dict, cfg: ModelConfig, tokenizer=None,
+                    epoch: int | None = None):
+    """Base params + a run's checkpoint (default: its last finished epoch) -> (params, labels).
+
+    The base model must be the one the run started from; the method comes from ``run.json``.
+    """
+    run_dir = Path(run_dir)
+    spec_file = run_dir / "run.json"
+    if not spec_file.exists():
+        raise FileNotFoundError(f"{run_dir} is not a jaxmem run directory (no run.json).")
+    spec = json.loads(spec_file.read_text())
+    done = _finished_epochs(run_dir / "checkpoints")
+    if not done:
+        raise CheckpointError(f"{run_dir} has no finished epoch to load.")
+    epoch = done[-1] if epoch is None else epoch
+    if epoch not in done:
+        raise CheckpointError(f"Epoch {epoch} is not among the finished epochs {done} of {run_dir}.")
+    mcfg = method_config(spec["method"]["name"], **{k: v for k, v in spec["method"].items()
+                                                     if k != "name"})
+    tcfg = TrainConfig.from_dict(spec["train"])
+    params, labels = init_method(mcfg, params, cfg, jax.random.fold_in(
+        jax.random.PRNGKey(tcfg.seed), 1), tokenizer)
+    params = jax.tree.map(jnp.asarray, params)
+    steps = 1  # the schedule does not shape the state, only its values
+    opt_state = make_optimizer(tcfg.optim, labels, steps).init(params)
+    params, _ = _restore(run_dir / "checkpoints", epoch, params, labels, opt_state)
+    return params, labels
