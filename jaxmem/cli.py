@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmem.report import markdown_table
+
 
 def _write_table(rows: list[dict], path: Path) -> None:
     """Writes rows as .csv, .jsonl or .parquet by the file's suffix (atomically)."""
@@ -41,17 +43,6 @@ def _write_table(rows: list[dict], path: Path) -> None:
         os.unlink(tmp)
         raise SystemExit(f"error: unknown output format {path.suffix!r}; use .csv, .jsonl or .parquet")
     os.replace(tmp, path)
-
-
-def markdown_table(rows: list[dict], floatfmt: str = ".4g") -> str:
-    """A list of dicts as a GitHub Markdown table."""
-    if not rows:
-        return "(no rows)"
-    cols = list(rows[0])
-    fmt = lambda v: format(v, floatfmt) if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def _read_texts(path: str, text_column: str) -> list[str]:
@@ -98,6 +89,100 @@ def cmd_score(args) -> int:
     return 0
 
 
+def _corpus(args):
+    from jaxmem.data import load_corpus
+
+    c = load_corpus(args.corpus, seed=args.seed, n_train=args.n_train,
+                    n_validation=args.n_validation, n_members=args.n_members,
+                    n_nonmembers=args.n_nonmembers, text_column=args.text_column)
+    for w in c.info.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"corpus {args.corpus}: {len(c.train)} train, {len(c.validation)} validation, "
+          f"{len(c.members)} members, {len(c.nonmembers)} non-members", file=sys.stderr)
+    return c
+
+
+def _train_config(args):
+    from jaxmem.train import TrainConfig
+    from jaxmem.tuning import OptimConfig
+
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
+                       block_size=args.block_size, dtype=args.dtype, seed=args.seed,
+                       optim=OptimConfig(lr=args.lr, weight_decay=args.weight_decay,
+                                         warmup_steps=args.warmup, schedule=args.schedule,
+                                         grad_clip=args.grad_clip or None))
+
+
+def cmd_train(args) -> int:
+    from jaxmem.models import load_model
+    from jaxmem.train import train
+
+    corpus = _corpus(args)
+    params, cfg, tok = load_model(args.model)
+    res = train(params, cfg, tok, args.method, corpus.train, corpus.validation, args.run_dir,
+                _train_config(args), model_name=args.model, overwrite=args.overwrite)
+    (Path(args.run_dir) / "corpus.json").write_text(json.dumps(
+        {"corpus": args.corpus, "seed": args.seed, "n_train": args.n_train,
+         "n_validation": args.n_validation, "n_members": args.n_members,
+         "n_nonmembers": args.n_nonmembers, "text_column": args.text_column}))
+    print(markdown_table([{k: (round(v, 4) if isinstance(v, float) else v) for k, v in h.items()}
+                          for h in res.history]))
+    return 0
+
+
+def cmd_attack(args) -> int:
+    from jaxmem.audit import AuditConfig, metrics_table, run_attacks_on
+    from jaxmem.models import load_model
+
+    if args.run_dir and not args.members and (Path(args.run_dir) / "corpus.json").exists():
+        for k, v in json.loads((Path(args.run_dir) / "corpus.json").read_text()).items():
+            if getattr(args, k) is None or k == "corpus" and args.corpus == "default":
+                setattr(args, k, v)
+    if args.members or args.nonmembers:
+        if not (args.members and args.nonmembers):
+            raise ValueError("--members and --nonmembers go together.")
+        members = _read_texts(args.members, args.text_column)
+        nonmembers = _read_texts(args.nonmembers, args.text_column)
+    else:
+        c = _corpus(args)
+        members, nonmembers = c.members, c.nonmembers
+    base, cfg, tok = load_model(args.model)
+    params, what = base, f"base model {args.model}"
+    if args.run_dir:
+        from jaxmem.train import load_checkpoint
+        params, _ = load_checkpoint(args.run_dir, base, cfg, tok, epoch=args.epoch)
+        what = f"{args.run_dir} (epoch {args.epoch or 'last'})"
+    elif args.adapter:
+        from jaxmem.tuning.peft_io import import_adapter
+        params, _, _ = import_adapter(base, cfg, args.adapter)
+        what = f"{args.model} + adapter {args.adapter}"
+    reference = base
+    if args.reference and args.reference != args.model:
+        reference, rcfg, _ = load_model(args.reference)
+        if rcfg.vocab_size != cfg.vocab_size:
+            raise ValueError("The reference model must share the target's tokenizer/vocabulary.")
+    acfg = AuditConfig(attacks=tuple(a.strip() for a in args.attacks.split(",") if a.strip()),
+                       block_size=args.block_size, batch_size=args.batch_size, dtype=args.dtype,
+                       n_boot=args.n_boot, seed=args.seed, nan_policy=args.nan_policy)
+    print(f"attacking {what}: {len(members)} members vs {len(nonmembers)} non-members",
+          file=sys.stderr)
+    res = run_attacks_on(params, cfg, tok, members, nonmembers, acfg, reference_params=reference,
+                         out_dir=args.out_dir, overwrite=args.overwrite, title=what)
+    print(markdown_table(metrics_table(res["metrics"])))
+    print(f"\nwrote {args.out_dir}/: scores.parquet, metrics.json, roc.png, histograms.png")
+    return 0
+
+
+def _add_corpus_args(s):
+    s.add_argument("--corpus", default="default",
+                   help="default (embedded), wikitext, webnlg, xsum, or a local file/directory")
+    s.add_argument("--text-column", default="text")
+    for k in ("n-train", "n-validation", "n-members", "n-nonmembers"):
+        s.add_argument(f"--{k}", type=int, default=None, help="default: the paper's Table 1, "
+                       "capped by the data" if k == "n-train" else argparse.SUPPRESS)
+    s.add_argument("--seed", type=int, default=0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from jaxmem.models import DEFAULT_MODEL
 
@@ -117,6 +202,47 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--show", type=int, default=20, help="rows to print (0 = all)")
     s.add_argument("--out", help="write every row to .csv / .jsonl / .parquet")
     s.set_defaults(func=cmd_score)
+
+    from jaxmem.audit import AuditConfig
+    from jaxmem.tuning import METHODS
+
+    t = sub.add_parser("train", help="fine-tune with one method, checkpointing every epoch")
+    t.add_argument("--model", default=DEFAULT_MODEL)
+    t.add_argument("--method", default="lora", help=f"one of {', '.join(METHODS)}, with "
+                   "options after a colon, e.g. lora:r=16,alpha=32,target=mlp")
+    _add_corpus_args(t)
+    t.add_argument("--run-dir", required=True)
+    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--grad-accum", type=int, default=1)
+    t.add_argument("--block-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--warmup", type=int, default=0)
+    t.add_argument("--schedule", default="linear", choices=["linear", "cosine", "constant"])
+    t.add_argument("--grad-clip", type=float, default=1.0, help="0 disables")
+    t.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    t.add_argument("--overwrite", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    a = sub.add_parser("attack", help="membership inference on a base model, run or adapter")
+    a.add_argument("--model", default=DEFAULT_MODEL, help="the base model")
+    a.add_argument("--run-dir", help="a jaxmem train run: attack its checkpoint")
+    a.add_argument("--epoch", type=int, default=None, help="which epoch (default: last)")
+    a.add_argument("--adapter", help="a PEFT adapter directory to apply to --model")
+    a.add_argument("--reference", default=None, help="reference model for Ref (default: --model)")
+    a.add_argument("--members", help="file of member texts (instead of --corpus)")
+    a.add_argument("--nonmembers", help="file of non-member texts")
+    _add_corpus_args(a)
+    a.add_argument("--attacks", default=",".join(AuditConfig.attacks))
+    a.add_argument("--block-size", type=int, default=128)
+    a.add_argument("--batch-size", type=int, default=16)
+    a.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    a.add_argument("--n-boot", type=int, default=1000)
+    a.add_argument("--nan-policy", choices=["raise", "drop"], default="raise")
+    a.add_argument("--out-dir", required=True)
+    a.add_argument("--overwrite", action="store_true")
+    a.set_defaults(func=cmd_attack)
     return p
 
 

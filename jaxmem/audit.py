@@ -1,0 +1,152 @@
+"""Run membership inference attacks on a model and write what a reader needs.
+
+One scoring pass of the target over members + non-members (plus one of the reference model for
+Ref, and one of the lowercased texts for Lowercase), every attack as a reduction of it, metrics
+with bootstrap CIs, then files: per-example scores, ``metrics.json``, a log-log ROC plot and
+member vs non-member histograms.
+
+Example:
+    >>> res = run_attacks_on(params, cfg, tok, members, nonmembers, AuditConfig(),
+    ...                      reference_params=base_params, out_dir="results/attack")
+    >>> res["metrics"]["loss"]["auc"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from jaxmem import attacks as A
+from jaxmem import metrics as M
+from jaxmem.scoring import score_texts
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditConfig:
+    attacks: tuple = A.DEFAULT_ATTACKS
+    block_size: int = 128
+    batch_size: int = 16
+    dtype: str = "float32"
+    n_boot: int = 1000
+    seed: int = 0
+    nan_policy: str = "raise"   # or "drop": NaN scores are dropped and counted
+
+
+def check_member_sets(members: Sequence[str], nonmembers: Sequence[str]) -> tuple[list, list]:
+    """Refuses empty sets; drops non-members that are exact copies of members (with a warning);
+    refuses sets that are identical."""
+    if not members or not nonmembers:
+        raise ValueError(f"Need both members and non-members (got {len(members)} and "
+                         f"{len(nonmembers)}).")
+    norm = lambda t: " ".join(t.split()).lower()  # noqa: E731
+    member_set = {norm(t) for t in members}
+    keep = [t for t in nonmembers if norm(t) not in member_set]
+    if not keep:
+        raise ValueError("Every non-member is also a member: the two sets are identical, so no "
+                         "attack can tell them apart. Draw non-members from held-out data.")
+    if len(keep) < len(nonmembers):
+        warnings.warn(f"Dropped {len(nonmembers) - len(keep)} non-members that are exact copies "
+                      "of members.", stacklevel=2)
+    return list(members), keep
+
+
+def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: Sequence[str],
+                   acfg: AuditConfig = AuditConfig(), *, reference_params=None,
+                   out_dir: str | os.PathLike | None = None, overwrite: bool = False,
+                   title: str = "", target_stats=None) -> dict:
+    """Scores members and non-members, runs the attacks, computes metrics, writes files.
+
+    Args:
+      params, cfg, tokenizer: the target model (base, fine-tuned, or base + adapter).
+      members, nonmembers: texts; exact copies across the sets are dropped from non-members.
+      reference_params: the Ref attack's reference (same architecture and tokenizer), usually
+        the base model before fine-tuning. Ref is skipped (with a warning) without one.
+      out_dir: where to write ``scores.parquet``, ``metrics.json``, ``roc.png``,
+        ``histograms.png``. An existing ``metrics.json`` is refused unless ``overwrite``.
+      target_stats: precomputed :class:`TokenStats` of members + non-members (saves a pass).
+
+    Returns:
+      {"metrics": {attack: summary}, "scores": {attack: array}, "labels": array, "info": {...}}.
+    """
+    if acfg.block_size > cfg.max_positions:
+        raise ValueError(f"block_size {acfg.block_size} exceeds the model's context "
+                         f"({cfg.max_positions} positions); lower it.")
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None and (out / "metrics.json").exists() and not overwrite:
+        raise FileExistsError(f"{out} already holds results (metrics.json); use another "
+                              "directory or overwrite=True (--overwrite).")
+    members, nonmembers = check_member_sets(members, nonmembers)
+    texts = list(members) + list(nonmembers)
+    labels = np.array([1] * len(members) + [0] * len(nonmembers), bool)
+    specs = list(acfg.attacks)
+    extra = A.needs(specs)
+    if "reference" in extra and reference_params is None:
+        warnings.warn("No reference model given: the ref attack is skipped.", stacklevel=2)
+        specs = [s for s in specs if s.partition(":")[0] != "ref"]
+        extra.discard("reference")
+    kw = dict(batch_size=acfg.batch_size, max_length=acfg.block_size, dtype=acfg.dtype)
+    target = target_stats or score_texts(params, cfg, tokenizer, texts, **kw)
+    inputs = A.AttackInputs(
+        target=target, texts=texts,
+        reference=(None if "reference" not in extra else target
+                   if reference_params is params  # the base model attacked against itself
+                   else score_texts(reference_params, cfg, tokenizer, texts, **kw)),
+        lowercase=(score_texts(params, cfg, tokenizer, [t.lower() for t in texts], **kw)
+                   if "lowercase" in extra else None))
+    scores = A.run_attacks(specs, inputs)
+    metrics = {name: M.summarize(s, labels, n_boot=acfg.n_boot, seed=acfg.seed,
+                                 nan_policy=acfg.nan_policy) for name, s in scores.items()}
+    info = {"n_members": len(members), "n_nonmembers": len(nonmembers),
+            "block_size": acfg.block_size, "n_truncated": int(target.truncated.sum()),
+            "dtype": acfg.dtype, "attacks": list(scores)}
+    result = {"metrics": metrics, "scores": scores, "labels": labels, "info": info,
+              "target_stats": target}
+    if out is not None:
+        write_results(out, result, texts, title)
+    return result
+
+
+def write_results(out: Path, result: dict, texts: Sequence[str], title: str = "") -> None:
+    from jaxmem.report import plot_histograms, plot_roc
+
+    out.mkdir(parents=True, exist_ok=True)
+    scores, labels = result["scores"], result["labels"]
+    n_tok = result["target_stats"].n_tokens
+    rows = [{"index": i, "member": bool(labels[i]), "n_tokens": int(n_tok[i]),
+             **{k: float(v[i]) for k, v in scores.items()}, "text": texts[i][:200]}
+            for i in range(len(texts))]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tmp = out / "scores.parquet.tmp"
+    pq.write_table(pa.Table.from_pylist(rows), tmp)
+    os.replace(tmp, out / "scores.parquet")
+    curves = {}
+    for name, s in scores.items():
+        ok = np.isfinite(s)
+        fpr, tpr, _ = M.roc_curve(s[ok], labels[ok])
+        curves[name] = (fpr, tpr, result["metrics"][name]["auc"])
+    plot_roc(curves, out / "roc.png", title)
+    plot_histograms(scores, labels, out / "histograms.png", title)
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps({"metrics": result["metrics"], "info": result["info"]}, indent=1))
+    os.replace(tmp, out / "metrics.json")
+
+
+def metrics_table(metrics: dict) -> list[dict]:
+    """Rows for a Markdown table: attack, AUC [CI], TPR at 10/1/0.1% FPR."""
+    rows = []
+    for name, m in metrics.items():
+        ci = m.get("auc_ci")
+        rows.append({"attack": name, "AUC": round(m["auc"], 4),
+                     "AUC 95% CI": f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "",
+                     "TPR@10%FPR": round(m["tpr@10%fpr"], 4),
+                     "TPR@1%FPR": round(m["tpr@1%fpr"], 4),
+                     "TPR@0.1%FPR": round(m["tpr@0.1%fpr"], 4)})
+    return rows

@@ -1,0 +1,561 @@
+"""Adapters in PEFT's on-disk format: export jaxmem adapters, import PEFT's.
+
+A PEFT adapter directory holds ``adapter_config.json`` and ``adapter_model.safetensors``; this
+module writes and reads exactly what ``PeftModel.save_pretrained`` writes and
+``PeftModel.from_pretrained`` reads, for a causal LM (``task_type="CAUSAL_LM"``):
+
+* LoRA: per layer and targeted module ``base_model.model.<module>.lora_A.weight`` [r, in] and
+  ``...lora_B.weight`` [out, r] (torch ``Linear`` layout, also for GPT-2's ``Conv1D`` layers);
+  ``<module>`` is e.g. ``model.layers.0.self_attn.q_proj`` (Llama) or
+  ``transformer.h.0.attn.c_attn`` (GPT-2). Our ``lora_a`` [in, r] and ``lora_b`` [r, out] are
+  the transposes. Per-module ranks or scales that differ from the method config are written as
+  PEFT's ``rank_pattern`` / ``alpha_pattern``.
+* IA3: ``base_model.model.<module>.ia3_l``, [out, 1] for output scaling and [1, in] for
+  feed-forward (input-scaling) modules.
+* Prompt learning (prefix tuning, prompt tuning, P-tuning): a single tensor
+  ``prompt_embeddings``. PEFT saves the *computed* prompt, not the encoder that produced it:
+  prompt tuning [n, D] (the embedding itself), P-tuning [n, D] (the MLP / LSTM encoder's
+  output), prefix tuning [n, L*2*KV*Dh] (the flat keys/values, after the optional projection).
+  ``from_pretrained`` loads it in inference mode, where that tensor *is* the prompt. So exporting
+  a P-tuning or projected-prefix adapter is exact for the model's outputs but drops the encoder,
+  and importing one gives params holding the computed prompt directly (no encoder).
+
+Example:
+    >>> export_adapter(params, cfg, "lora:r=8,target=attention", "out/adapter",
+    ...                base_model_name_or_path="meta-llama/Llama-3.2-1B")
+    >>> params, labels, mcfg = import_adapter(base_params, cfg, "out/adapter")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxmem.models import adapters
+from jaxmem.models.config import ModelConfig
+from jaxmem.tuning import ia3, lora, method_config, prompts
+from jaxmem.tuning.partition import FROZEN, TRAINABLE, label_all
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+PEFT_TYPES = {"lora": "LORA", "ia3": "IA3", "prefix": "PREFIX_TUNING",
+              "prompt": "PROMPT_TUNING", "ptuning": "P_TUNING"}
+_PREFIX = "base_model.model."  # PEFT's key prefix for tuner layers inside the wrapped model
+_LAYER_PATH = {"gpt2": "transformer.h", "llama": "model.layers"}
+_ADAPTER_LEAVES = ("lora_a", "lora_b", "lora_scale", "ia3_in", "ia3_out")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _module_key(cfg: ModelConfig, layer: int, name: str) -> str:
+    """PEFT's name of a block's linear layer, e.g. ``model.layers.0.self_attn.q_proj``."""
+    return f"{_LAYER_PATH[cfg.arch]}.{layer}.{name}"
+
+
+def _number(x: float):
+    """An int when integral (as PEFT configs usually hold ``lora_alpha``), else a float."""
+    x = float(x)
+    return int(x) if x.is_integer() else x
+
+
+def _adapted_modules(params: dict, cfg: ModelConfig, leaves: tuple) -> list[tuple[str, dict]]:
+    """(name, layer dict) of the block's linear layers that carry any of ``leaves``, by name."""
+    out = []
+    for name, (section, key) in sorted(lora.module_names(params, cfg).items()):
+        layer = params["layers"][section][key]
+        if any(leaf in layer for leaf in leaves):
+            out.append((name, layer))
+    return out
+
+
+def _pattern_value(patterns: dict, key: str, default):
+    """PEFT's ``rank_pattern`` / ``alpha_pattern`` lookup (peft.utils.other.get_pattern_key)."""
+    for pattern, value in patterns.items():
+        if re.match(rf"(.*\.)?({pattern})$", key):
+            return value
+    return default
+
+
+def _common_config(peft_type: str, base_model_name_or_path: str) -> dict:
+    return {"peft_type": peft_type, "task_type": "CAUSAL_LM",
+            "base_model_name_or_path": base_model_name_or_path or None, "revision": None,
+            "inference_mode": True}
+
+
+def _prompt_learning_config(peft_type: str, base: str, n: int, token_dim: int, heads: int,
+                            cfg: ModelConfig) -> dict:
+    return {**_common_config(peft_type, base), "num_virtual_tokens": n, "token_dim": token_dim,
+            "num_transformer_submodules": 1, "num_attention_heads": heads,
+            "num_layers": cfg.n_layers, "modules_to_save": None}
+
+
+# ----------------------------------------------------------------------------- export
+
+def _export_lora(params, cfg, mcfg, base):
+    found = _adapted_modules(params, cfg, ("lora_a",))
+    if not found:
+        raise ValueError("The params carry no LoRA weights (lora_a / lora_b); initialize or "
+                         "train a LoRA adapter first.")
+    tensors, rank_pattern, alpha_pattern = {}, {}, {}
+    for name, layer in found:
+        a, b = np.asarray(layer["lora_a"], np.float32), np.asarray(layer["lora_b"], np.float32)
+        scale = np.asarray(layer["lora_scale"], np.float64)
+        r = a.shape[-1]
+        if not np.allclose(scale, scale[0], rtol=1e-6, atol=0):
+            raise ValueError(f"LoRA on {name} has different scales per layer ({scale.tolist()}); "
+                             "PEFT's config cannot express that.")
+        alpha = float(scale[0]) * (math.sqrt(r) if mcfg.use_rslora else r)
+        if r != mcfg.r:
+            rank_pattern[name] = r
+        if r != mcfg.r or not math.isclose(alpha, mcfg.alpha, rel_tol=1e-5):
+            alpha_pattern[name] = _number(round(alpha, 6))
+        for i in range(cfg.n_layers):
+            key = _PREFIX + _module_key(cfg, i, name)
+            tensors[f"{key}.lora_A.weight"] = a[i].T
+            tensors[f"{key}.lora_B.weight"] = b[i].T
+    config = {
+        **_common_config("LORA", base), "r": mcfg.r, "lora_alpha": _number(mcfg.alpha),
+        "lora_dropout": mcfg.dropout, "use_rslora": mcfg.use_rslora,
+        "target_modules": [name for name, _ in found], "rank_pattern": rank_pattern,
+        "alpha_pattern": alpha_pattern, "fan_in_fan_out": cfg.arch == "gpt2", "bias": "none",
+        "lora_bias": False, "use_dora": False, "init_lora_weights": True,
+        "layers_to_transform": None, "layers_pattern": None, "modules_to_save": None,
+        "exclude_modules": None,
+    }
+    return config, tensors
+
+
+def _export_ia3(params, cfg, mcfg, base):
+    found = _adapted_modules(params, cfg, ("ia3_in", "ia3_out"))
+    if not found:
+        raise ValueError("The params carry no IA3 vectors (ia3_in / ia3_out); initialize or "
+                         "train an IA3 adapter first.")
+    tensors, feedforward = {}, []
+    for name, layer in found:
+        if "ia3_in" in layer and "ia3_out" in layer:
+            raise ValueError(f"{name} scales both its input and its output; PEFT's IA3 does one.")
+        ff = "ia3_in" in layer
+        v = np.asarray(layer["ia3_in" if ff else "ia3_out"], np.float32)
+        if ff:
+            feedforward.append(name)
+        for i in range(cfg.n_layers):
+            tensors[f"{_PREFIX}{_module_key(cfg, i, name)}.ia3_l"] = (
+                v[i][None, :] if ff else v[i][:, None])
+    config = {**_common_config("IA3", base), "target_modules": [name for name, _ in found],
+              "feedforward_modules": feedforward, "fan_in_fan_out": cfg.arch == "gpt2",
+              "init_ia3_weights": True, "modules_to_save": None, "exclude_modules": None}
+    return config, tensors
+
+
+def _subtree(params, key, method):
+    if key not in params:
+        raise ValueError(f"The params carry no {key!r} subtree, so there is no {method} adapter "
+                         "to export; initialize or train one first.")
+    return params[key]
+
+
+def _export_prefix(params, cfg, mcfg, base):
+    p = _subtree(params, "prefix", "prefix-tuning")
+    prefix_kv = jax.jit(adapters.prefix_kv, static_argnums=(1, 2, 3))  # one compile, not many
+    kv = np.asarray(prefix_kv(p, cfg.n_layers, cfg.n_kv_heads, cfg.head_dim), np.float32)
+    n = kv.shape[2]
+    flat = kv.transpose(2, 0, 1, 3, 4).reshape(n, -1)  # inverse of prefix_kv: [n, L*2*KV*Dh]
+    token_dim = cfg.n_kv_heads * cfg.head_dim
+    hidden = (p["transform"]["0"]["kernel"].shape[1] if "transform" in p
+              else mcfg.encoder_hidden_size or token_dim)
+    config = {**_prompt_learning_config("PREFIX_TUNING", base, n, token_dim, cfg.n_kv_heads, cfg),
+              "encoder_hidden_size": int(hidden),
+              "prefix_projection": bool(mcfg.prefix_projection or "transform" in p),
+              "init_weights": None}
+    return config, {"prompt_embeddings": flat}
+
+
+def _export_soft_prompt(params, cfg, mcfg, base):
+    p = _subtree(params, "soft_prompt", "soft-prompt")
+    emb = np.asarray(jax.jit(adapters.soft_prompt)(p), np.float32)
+    n = emb.shape[0]
+    if mcfg.name == "prompt":
+        init = {"random": "RANDOM", "sample_vocab": "SAMPLE_VOCAB", "text": "TEXT"}.get(
+            mcfg.init, "RANDOM")
+        if init == "TEXT" and not (base and mcfg.init_text):
+            init = "RANDOM"  # PEFT's config requires a tokenizer path and text for TEXT
+        config = {**_prompt_learning_config("PROMPT_TUNING", base, n, cfg.d_model, cfg.n_heads,
+                                            cfg),
+                  "prompt_tuning_init": init,
+                  "prompt_tuning_init_text": mcfg.init_text if init == "TEXT" else None,
+                  "tokenizer_name_or_path": base if init == "TEXT" else None,
+                  "tokenizer_kwargs": None}
+    else:
+        if "lstm" in p:
+            hidden = p["lstm"][0]["fwd"]["w_hh"].shape[0]
+        elif "mlp" in p:
+            hidden = p["mlp"]["0"]["kernel"].shape[1]
+        else:
+            hidden = mcfg.encoder_hidden_size or cfg.d_model
+        config = {**_prompt_learning_config("P_TUNING", base, n, cfg.d_model, cfg.n_heads, cfg),
+                  "encoder_reparameterization_type": mcfg.encoder.upper(),
+                  "encoder_hidden_size": int(hidden),
+                  "encoder_num_layers": len(p["lstm"]) if "lstm" in p else mcfg.encoder_num_layers,
+                  "encoder_dropout": 0.0}
+    return config, {"prompt_embeddings": emb}
+
+
+_EXPORTERS = {"lora": _export_lora, "ia3": _export_ia3, "prefix": _export_prefix,
+              "prompt": _export_soft_prompt, "ptuning": _export_soft_prompt}
+
+
+def _write_adapter(out_dir: Path, config: dict, tensors: dict) -> None:
+    """Writes both files into a fresh temporary directory, then moves them into place with
+    ``os.replace``: a new ``out_dir`` appears whole; in an existing one each file is replaced
+    atomically (other files there are left alone)."""
+    from safetensors.numpy import save_file
+
+    out_dir = out_dir.absolute()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir} exists and is not a directory.")
+    exists = out_dir.exists()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-",
+                                dir=out_dir if exists else out_dir.parent))
+    try:
+        save_file({k: np.ascontiguousarray(v, np.float32) for k, v in sorted(tensors.items())},
+                  str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        if exists:  # weights first, so a config never describes weights not yet in place
+            for name in (WEIGHTS_NAME, CONFIG_NAME):
+                os.replace(tmp / name, out_dir / name)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def export_adapter(params: dict, cfg: ModelConfig, mcfg, out_dir: str | os.PathLike,
+                   base_model_name_or_path: str = "") -> Path:
+    """Writes a tuned model's adapter as a PEFT adapter directory.
+
+    The result loads with ``PeftModel.from_pretrained(base_model, out_dir)`` and gives the same
+    outputs as jaxmem with ``params``; the tensor names and shapes are exactly those of
+    ``save_pretrained`` for the equivalent PEFT model. P-tuning and projected prefix tuning are
+    saved, as PEFT saves them, as their computed prompt (see the module docstring).
+
+    Args:
+      params: base params plus the method's subtrees or leaves (as trained).
+      cfg: the model's architecture.
+      mcfg: the method config (or a spec such as ``"lora:r=16"``); one of lora, ia3, prefix,
+        prompt, ptuning. Its hyper-parameters go to ``adapter_config.json``; shapes, ranks and
+        LoRA scales are taken from ``params``.
+      out_dir: the adapter directory (created if missing; files there are replaced atomically).
+      base_model_name_or_path: recorded in the config as PEFT does (hub id or path).
+
+    Returns:
+      The adapter directory.
+
+    Raises:
+      ValueError: the method has no PEFT adapter format (full, head) or params lack its weights.
+    """
+    mcfg = method_config(mcfg)
+    if mcfg.name not in _EXPORTERS:
+        raise ValueError(f"Method {mcfg.name!r} changes base weights and has no PEFT adapter "
+                         f"format; PEFT adapters exist for {', '.join(_EXPORTERS)}. Save the full "
+                         "params instead.")
+    config, tensors = _EXPORTERS[mcfg.name](params, cfg, mcfg, base_model_name_or_path)
+    out_dir = Path(out_dir)
+    _write_adapter(out_dir, config, tensors)
+    return out_dir
+
+
+# ----------------------------------------------------------------------------- import
+
+def _read_adapter(adapter_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    if not adapter_dir.is_dir():
+        raise FileNotFoundError(f"No such adapter directory: {adapter_dir}")
+    cfg_file, weights = adapter_dir / CONFIG_NAME, adapter_dir / WEIGHTS_NAME
+    if not cfg_file.exists():
+        subdirs = sorted(p.name for p in adapter_dir.iterdir() if (p / CONFIG_NAME).exists())
+        hint = (f" It has adapters in subdirectories {subdirs} (PEFT saves non-default adapter "
+                "names there); pass one of those." if subdirs else "")
+        raise FileNotFoundError(f"{adapter_dir} has no {CONFIG_NAME}; is it a PEFT adapter "
+                                f"directory (written by save_pretrained)?{hint}")
+    if not weights.exists():
+        if (adapter_dir / "adapter_model.bin").exists():
+            raise FileNotFoundError(
+                f"{adapter_dir} has adapter_model.bin but no {WEIGHTS_NAME}; jaxmem reads "
+                "safetensors only. Re-save with save_pretrained(..., safe_serialization=True).")
+        found = sorted(p.name for p in adapter_dir.iterdir())
+        raise FileNotFoundError(f"{adapter_dir} has no {WEIGHTS_NAME} (found {found}).")
+    try:
+        config = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_file} is not valid JSON: {e}") from None
+    from safetensors import safe_open
+
+    tensors = {}
+    with safe_open(str(weights), framework="numpy") as f:
+        for k in f.keys():
+            try:
+                tensors[k] = np.asarray(f.get_tensor(k), dtype=np.float32)
+            except (TypeError, ValueError):  # bfloat16, which numpy lacks: read through JAX
+                with safe_open(str(weights), framework="flax") as g:
+                    tensors[k] = np.asarray(g.get_tensor(k), dtype=np.float32)
+    return config, tensors
+
+
+def _other_arch_hint(key: str, cfg: ModelConfig) -> str:
+    for arch, path in _LAYER_PATH.items():
+        if arch != cfg.arch and key.startswith(_PREFIX + path + "."):
+            return (f" The adapter was made for a {arch}-architecture model ({key!r}), but this "
+                    f"model is {cfg.arch}.")
+    return ""
+
+
+def _layer_tensors(tensors: dict, cfg: ModelConfig, suffix: str) -> dict:
+    """{(module name, layer): tensor} for keys ``base_model.model.<layers>.<i>.<name>.<suffix>``;
+    raises on any key that is not one of those or names a module this model lacks."""
+    pattern = re.compile(rf"^{re.escape(_PREFIX + _LAYER_PATH[cfg.arch])}\.(\d+)\.(.+)\."
+                         rf"{re.escape(suffix)}$")
+    out = {}
+    for key, value in tensors.items():
+        m = pattern.match(key)
+        if not m:
+            raise ValueError(f"Unexpected tensor {key!r} in the adapter; jaxmem reads only "
+                             f"'{_PREFIX}{_LAYER_PATH[cfg.arch]}.<i>.<module>.{suffix}' tensors "
+                             f"for this {cfg.arch} model (no modules_to_save, biases or "
+                             f"embeddings).{_other_arch_hint(key, cfg)}")
+        i = int(m.group(1))
+        if i >= cfg.n_layers:
+            raise ValueError(f"Adapter tensor {key!r} is for layer {i}, but the model has "
+                             f"{cfg.n_layers} layers; it was made for a different model.")
+        out[(m.group(2), i)] = value
+    return out
+
+
+def _check_module(name: str, names: dict, cfg: ModelConfig, per_layer: set) -> None:
+    if name not in names:
+        raise ValueError(f"The adapter modifies {name!r}, which a layer of this {cfg.arch} model "
+                         f"does not have (its linear layers: {sorted(names)}).")
+    missing = sorted(set(range(cfg.n_layers)) - per_layer)
+    if missing:
+        raise ValueError(f"The adapter modifies {name!r} in only some layers (missing {missing}); "
+                         "jaxmem applies an adapter to a module in every layer.")
+
+
+def _import_lora(params, cfg, config, tensors):
+    if config.get("use_dora"):
+        raise ValueError("DoRA adapters (use_dora=true) are not supported; jaxmem reads plain "
+                         "LoRA.")
+    if config.get("lora_bias"):
+        raise ValueError("LoRA adapters with a trainable bias (lora_bias=true) are not supported.")
+    a_keys = {k: v for k, v in tensors.items() if k.endswith(".lora_A.weight")}
+    b_keys = {k: v for k, v in tensors.items() if k not in a_keys}
+    A = _layer_tensors(a_keys, cfg, "lora_A.weight")
+    B = _layer_tensors(b_keys, cfg, "lora_B.weight")
+    if set(A) != set(B):
+        odd = sorted(set(A) ^ set(B))[:3]
+        raise ValueError(f"The adapter's lora_A and lora_B tensors do not pair up (e.g. {odd}).")
+    if not A:
+        raise ValueError("The LoRA adapter has no lora_A / lora_B tensors.")
+    names = lora.module_names(params, cfg)
+    r_default, alpha_default = int(config.get("r", 8)), float(config.get("lora_alpha", 8))
+    rank_pattern = config.get("rank_pattern") or {}
+    alpha_pattern = config.get("alpha_pattern") or {}
+    rslora = bool(config.get("use_rslora", False))
+    labels = label_all(params, FROZEN)
+    params = dict(params, layers={s: dict(v) for s, v in params["layers"].items()})
+    labels = dict(labels, layers={s: dict(v) for s, v in labels["layers"].items()})
+    modules = sorted({name for name, _ in A})
+    for name in modules:
+        _check_module(name, names, cfg, {i for n, i in A if n == name})
+        section, mod = names[name]
+        layer = dict(params["layers"][section][mod])
+        _, din, dout = np.shape(layer["kernel"])
+        a_list, b_list, scales = [], [], []
+        for i in range(cfg.n_layers):
+            a, b = A[(name, i)], B[(name, i)]
+            key = _module_key(cfg, i, name)
+            r = a.shape[0]
+            if a.ndim != 2 or a.shape[1] != din or b.shape != (dout, r):
+                raise ValueError(
+                    f"Adapter tensors for {key} have shapes lora_A {list(a.shape)}, lora_B "
+                    f"{list(b.shape)}, but this model's {name} needs [r, {din}] and [{dout}, r]; "
+                    "the adapter was made for a model of another size.")
+            r_cfg = int(_pattern_value(rank_pattern, key, r_default))
+            if r_cfg != r:
+                raise ValueError(f"Adapter config says rank {r_cfg} for {key}, but its tensors "
+                                 f"have rank {r}.")
+            if a_list and r != a_list[0].shape[1]:
+                raise ValueError(f"The adapter's rank for {name} differs between layers; jaxmem "
+                                 "needs one rank per module.")
+            alpha = float(_pattern_value(alpha_pattern, key, alpha_default))
+            a_list.append(a.T)
+            b_list.append(b.T)
+            scales.append(alpha / (math.sqrt(r) if rslora else r))
+        layer["lora_a"] = np.stack(a_list)
+        layer["lora_b"] = np.stack(b_list)
+        layer["lora_scale"] = np.asarray(scales, np.float32)
+        params["layers"][section] = dict(params["layers"][section], **{mod: layer})
+        lab = label_all(layer, FROZEN)
+        lab["lora_a"] = lab["lora_b"] = TRAINABLE
+        labels["layers"][section] = dict(labels["layers"][section], **{mod: lab})
+    mcfg = lora.LoraConfig(r=r_default, alpha=alpha_default,
+                           dropout=float(config.get("lora_dropout", 0.0) or 0.0),
+                           use_rslora=rslora, target=tuple(modules))
+    return params, labels, mcfg
+
+
+def _import_ia3(params, cfg, config, tensors):
+    vecs = _layer_tensors(tensors, cfg, "ia3_l")
+    if not vecs:
+        raise ValueError("The IA3 adapter has no ia3_l tensors.")
+    names = lora.module_names(params, cfg)
+    labels = label_all(params, FROZEN)
+    params = dict(params, layers={s: dict(v) for s, v in params["layers"].items()})
+    labels = dict(labels, layers={s: dict(v) for s, v in labels["layers"].items()})
+    modules = sorted({name for name, _ in vecs})
+    feedforward = []
+    for name in modules:
+        _check_module(name, names, cfg, {i for n, i in vecs if n == name})
+        section, mod = names[name]
+        layer = dict(params["layers"][section][mod])
+        _, din, dout = np.shape(layer["kernel"])
+        rows = []
+        for i in range(cfg.n_layers):
+            v = vecs[(name, i)]
+            if v.shape == (1, din):
+                ff = True
+            elif v.shape == (dout, 1):
+                ff = False
+            else:
+                raise ValueError(f"Adapter tensor for {_module_key(cfg, i, name)}.ia3_l has shape "
+                                 f"{list(v.shape)}, but this model's {name} needs [{dout}, 1] "
+                                 f"(output scaling) or [1, {din}] (feed-forward); the adapter "
+                                 "was made for a model of another size.")
+            if rows and ff != rows[0][0]:
+                raise ValueError(f"The IA3 adapter treats {name} as feed-forward in some layers "
+                                 "only.")
+            rows.append((ff, v.reshape(-1)))
+        ff = rows[0][0]
+        leaf = "ia3_in" if ff else "ia3_out"
+        layer[leaf] = np.stack([v for _, v in rows])
+        if ff:
+            feedforward.append(name)
+        params["layers"][section] = dict(params["layers"][section], **{mod: layer})
+        lab = label_all(layer, FROZEN)
+        lab[leaf] = TRAINABLE
+        labels["layers"][section] = dict(labels["layers"][section], **{mod: lab})
+    return params, labels, ia3.IA3Config(target=tuple(modules),
+                                         feedforward=tuple(feedforward) or None)
+
+
+def _prompt_tensor(config, tensors, cfg, width, heads, what):
+    if set(tensors) != {"prompt_embeddings"}:
+        raise ValueError(f"A {config['peft_type']} adapter should hold only 'prompt_embeddings'; "
+                         f"found {sorted(tensors)[:5]}.")
+    if (config.get("num_transformer_submodules") or 1) != 1:
+        raise ValueError("The adapter has num_transformer_submodules="
+                         f"{config['num_transformer_submodules']} (an encoder-decoder adapter); "
+                         "jaxmem runs decoder-only models.")
+    emb = tensors["prompt_embeddings"]
+    n = config.get("num_virtual_tokens") or emb.shape[0]
+    expected = {"num_layers": cfg.n_layers, "token_dim": width, "num_attention_heads": heads}
+    for field, ours in expected.items():
+        theirs = config.get(field)
+        if theirs is not None and theirs != ours:
+            raise ValueError(f"The adapter was made for a model with {field}={theirs}, but this "
+                             f"{cfg.arch} model has {field}={ours} ({what}); it does not fit.")
+    size = width * (2 * cfg.n_layers if config["peft_type"] == "PREFIX_TUNING" else 1)
+    if emb.shape != (n, size):
+        raise ValueError(f"prompt_embeddings has shape {list(emb.shape)}, but this model needs "
+                         f"[{n}, {size}] ({what}); the adapter was made for another model.")
+    if n >= cfg.max_positions:
+        raise ValueError(f"{n} virtual tokens leave no room in the model's context of "
+                         f"{cfg.max_positions} positions.")
+    return emb, n
+
+
+def _import_prompt_learning(params, cfg, config, tensors):
+    peft_type = config["peft_type"]
+    if peft_type == "PREFIX_TUNING":
+        width = cfg.n_kv_heads * cfg.head_dim
+        emb, n = _prompt_tensor(config, tensors, cfg, width, cfg.n_kv_heads,
+                                "prefix width = KV heads x head dim")
+        key, sub = "prefix", {"embedding": emb}
+        mcfg = prompts.PrefixConfig(num_virtual_tokens=n,
+                                    prefix_projection=bool(config.get("prefix_projection")),
+                                    encoder_hidden_size=config.get("encoder_hidden_size"))
+    else:
+        emb, n = _prompt_tensor(config, tensors, cfg, cfg.d_model, cfg.n_heads, "hidden size")
+        key, sub = "soft_prompt", {"embedding": emb}
+        if peft_type == "PROMPT_TUNING":
+            init = str(config.get("prompt_tuning_init") or "RANDOM").lower()
+            mcfg = prompts.PromptConfig(num_virtual_tokens=n, init=init,
+                                        init_text=config.get("prompt_tuning_init_text"))
+        else:
+            mcfg = prompts.PTuningConfig(
+                num_virtual_tokens=n,
+                encoder=str(config.get("encoder_reparameterization_type") or "MLP").lower(),
+                encoder_hidden_size=config.get("encoder_hidden_size"),
+                encoder_num_layers=int(config.get("encoder_num_layers") or 2))
+    labels = label_all(params, FROZEN)
+    params, labels = dict(params, **{key: sub}), dict(labels, **{key: label_all(sub, TRAINABLE)})
+    return params, labels, mcfg
+
+
+def _check_base(params: dict) -> None:
+    if "prefix" in params or "soft_prompt" in params:
+        raise ValueError("The params already carry a prompt adapter ('prefix' / 'soft_prompt'); "
+                         "pass the base model's params.")
+    for section in params["layers"].values():
+        for layer in section.values():
+            if isinstance(layer, dict) and any(leaf in layer for leaf in _ADAPTER_LEAVES):
+                raise ValueError("The params already carry LoRA or IA3 leaves; pass the base "
+                                 "model's params.")
+
+
+def import_adapter(params: dict, cfg: ModelConfig, adapter_dir: str | os.PathLike):
+    """Reads a PEFT adapter directory (as written by ``save_pretrained``) onto base params.
+
+    Args:
+      params: the base model's params (no adapter yet), e.g. from ``load_model``.
+      cfg: the base model's architecture.
+      adapter_dir: a directory with ``adapter_config.json`` and ``adapter_model.safetensors``.
+
+    Returns:
+      ``(params, labels, mcfg)``: params with the adapter's subtrees / leaves added, a label tree
+      marking the adapter's weights trainable (as the method's ``init`` does), and the method
+      config read from ``adapter_config.json``. LoRA targets are the adapted module names; per-
+      module ranks and ``alpha_pattern`` scales are kept in the params. For P-tuning and
+      projected prefix tuning the file holds the computed prompt only, so the params hold that
+      prompt with no encoder (the outputs are the same).
+
+    Raises:
+      FileNotFoundError: the directory or one of its files is missing.
+      ValueError: an unsupported ``peft_type`` or option (DoRA, LoRA bias, modules_to_save, some
+        layers only), or an adapter made for another architecture or model size (the message
+        names the mismatch).
+    """
+    adapter_dir = Path(adapter_dir)
+    config, tensors = _read_adapter(adapter_dir)
+    peft_type = str(config.get("peft_type", "")).upper()
+    supported = {v: k for k, v in PEFT_TYPES.items()}
+    if peft_type not in supported:
+        raise ValueError(f"{adapter_dir}: PEFT adapter type {config.get('peft_type')!r} is not "
+                         f"supported; jaxmem reads {', '.join(supported)}.")
+    _check_base(params)
+    config = dict(config, peft_type=peft_type)
+    if peft_type == "LORA":
+        return _import_lora(params, cfg, config, tensors)
+    if peft_type == "IA3":
+        return _import_ia3(params, cfg, config, tensors)
+    return _import_prompt_learning(params, cfg, config, tensors)
+
+
+__all__ = ["CONFIG_NAME", "PEFT_TYPES", "WEIGHTS_NAME", "export_adapter", "import_adapter"]
