@@ -5,8 +5,8 @@ must match ``get_nb_trainable_parameters``, and adapters must cross between the 
 on-disk format in both directions.
 """
 
+import functools
 import json
-import warnings
 
 import jax
 import numpy as np
@@ -54,6 +54,17 @@ def _assert_same(ours, theirs, tol=TOL):
     real = MASK.astype(bool)  # padding positions are never compared
     err = rel_err(ours[real], theirs[real])
     assert err < tol, f"relative error {err:.2e} >= {tol:.0e}"
+
+
+@functools.cache
+def _base_logits(kind):
+    return _jax_logits(*to_jaxmem(_base(kind)))
+
+
+def _assert_adapted(logits, kind):
+    """The adapter really changes the outputs (so parity is not parity of two base models)."""
+    real = MASK.astype(bool)
+    assert rel_err(logits[real], _base_logits(kind)[real]) > 1e-2
 
 
 def _randomize(model, offset=0.0, std=0.3, seed=1):
@@ -136,7 +147,10 @@ def test_lora_matches_peft(case, tmp_path):
     assert (got.r, got.alpha, got.use_rslora) == (4, 12, rslora)
     peft_scale = pm.base_model.model.get_submodule(lora_module(kind, targets[0])).scaling["default"]
     assert mcfg.scale == got.scale == pytest.approx(peft_scale)
-    _assert_same(_jax_logits(params, cfg), _peft_logits(pm))
+    assert count(*_init_shapes(got, base, cfg)) == _n_trainable(pm)  # same placement
+    expected = _peft_logits(pm)
+    _assert_adapted(expected, kind)
+    _assert_same(_jax_logits(params, cfg), expected)
 
     # Re-export: the same tensor names, shapes and values as PEFT wrote.
     export_adapter(params, cfg, got, tmp_path / "ours")
@@ -170,7 +184,9 @@ def test_ia3_matches_peft(kind, tmp_path):
     pm.save_pretrained(tmp_path / "peft")
     params, labels, mcfg = import_adapter(base, cfg, tmp_path / "peft")
     assert count(params, labels) == _n_trainable(pm)
-    _assert_same(_jax_logits(params, cfg), _peft_logits(pm))
+    expected = _peft_logits(pm)
+    _assert_adapted(expected, kind)
+    _assert_same(_jax_logits(params, cfg), expected)
     # The imported config reproduces PEFT's default placement.
     _, labels2 = _init_shapes(mcfg, base, cfg)
     assert jax.tree.structure(labels2) == jax.tree.structure(labels)
@@ -240,6 +256,7 @@ def test_prompt_methods_match_peft(case, tmp_path):
     pm = _peft_model(kind, peft_cfg, std=0.5)
     base, cfg = to_jaxmem(_base(kind))
     expected = _peft_logits(pm)
+    _assert_adapted(expected, kind)
 
     # Same weights (encoder included) -> same logits; same structure -> same trainable count.
     shapes, labels = _init_shapes(spec, base, cfg)
@@ -284,6 +301,7 @@ def test_exported_adapter_loads_in_peft(case, tmp_path):
     mcfg = method_config(spec)
     params, labels = _random_method(mcfg, base, cfg, seed=3, offset=offset or 0.0)
     ours = _jax_logits(params, cfg)
+    _assert_adapted(ours, kind)
 
     out = export_adapter(params, cfg, mcfg, tmp_path / "adapter", base_model_name_or_path="tiny")
     pm = peft.PeftModel.from_pretrained(_base(kind), str(out)).eval()
@@ -312,6 +330,35 @@ def test_export_replaces_files_in_existing_dir(tmp_path):
         "adapter_config.json", "adapter_model.safetensors", "notes.txt"]
     _, _, mcfg = import_adapter(base, cfg, tmp_path)
     assert mcfg.num_virtual_tokens == 3
+
+
+def test_lora_rank_and_alpha_patterns(tmp_path):
+    """PEFT's per-module ranks / alphas survive both directions."""
+    pm = _peft_model("llama", peft.LoraConfig(
+        task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+        rank_pattern={"v_proj": 2}, alpha_pattern={"down_proj": 3}))
+    pm.save_pretrained(tmp_path / "peft")
+    base, cfg = to_jaxmem(_base("llama"))
+    params, labels, mcfg = import_adapter(base, cfg, tmp_path / "peft")
+    assert count(params, labels) == _n_trainable(pm)
+    assert params["layers"]["attn"]["v_proj"]["lora_a"].shape == (2, 32, 2)
+    np.testing.assert_allclose(params["layers"]["mlp"]["down_proj"]["lora_scale"], 3 / 4)
+    expected = _peft_logits(pm)
+    _assert_same(_jax_logits(params, cfg), expected)
+    out = export_adapter(params, cfg, mcfg, tmp_path / "ours")
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["rank_pattern"] == {"self_attn.v_proj": 2}
+    assert config["alpha_pattern"] == {"mlp.down_proj": 3}
+    _assert_same_files(tmp_path / "peft", out)
+    _assert_same(_peft_logits(peft.PeftModel.from_pretrained(_base("llama"), str(out))), expected)
+
+
+def test_single_module_name_specs():
+    base, cfg = to_jaxmem(_base("llama"))
+    shapes, _ = _init_shapes("lora:target=q_proj", base, cfg)
+    assert [k for k, v in shapes["layers"]["attn"].items() if "lora_a" in v] == ["q_proj"]
+    shapes, _ = _init_shapes("ia3:target=v_proj", base, cfg)
+    assert [k for k, v in shapes["layers"]["attn"].items() if "ia3_out" in v] == ["v_proj"]
 
 
 # ----------------------------------------------------------------------------- LoRA merge

@@ -18,6 +18,7 @@ where present, so the checkpoint decides.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -212,6 +213,7 @@ def head_kernel(params: dict, cfg: ModelConfig) -> jax.Array:
     return params["wte"].T
 
 
+@functools.partial(jax.jit, static_argnames=("cfg", "dtype"))
 def logits(params: dict, cfg: ModelConfig, input_ids, attention_mask=None, *,
            dtype=jnp.float32) -> jax.Array:
     """Full next-token logits [B, T, V] in float32 (for tests and small batches; scoring

@@ -38,7 +38,7 @@ def _coerce(field: dataclasses.Field, value):
         return int(value)
     if t.startswith("float"):
         return float(value)
-    if "tuple" in t and "," in value:
+    if "tuple" in t and "+" in value:  # lists in a spec string are joined with "+"
         return tuple(value.split("+"))
     return value
 
@@ -62,8 +62,6 @@ def method_config(spec, **overrides):
         kw[k] = v
     kw.update(overrides)
     kw = {k: _coerce(fields[k], v) for k, v in kw.items()}
-    if name == "lora" and isinstance(kw.get("target"), str) and "+" in kw["target"]:
-        kw["target"] = tuple(kw["target"].split("+"))
     return cls(**kw)
 
 

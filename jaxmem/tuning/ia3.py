@@ -33,7 +33,7 @@ def init(params, cfg, mcfg: IA3Config, key, tokenizer=None):
     names = module_names(params, cfg)
     labels = label_all(params, FROZEN)
     params = jax.tree.map(lambda x: x, params)
-    for name in resolve_targets(tuple(target), params, cfg):
+    for name in resolve_targets(target, params, cfg):  # a str stays a name/regex, not chars
         section, mod = names[name]
         layer = dict(params["layers"][section][mod])
         L, din, dout = layer["kernel"].shape

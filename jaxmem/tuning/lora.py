@@ -65,6 +65,8 @@ def resolve_targets(target, params, cfg) -> list[str]:
     if isinstance(target, str) and target in (*presets, "all"):
         patterns = presets["attention"] + presets["mlp"] if target == "all" else presets[target]
         suffix = True
+    elif isinstance(target, str) and re.fullmatch(r"[\w.]+", target):
+        patterns, suffix = (target,), True  # a plain name, e.g. from "lora:target=q_proj"
     elif isinstance(target, str):
         patterns, suffix = (target,), False
     else:
@@ -75,7 +77,7 @@ def resolve_targets(target, params, cfg) -> list[str]:
         hits = [n for n in names if re.fullmatch(patterns[0], n)]
     hits = sorted(set(hits))
     if not hits:
-        raise ValueError(f"LoRA target {target!r} matches no layer of this {cfg.arch} model; "
+        raise ValueError(f"Target {target!r} matches no layer of this {cfg.arch} model; "
                          f"its linear layers are {sorted(names)} (presets: "
                          f"{', '.join([*presets, 'all'])}).")
     return hits

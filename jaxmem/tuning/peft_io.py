@@ -115,7 +115,7 @@ def _export_lora(params, cfg, mcfg, base):
         alpha = float(scale[0]) * (math.sqrt(r) if mcfg.use_rslora else r)
         if r != mcfg.r:
             rank_pattern[name] = r
-        if r != mcfg.r or not math.isclose(alpha, mcfg.alpha, rel_tol=1e-5):
+        if not math.isclose(alpha, mcfg.alpha, rel_tol=1e-5):
             alpha_pattern[name] = _number(round(alpha, 6))
         for i in range(cfg.n_layers):
             key = _PREFIX + _module_key(cfg, i, name)
@@ -229,6 +229,9 @@ def _write_adapter(out_dir: Path, config: dict, tensors: dict) -> None:
         save_file({k: np.ascontiguousarray(v, np.float32) for k, v in sorted(tensors.items())},
                   str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a new out_dir should not be
         if exists:  # weights first, so a config never describes weights not yet in place
             for name in (WEIGHTS_NAME, CONFIG_NAME):
                 os.replace(tmp / name, out_dir / name)

@@ -1,0 +1,277 @@
+"""Training-step throughput: jaxmem's jit-compiled train step vs transformers + PEFT (PyTorch).
+
+Both sides train the same model on the same batch of real text, in one run, on one machine:
+full fine-tuning, LoRA (PEFT's defaults: r=8, alpha=8, dropout 0, q_proj/v_proj) and prefix
+tuning (20 virtual tokens, no reparameterization), each with AdamW (lr 1e-4, no weight decay,
+gradient clipping at global norm 1.0; constant learning rate) on both sides. A step is forward +
+backward + optimizer update; every step ends by reading the loss back to the host (as the trainer
+does), warm-up steps are excluded, and the median step time is reported. jaxmem's compile time is
+reported separately, next to PyTorch's first (warm-up) step.
+
+FLOPs (model FLOPs: rematerialization is not counted) for a batch of B sequences of T tokens:
+
+* forward F = B*T * (2 * P_matmul + 2 * P_head) + attention, where P_matmul are the block's
+  linear weights (all layers), P_head = D*V the output projection, and attention is
+  2 * 2 * S * D_q per query position and layer (QK^T and PV over S keys; S = T, or T + n with n
+  prefix tokens; computed over the full square, as both implementations do);
+* full fine-tuning: 3F (forward; backward = activation gradients F + weight gradients F);
+* frozen-base methods (LoRA, prefix): 2F + 6 * P_trainable * B*T: no weight gradient for the
+  base, but activation gradients through every layer (the adapters sit in every layer), plus the
+  adapter's own forward and backward. For LoRA 6 * P_lora * B*T is exact; for prefix tuning it
+  over-counts slightly (the prefix needs no matmul of its own), which is negligible.
+
+The % of peak divides these FLOPs by a float32 (or bfloat16) matmul peak measured with jax in the
+same run (see bench_scoring.py).
+
+    python experiments/bench_training.py                                  # CPU, embedded default
+    python experiments/bench_training.py --batch-size 2 --seq-len 64 --steps 5 --methods lora
+    python experiments/bench_training.py --batch-size 16 --seq-len 512 --dtype bfloat16   # GPU
+
+On a GPU, jax uses its default backend and PyTorch uses CUDA when available; float32 matmuls run
+in TF32 on both sides there (jax's default precision; ``torch.set_float32_matmul_precision
+("high")``). ``--dtype bfloat16`` is mixed precision on both sides: float32 weights and optimizer
+state, bfloat16 compute (jaxmem's ``dtype``; ``torch.autocast``). Prints a Markdown table last;
+``--json`` also writes the figures to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# jax must not grab most of a GPU's memory up front: PyTorch runs in the same process afterwards.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_scoring import matmul_peak, texts_for_bench, torch_reference  # noqa: E402
+
+METHODS = ("full", "lora", "prefix")
+N_VIRTUAL = 20
+
+
+def forward_flops(cfg, batch: int, seq_len: int, n_prefix: int = 0) -> float:
+    """Forward FLOPs of the base model for batch x seq_len tokens (n_prefix extra keys)."""
+    d, f, L = cfg.d_model, cfg.d_ff, cfg.n_layers
+    dq, dkv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    mlp = (3 if cfg.arch != "gpt2" else 2) * d * f
+    per_layer = d * dq + 2 * d * dkv + dq * d + mlp
+    attn = 2 * 2 * (seq_len + n_prefix) * dq
+    return batch * seq_len * (2 * L * per_layer + L * attn + 2 * d * cfg.vocab_size)
+
+
+def train_flops(cfg, method: str, batch: int, seq_len: int, n_trainable: int) -> float:
+    """Model FLOPs of one training step (see the module docstring)."""
+    if method == "full":
+        return 3 * forward_flops(cfg, batch, seq_len)
+    n_prefix = N_VIRTUAL if method == "prefix" else 0
+    return 2 * forward_flops(cfg, batch, seq_len, n_prefix) + 6 * n_trainable * batch * seq_len
+
+
+def real_batch(tok, batch: int, seq_len: int) -> tuple[np.ndarray, str]:
+    """batch x seq_len token ids: the first seq_len tokens of texts at least that long."""
+    n = 4 * batch
+    while True:
+        texts, source = texts_for_bench(n)
+        seqs = [s[:seq_len] for s in tok(texts)["input_ids"] if len(s) >= seq_len]
+        if len(seqs) >= batch:
+            return np.asarray(seqs[:batch], np.int32), source
+        if len(texts) < n:
+            raise SystemExit(f"Only {len(seqs)} texts of the bench data reach {seq_len} tokens; "
+                             f"lower --seq-len or --batch-size.")
+        n *= 4
+
+
+def timed_steps(step, n_warmup: int, n_steps: int):
+    """Runs step() (which returns a host float loss) n_warmup + n_steps times.
+
+    Returns (first step seconds, median and mean seconds of the measured steps, first loss)."""
+    first_loss, first_s = None, None
+    for i in range(n_warmup):
+        t = time.perf_counter()
+        loss = step()
+        if i == 0:
+            first_s, first_loss = time.perf_counter() - t, loss
+    times = []
+    for _ in range(n_steps):
+        t = time.perf_counter()
+        loss = step()
+        times.append(time.perf_counter() - t)
+        if first_loss is None:
+            first_loss, first_s = loss, times[-1]
+    if not np.isfinite(loss):
+        raise FloatingPointError(f"loss became {loss}")
+    return first_s, statistics.median(times), statistics.fmean(times), first_loss
+
+
+def bench_jaxmem(model, method: str, ids: np.ndarray, args) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from jaxmem.train import make_train_step
+    from jaxmem.tuning import OptimConfig, count, init_method, make_optimizer, method_config
+
+    params, cfg, tok = model
+    mcfg = method_config(method, num_virtual_tokens=N_VIRTUAL) if method == "prefix" else \
+        method_config(method)
+    params, labels = init_method(mcfg, params, cfg, jax.random.PRNGKey(0), tok)
+    params = jax.device_put(jax.tree.map(jnp.array, params))
+    tx = make_optimizer(OptimConfig(lr=args.lr, schedule="constant", grad_clip=1.0), labels, 1)
+    opt_state = tx.init(params)
+    x = jax.device_put(jnp.asarray(ids)[None])  # one micro-batch [1, B, T]
+    mask = jnp.ones_like(x)
+    rng = jax.random.PRNGKey(0)
+    t = time.perf_counter()
+    compiled = make_train_step(cfg, tx, labels, dtype=args.dtype).lower(
+        params, opt_state, x, mask, rng).compile()
+    compile_s = time.perf_counter() - t
+    state = {"params": params, "opt": opt_state}
+
+    def step():
+        state["params"], state["opt"], loss = compiled(state["params"], state["opt"], x, mask,
+                                                       rng)
+        return float(loss)
+
+    first_s, median_s, mean_s, first_loss = timed_steps(step, args.warmup, args.steps)
+    temp = getattr(compiled.memory_analysis(), "temp_size_in_bytes", None)
+    return {"trainable": count(params, labels), "compile_s": compile_s, "first_step_s": first_s,
+            "median_s": median_s, "mean_s": mean_s, "first_loss": first_loss,
+            "jax_temp_mib": None if temp is None else temp / 2**20}
+
+
+def bench_torch(base, method: str, ids: np.ndarray, args, device: str) -> dict:
+    import peft
+    import torch
+
+    model = copy.deepcopy(base).to(device).train()
+    if method == "lora":
+        model = peft.get_peft_model(model, peft.LoraConfig(
+            task_type="CAUSAL_LM", r=8, lora_alpha=8, lora_dropout=0.0,
+            target_modules=["q_proj", "v_proj"]))
+    elif method == "prefix":
+        model = peft.get_peft_model(model, peft.PrefixTuningConfig(
+            task_type="CAUSAL_LM", num_virtual_tokens=N_VIRTUAL))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    x = torch.tensor(ids, dtype=torch.long, device=device)
+    amp = torch.autocast(device_type=device, dtype=torch.bfloat16,
+                         enabled=args.dtype == "bfloat16")
+
+    def step():
+        with amp:
+            loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss.item())
+
+    first_s, median_s, mean_s, first_loss = timed_steps(step, args.warmup, args.steps)
+    out = {"trainable": sum(p.numel() for p in params), "compile_s": None,
+           "first_step_s": first_s, "median_s": median_s, "mean_s": mean_s,
+           "first_loss": first_loss}
+    del model, opt
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=10, help="measured steps per method and side")
+    ap.add_argument("--warmup", type=int, default=2, help="steps run first and not measured")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help=f"comma-separated, from {', '.join(METHODS)}")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if bad := [m for m in methods if m not in METHODS]:
+        ap.error(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+    if args.steps < 1 or args.warmup < 1:
+        ap.error("--steps and --warmup must be at least 1")
+
+    import jax
+
+    from jaxmem.models import load_model
+
+    model = load_model(args.model)
+    cfg = model.config
+    if args.seq_len + N_VIRTUAL > cfg.max_positions:
+        ap.error(f"--seq-len {args.seq_len} too long for the model ({cfg.max_positions})")
+    ids, source = real_batch(model.tokenizer, args.batch_size, args.seq_len)
+    tokens = args.batch_size * args.seq_len
+    peak = matmul_peak(args.dtype)
+
+    results: dict[tuple[str, str], dict] = {}
+    for method in methods:
+        print(f"jaxmem {method} ...", file=sys.stderr, flush=True)
+        results[method, "jaxmem"] = bench_jaxmem(model, method, ids, args)
+
+    device = None
+    if not args.skip_torch:
+        import torch
+
+        torch.manual_seed(0)
+        torch.set_num_threads(os.cpu_count() or 1)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda":
+            torch.set_float32_matmul_precision("high")  # TF32, as jax's default on GPUs
+        base = torch_reference(args.model)
+        for method in methods:
+            print(f"PyTorch {method} ...", file=sys.stderr, flush=True)
+            results[method, "torch"] = bench_torch(base, method, ids, args, device)
+        del base
+
+    rows = []
+    for (method, side), r in results.items():
+        flops = train_flops(cfg, method, args.batch_size, args.seq_len, r["trainable"])
+        ours = results[method, "jaxmem"]["median_s"]
+        rows.append({
+            "method": method,
+            "implementation": "jaxmem (jit)" if side == "jaxmem" else "transformers + PEFT",
+            "trainable_params": r["trainable"], "tokens_per_s": tokens / r["median_s"],
+            "steps_per_s": 1 / r["median_s"], "median_step_s": r["median_s"],
+            "mean_step_s": r["mean_s"], "jaxmem_speedup": r["median_s"] / ours,
+            "pct_matmul_peak": 100 * flops / r["median_s"] / peak,
+            "step_gflop": flops / 1e9, "compile_s": r["compile_s"],
+            "first_step_s": r["first_step_s"], "first_loss": r["first_loss"],
+            "jax_temp_mib": r.get("jax_temp_mib")})
+
+    meta = {"date": time.strftime("%Y-%m-%d"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, jax backend "
+                       f"{jax.default_backend()} ({jax.devices()[0].device_kind})"
+                       + (f", PyTorch on {device}" if device else ""),
+            "model": args.model, "dtype": args.dtype,
+            "batch": f"{args.batch_size} x {args.seq_len} tokens ({source})",
+            "steps": f"{args.warmup} warm-up + {args.steps} measured (median reported)",
+            "optimizer": f"AdamW lr {args.lr:g}, no weight decay, clip 1.0",
+            "matmul_peak_gflops": peak / 1e9, "command": "python " + " ".join(sys.argv)}
+    print("\n".join(f"- {k}: {v:.1f}" if isinstance(v, float) else f"- {k}: {v}"
+                    for k, v in meta.items()))
+    print()
+    print("| method | implementation | trainable params | tokens/s | steps/s | jaxmem speed-up | "
+          "% of matmul peak | compile (s) | first step (s) | first loss |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in sorted(rows, key=lambda r: (methods.index(r["method"]), r["implementation"])):
+        comp = "—" if r["compile_s"] is None else f"{r['compile_s']:.1f}"
+        print(f"| {r['method']} | {r['implementation']} | {r['trainable_params']:,} | "
+              f"{r['tokens_per_s']:.0f} | {r['steps_per_s']:.2f} | {r['jaxmem_speedup']:.2f}x | "
+              f"{r['pct_matmul_peak']:.0f}% | {comp} | {r['first_step_s']:.2f} | "
+              f"{r['first_loss']:.3f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
