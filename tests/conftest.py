@@ -79,3 +79,18 @@ def smollm2():
 def rel_err(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)
+
+
+class CharTok:
+    """A character tokenizer for tiny models: no files, no network."""
+
+    pad_token_id = 0
+
+    def __call__(self, texts, **kw):
+        enc = lambda t: [1 + (ord(c) % 90) for c in t]  # noqa: E731
+        return {"input_ids": enc(texts) if isinstance(texts, str) else [enc(t) for t in texts]}
+
+
+def random_texts(n, seed=0, alphabet="abcdefgh "):
+    rng = np.random.default_rng(seed)
+    return ["".join(rng.choice(list(alphabet), rng.integers(10, 40))) for _ in range(n)]

@@ -5,21 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from conftest import tiny_hf_model, to_jaxmem
+from conftest import CharTok, random_texts, tiny_hf_model, to_jaxmem
 from jaxmem.audit import AuditConfig, check_member_sets, metrics_table, run_attacks_on
 
 
-class CharTok:
-    pad_token_id = 0
-
-    def __call__(self, texts, **kw):
-        enc = lambda t: [1 + (ord(c) % 90) for c in t]  # noqa: E731
-        return {"input_ids": enc(texts) if isinstance(texts, str) else [enc(t) for t in texts]}
-
-
-def _texts(n, seed):
-    rng = np.random.default_rng(seed)
-    return ["".join(rng.choice(list("abcdefgh ABC"), rng.integers(10, 40))) for _ in range(n)]
+def _texts(n, seed=0):
+    return random_texts(n, seed, "abcdefgh ABC")
 
 
 def test_pipeline_writes_every_file(tmp_path):

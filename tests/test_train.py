@@ -8,22 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_hf_model, to_jaxmem
+from conftest import CharTok, random_texts, tiny_hf_model, to_jaxmem
 from jaxmem.train import (CheckpointError, TrainConfig, load_checkpoint, make_train_step, train)
 from jaxmem.tuning import OptimConfig, init_method, make_optimizer, method_config
 from jaxmem.tuning.partition import FROZEN, TRAINABLE
 
 METHODS = ["full", "head", "lora", "prefix", "prompt", "ptuning", "ia3"]
-
-
-class CharTok:
-    """A character tokenizer: enough for tiny models, no files needed."""
-
-    pad_token_id = 0
-
-    def __call__(self, texts, **kw):
-        enc = lambda t: [1 + (ord(c) % 90) for c in t]  # noqa: E731
-        return {"input_ids": enc(texts) if isinstance(texts, str) else [enc(t) for t in texts]}
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +22,7 @@ def tiny():
 
 
 def _texts(n, seed=0):
-    rng = np.random.default_rng(seed)
-    return ["".join(rng.choice(list("abcdefgh "), rng.integers(10, 40))) for _ in range(n)]
+    return random_texts(n, seed)
 
 
 def _batch(cfg, b=4, t=16, a=1):
