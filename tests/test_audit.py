@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from conftest import CharTok, random_texts, tiny_hf_model, to_jaxmem
