@@ -20,8 +20,10 @@ FLOPs (model FLOPs: rematerialization is not counted) for a batch of B sequences
   adapter's own forward and backward. For LoRA 6 * P_lora * B*T is exact; for prefix tuning it
   over-counts slightly (the prefix needs no matmul of its own), which is negligible.
 
-The % of peak divides these FLOPs by a float32 (or bfloat16) matmul peak measured with jax in the
-same run (see bench_scoring.py).
+The % of peak divides these FLOPs by the machine's float32 (or bfloat16) matmul peak, measured in
+the same run as the faster of jax's and PyTorch's best n x n x n matmul (n = 2048 on CPU, 8192 on
+a GPU). "first loss" is the loss of the first step: equal on both sides for full and LoRA (same
+weights, LoRA B = 0); prefix tuning's virtual tokens are random on each side, so it differs.
 
     python experiments/bench_training.py                                  # CPU, embedded default
     python experiments/bench_training.py --batch-size 2 --seq-len 64 --steps 5 --methods lora
@@ -89,29 +91,27 @@ def real_batch(tok, batch: int, seq_len: int) -> tuple[np.ndarray, str]:
         n *= 4
 
 
-def timed_steps(step, n_warmup: int, n_steps: int):
-    """Runs step() (which returns a host float loss) n_warmup + n_steps times.
+def torch_matmul_peak(dtype: str, device: str, n: int = 2048, reps: int = 10) -> float:
+    """Best FLOP/s of an n x n x n matmul under PyTorch (its own BLAS / cuBLAS)."""
+    import torch
 
-    Returns (first step seconds, median and mean seconds of the measured steps, first loss)."""
-    first_loss, first_s = None, None
-    for i in range(n_warmup):
+    dt = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    a = torch.randn(n, n, dtype=dt, device=device)
+    b = torch.randn(n, n, dtype=dt, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    (a @ b).sum().item()
+    best = float("inf")
+    for _ in range(reps):
+        sync()
         t = time.perf_counter()
-        loss = step()
-        if i == 0:
-            first_s, first_loss = time.perf_counter() - t, loss
-    times = []
-    for _ in range(n_steps):
-        t = time.perf_counter()
-        loss = step()
-        times.append(time.perf_counter() - t)
-        if first_loss is None:
-            first_loss, first_s = loss, times[-1]
-    if not np.isfinite(loss):
-        raise FloatingPointError(f"loss became {loss}")
-    return first_s, statistics.median(times), statistics.fmean(times), first_loss
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
 
 
-def bench_jaxmem(model, method: str, ids: np.ndarray, args) -> dict:
+def jaxmem_step(model, method: str, ids: np.ndarray, args):
+    """(step function returning the host loss, trainable count, compile seconds, temp bytes)."""
     import jax
     import jax.numpy as jnp
 
@@ -132,6 +132,7 @@ def bench_jaxmem(model, method: str, ids: np.ndarray, args) -> dict:
     compiled = make_train_step(cfg, tx, labels, dtype=args.dtype).lower(
         params, opt_state, x, mask, rng).compile()
     compile_s = time.perf_counter() - t
+    temp = getattr(compiled.memory_analysis(), "temp_size_in_bytes", None)
     state = {"params": params, "opt": opt_state}
 
     def step():
@@ -139,14 +140,11 @@ def bench_jaxmem(model, method: str, ids: np.ndarray, args) -> dict:
                                                        rng)
         return float(loss)
 
-    first_s, median_s, mean_s, first_loss = timed_steps(step, args.warmup, args.steps)
-    temp = getattr(compiled.memory_analysis(), "temp_size_in_bytes", None)
-    return {"trainable": count(params, labels), "compile_s": compile_s, "first_step_s": first_s,
-            "median_s": median_s, "mean_s": mean_s, "first_loss": first_loss,
-            "jax_temp_mib": None if temp is None else temp / 2**20}
+    return step, count(params, labels), compile_s, temp
 
 
-def bench_torch(base, method: str, ids: np.ndarray, args, device: str) -> dict:
+def torch_step(base, method: str, ids: np.ndarray, args, device: str):
+    """(step function returning the host loss, trainable count): transformers + PEFT, AdamW."""
     import peft
     import torch
 
@@ -166,18 +164,48 @@ def bench_torch(base, method: str, ids: np.ndarray, args, device: str) -> dict:
 
     def step():
         with amp:
-            loss = model(input_ids=x, labels=x).loss
+            loss = model(input_ids=x, labels=x).loss  # mean NLL over the B*(T-1) targets
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         return float(loss.item())
 
-    first_s, median_s, mean_s, first_loss = timed_steps(step, args.warmup, args.steps)
-    out = {"trainable": sum(p.numel() for p in params), "compile_s": None,
-           "first_step_s": first_s, "median_s": median_s, "mean_s": mean_s,
-           "first_loss": first_loss}
-    del model, opt
+    return step, sum(p.numel() for p in params)
+
+
+def run_method(method: str, model, base, ids: np.ndarray, args, device) -> dict:
+    """Warm-up, then measured steps with the two sides interleaved (jaxmem, PyTorch, jaxmem, ...)
+    so that both see the same load on a shared machine."""
+    sides = {}
+    print(f"{method}: compiling the jaxmem step ...", file=sys.stderr, flush=True)
+    fn, n, compile_s, temp = jaxmem_step(model, method, ids, args)
+    sides["jaxmem"] = {"step": fn, "trainable": n, "compile_s": compile_s,
+                       "jax_temp_mib": None if temp is None else temp / 2**20}
+    if base is not None:
+        fn, n = torch_step(base, method, ids, args, device)
+        sides["torch"] = {"step": fn, "trainable": n, "compile_s": None}
+    for side in sides.values():
+        side["times"] = []
+        for i in range(args.warmup):
+            t = time.perf_counter()
+            loss = side["step"]()
+            if i == 0:
+                side["first_step_s"], side["first_loss"] = time.perf_counter() - t, loss
+    print(f"{method}: {args.steps} measured steps per side ...", file=sys.stderr, flush=True)
+    for _ in range(args.steps):
+        for side in sides.values():
+            t = time.perf_counter()
+            side["last_loss"] = side["step"]()
+            side["times"].append(time.perf_counter() - t)
+    out = {}
+    for name, side in sides.items():
+        if not np.isfinite(side["last_loss"]):
+            raise FloatingPointError(f"{name} {method}: the loss became {side['last_loss']}")
+        side.pop("step")
+        times = side.pop("times")
+        out[name] = {**side, "median_s": statistics.median(times),
+                     "mean_s": statistics.fmean(times), "min_s": min(times)}
     return out
 
 
@@ -211,14 +239,9 @@ def main() -> None:
         ap.error(f"--seq-len {args.seq_len} too long for the model ({cfg.max_positions})")
     ids, source = real_batch(model.tokenizer, args.batch_size, args.seq_len)
     tokens = args.batch_size * args.seq_len
-    peak = matmul_peak(args.dtype)
 
-    results: dict[tuple[str, str], dict] = {}
-    for method in methods:
-        print(f"jaxmem {method} ...", file=sys.stderr, flush=True)
-        results[method, "jaxmem"] = bench_jaxmem(model, method, ids, args)
-
-    device = None
+    n_peak = 2048 if jax.default_backend() == "cpu" else 8192  # big enough to saturate a GPU
+    device, base, peaks = None, None, {"jax": matmul_peak(args.dtype, n_peak)}
     if not args.skip_torch:
         import torch
 
@@ -227,11 +250,14 @@ def main() -> None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cuda":
             torch.set_float32_matmul_precision("high")  # TF32, as jax's default on GPUs
+        peaks["torch"] = torch_matmul_peak(args.dtype, device, n_peak)
         base = torch_reference(args.model)
-        for method in methods:
-            print(f"PyTorch {method} ...", file=sys.stderr, flush=True)
-            results[method, "torch"] = bench_torch(base, method, ids, args, device)
-        del base
+    peak = max(peaks.values())  # the machine's: the faster of the two frameworks' matmuls
+
+    results: dict[tuple[str, str], dict] = {}
+    for method in methods:
+        for side, r in run_method(method, model, base, ids, args, device).items():
+            results[method, side] = r
 
     rows = []
     for (method, side), r in results.items():
@@ -256,7 +282,9 @@ def main() -> None:
             "batch": f"{args.batch_size} x {args.seq_len} tokens ({source})",
             "steps": f"{args.warmup} warm-up + {args.steps} measured (median reported)",
             "optimizer": f"AdamW lr {args.lr:g}, no weight decay, clip 1.0",
-            "matmul_peak_gflops": peak / 1e9, "command": "python " + " ".join(sys.argv)}
+            "matmul_peak_gflops": peak / 1e9,
+            **{f"{k}_matmul_gflops": v / 1e9 for k, v in peaks.items()},
+            "command": "python " + " ".join(sys.argv)}
     print("\n".join(f"- {k}: {v:.1f}" if isinstance(v, float) else f"- {k}: {v}"
                     for k, v in meta.items()))
     print()

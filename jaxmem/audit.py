@@ -59,7 +59,7 @@ def check_member_sets(members: Sequence[str], nonmembers: Sequence[str]) -> tupl
 def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: Sequence[str],
                    acfg: AuditConfig = AuditConfig(), *, reference_params=None,
                    out_dir: str | os.PathLike | None = None, overwrite: bool = False,
-                   title: str = "", target_stats=None) -> dict:
+                   title: str = "", target_stats=None, reference_stats=None) -> dict:
     """Scores members and non-members, runs the attacks, computes metrics, writes files.
 
     Args:
@@ -69,7 +69,8 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
         the base model before fine-tuning. Ref is skipped (with a warning) without one.
       out_dir: where to write ``scores.parquet``, ``metrics.json``, ``roc.png``,
         ``histograms.png``. An existing ``metrics.json`` is refused unless ``overwrite``.
-      target_stats: precomputed :class:`TokenStats` of members + non-members (saves a pass).
+      target_stats, reference_stats: precomputed :class:`TokenStats` of members + non-members
+        under the target / the reference (a study scores the base model once for all methods).
 
     Returns:
       {"metrics": {attack: summary}, "scores": {attack: array}, "labels": array, "info": {...}}.
@@ -86,7 +87,7 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
     labels = np.array([1] * len(members) + [0] * len(nonmembers), bool)
     specs = list(acfg.attacks)
     extra = A.needs(specs)
-    if "reference" in extra and reference_params is None:
+    if "reference" in extra and reference_params is None and reference_stats is None:
         warnings.warn("No reference model given: the ref attack is skipped.", stacklevel=2)
         specs = [s for s in specs if s.partition(":")[0] != "ref"]
         extra.discard("reference")
@@ -94,7 +95,8 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
     target = target_stats or score_texts(params, cfg, tokenizer, texts, **kw)
     inputs = A.AttackInputs(
         target=target, texts=texts,
-        reference=(None if "reference" not in extra else target
+        reference=(None if "reference" not in extra else reference_stats
+                   if reference_stats is not None else target
                    if reference_params is params  # the base model attacked against itself
                    else score_texts(reference_params, cfg, tokenizer, texts, **kw)),
         lowercase=(score_texts(params, cfg, tokenizer, [t.lower() for t in texts], **kw)

@@ -173,6 +173,25 @@ def cmd_attack(args) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    from jaxmem.report import markdown_table as table
+    from jaxmem.study import StudyConfig, run_study
+
+    scfg = StudyConfig.from_yaml(args.config, args.set or [])
+    rows = run_study(scfg, args.out_dir, overwrite=args.overwrite)
+    last = {}
+    for r in rows:
+        last[(r["model"], r["dataset"], r["method"])] = r["epoch"]
+    first_attack = rows[0]["attack"]
+    print(table([{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
+                  if k in ("model", "dataset", "method", "epoch", "val_ppl", "attack", "auc",
+                           "tpr@1%fpr")}
+                 for r in rows if r["attack"] == first_attack
+                 and r["epoch"] == last[(r["model"], r["dataset"], r["method"])]]))
+    print(f"\nreport: {args.out_dir}/report.md")
+    return 0
+
+
 def _add_corpus_args(s):
     s.add_argument("--corpus", default="default",
                    help="default (embedded), wikitext, webnlg, xsum, or a local file/directory")
@@ -243,6 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out-dir", required=True)
     a.add_argument("--overwrite", action="store_true")
     a.set_defaults(func=cmd_attack)
+
+    st = sub.add_parser("study", help="models x datasets x methods x epochs x attacks, resumable")
+    st.add_argument("config", nargs="?", default=None,
+                    help="YAML config (e.g. experiments/demo.yaml); omitted: all defaults")
+    st.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a config field (YAML value), e.g. --set epochs=3")
+    st.add_argument("--out-dir", required=True)
+    st.add_argument("--overwrite", action="store_true",
+                    help="replace a results folder that holds a different study")
+    st.set_defaults(func=cmd_study)
     return p
 
 

@@ -85,3 +85,210 @@ def markdown_table(rows: list[dict], floatfmt: str = ".4g") -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the study report
+
+# The paper's Table 2 (LLaMA2-7B, 5 epochs, LOSS AUC) and Table 3 (WikiText, LOSS AUC), for
+# side-by-side reading where the setting matches.
+PAPER_TABLE2 = {
+    "webnlg": {"head": .905, "lora": .852, "prefix": .621, "prompt": .582, "ptuning": .626},
+    "wikitext": {"head": .889, "lora": .787, "prefix": .484, "prompt": .478, "ptuning": .487},
+    "xsum": {"head": .823, "lora": .716, "prefix": .522, "prompt": .528, "ptuning": .532},
+}
+PAPER_TABLE3 = {  # model -> (full, head, lora, prefix, prompt, ptuning)
+    "gpt2": (.601, .536, .483, .497, .487, .489), "gpt2-xl": (.990, .628, .490, .491, .492, .485),
+    "llama-3.2-1b": (.9999, .932, .487, .498, .485, .484),
+    "llama-2-7b": (.9999, .889, .787, .484, .478, .487),
+}
+PARAMETER_BASED = ("full", "head", "lora", "ia3")
+
+
+def _family(method: str) -> str:
+    return "parameter" if method.partition(":")[0] in PARAMETER_BASED else "prompt"
+
+
+def _select(rows, **kw):
+    return [r for r in rows if all(r[k] == v for k, v in kw.items())]
+
+
+def _auc_vs_epoch(rows, attack, path, key="auc", ylabel="AUC", title=""):
+    plt = _plt()
+    groups = sorted({(r["model"], r["dataset"]) for r in rows})
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
+    for ax, (model, dataset) in zip(axes.flat, groups):
+        sub = _select(rows, model=model, dataset=dataset, attack=attack)
+        base = _select(sub, method="base")
+        for method in dict.fromkeys(r["method"] for r in sub if r["method"] != "base"):
+            pts = sorted(base + _select(sub, method=method), key=lambda r: r["epoch"])
+            ls = "-" if _family(method) == "parameter" else "--"
+            x = [r["epoch"] for r in pts]
+            ax.plot(x, [r[key] for r in pts], ls, marker="o", ms=3, label=method)
+            if key == "auc":
+                ax.fill_between(x, [r["auc_lo"] for r in pts], [r["auc_hi"] for r in pts],
+                                alpha=0.12)
+        if key == "auc":
+            ax.axhline(0.5, color="k", lw=0.7, ls=":")
+        ax.set_xlabel("epoch (0 = base model)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{model} / {dataset}", fontsize=10)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _loss_distributions(out: Path, rows, path):
+    """LOSS-score histograms, members vs non-members, for the base model, LoRA and prefix at
+    their last attacked epoch (the paper's Figure 2)."""
+    import pyarrow.parquet as pq
+
+    plt = _plt()
+    model, dataset = rows[0]["model"], rows[0]["dataset"]
+    panels = []
+    for method in ("base", "lora", "prefix", "full", "prompt"):
+        sub = _select(rows, model=model, dataset=dataset, method=method)
+        if sub and len(panels) < 3:
+            e = max(r["epoch"] for r in sub)
+            f = (out / "attacks" / _slug(model) / _slug(dataset) / _slug(method) / f"epoch_{e}" /
+                 "scores.parquet")
+            if f.exists():
+                panels.append((f"{method} (epoch {e})", pq.read_table(f).to_pydict()))
+    if not panels:
+        return False
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.4), squeeze=False)
+    for ax, (name, t) in zip(axes.flat, panels):
+        s, m = np.asarray(t["loss"]), np.asarray(t["member"], bool)
+        bins = np.histogram_bin_edges(s[np.isfinite(s)], 30)
+        ax.hist(-s[~m], bins=-bins[::-1], alpha=0.55, density=True, label="non-members")
+        ax.hist(-s[m], bins=-bins[::-1], alpha=0.55, density=True, label="members")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("mean token NLL")
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _privacy_utility(final, attack, path):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    for r in final:
+        if r["attack"] != attack:
+            continue
+        color = {"parameter": "tab:red", "prompt": "tab:blue"}.get(_family(r["method"]), "k")
+        if r["method"] == "base":
+            color = "k"
+        ax.errorbar(r["val_ppl"], r["auc"], yerr=[[r["auc"] - r["auc_lo"]],
+                                                   [r["auc_hi"] - r["auc"]]],
+                    fmt="o", color=color, capsize=3)
+        ax.annotate(r["method"], (r["val_ppl"], r["auc"]), fontsize=8, xytext=(4, 4),
+                    textcoords="offset points")
+    ax.axhline(0.5, color="k", lw=0.7, ls=":")
+    ax.set_xlabel("validation perplexity (lower = more useful)")
+    ax.set_ylabel(f"{attack} AUC (higher = more memorization)")
+    ax.set_title("Privacy vs utility (red: parameter-based, blue: prompt-based)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _slug(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in s)
+
+
+def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None) -> Path:
+    """Writes ``report.md`` and ``figures/*.png`` for a study's result rows."""
+    out = Path(out)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    attack = scfg.attacks[0] if scfg.attacks else "loss"
+    attack = next((r["attack"] for r in rows if r["attack"].startswith(attack)), attack)
+    _auc_vs_epoch(rows, attack, fig_dir / "auc_vs_epoch.png",
+                  title=f"{attack} AUC by epoch (paper Fig. 1)")
+    _auc_vs_epoch(rows, attack, fig_dir / "ppl_vs_epoch.png", key="val_ppl",
+                  ylabel="validation perplexity", title="Validation perplexity (paper Fig. 3)")
+    has_dist = _loss_distributions(out, rows, fig_dir / "loss_distributions.png")
+    last = {}
+    for r in rows:
+        k = (r["model"], r["dataset"], r["method"])
+        last[k] = max(last.get(k, -1), r["epoch"])
+    final = [r for r in rows if r["epoch"] == last[(r["model"], r["dataset"], r["method"])]]
+    _privacy_utility(final, attack, fig_dir / "privacy_utility.png")
+
+    lines = [f"# jaxmem study: {scfg.name}", ""]
+    if seconds is not None:
+        lines.append(f"Run time: {seconds / 60:.1f} min. ")
+    lines += [f"Settings: models {list(scfg.models)}, datasets {list(scfg.datasets)}, "
+              f"{scfg.epochs} epochs, block size {scfg.block_size}, batch {scfg.batch_size} x "
+              f"{scfg.grad_accum}, seed {scfg.seed}, learning rates {dict(scfg.lr) or {}} "
+              f"(default {scfg.lr_default}), {scfg.dtype}. Members are drawn from the "
+              "fine-tuning set, non-members from held-out data; the reference model is the base "
+              "model.", "",
+              "![privacy vs utility](figures/privacy_utility.png)", ""]
+    for model, dataset in dict.fromkeys((r["model"], r["dataset"]) for r in rows):
+        sub = [r for r in final if r["model"] == model and r["dataset"] == dataset]
+        attacks = list(dict.fromkeys(r["attack"] for r in sub))
+        table = []
+        for method in dict.fromkeys(r["method"] for r in sub):
+            rs = {r["attack"]: r for r in sub if r["method"] == method}
+            row = {"method": method, "epoch": next(iter(rs.values()))["epoch"],
+                   "val ppl": round(next(iter(rs.values()))["val_ppl"], 3)}
+            for a in attacks:
+                row[f"{a} AUC"] = (f"{rs[a]['auc']:.3f} [{rs[a]['auc_lo']:.2f}, "
+                                   f"{rs[a]['auc_hi']:.2f}]" if a == attack
+                                   else round(rs[a]["auc"], 3))
+            row[f"{attack} TPR@1%FPR"] = round(rs[attack]["tpr@1%fpr"], 3)
+            row[f"{attack} TPR@0.1%FPR"] = round(rs[attack]["tpr@0.1%fpr"], 3)
+            paper = PAPER_TABLE2.get(dataset, {}).get(method.partition(":")[0])
+            if model == "llama-2-7b" and paper is not None:
+                row["paper LOSS AUC"] = paper
+            table.append(row)
+        lines += [f"## {model} / {dataset}: last epoch", "", markdown_table(table), ""]
+        lines += _claims(rows, model, dataset, attack)
+    lines += ["## Figures", "", "![AUC by epoch](figures/auc_vs_epoch.png)", "",
+              "![validation perplexity](figures/ppl_vs_epoch.png)", ""]
+    if has_dist:
+        lines += ["![loss distributions](figures/loss_distributions.png)", ""]
+    lines += ["For reference, the paper (LLaMA2-7B, 5 epochs, LOSS AUC, Table 2): " + "; ".join(
+        f"{d}: " + ", ".join(f"{m} {v}" for m, v in t.items()) for d, t in PAPER_TABLE2.items()),
+        "", "Per-example scores, ROC curves and histograms for every (method, epoch) are under "
+        "`attacks/`; every number above is in `results.csv`.", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    return out / "report.md"
+
+
+def _claims(rows, model, dataset, attack) -> list[str]:
+    """The paper's claims 1 and 2, checked on this study's numbers (stated either way)."""
+    sub = [r for r in rows if r["model"] == model and r["dataset"] == dataset
+           and r["attack"] == attack and r["method"] != "base"]
+    if not sub:
+        return []
+    last = max(r["epoch"] for r in sub)
+    fin = {r["method"]: r for r in sub if r["epoch"] == last}
+    par = [r["auc"] for m, r in fin.items() if _family(m) == "parameter"]
+    pro = [r["auc"] for m, r in fin.items() if _family(m) == "prompt"]
+    out = ["**The paper's claims on these numbers**", ""]
+    if par and pro:
+        ok = min(par) > max(pro)
+        out.append(f"- Claim 1 (parameter-based tuning memorizes more): "
+                   f"{'reproduced' if ok else 'not reproduced'}: at epoch {last}, "
+                   f"parameter-based {attack} AUC {', '.join(f'{a:.3f}' for a in par)} vs "
+                   f"prompt-based {', '.join(f'{a:.3f}' for a in pro)}. Compare their validation "
+                   "perplexities in the table: the claim is about similar utility.")
+    first = min(r["epoch"] for r in sub)
+    rising = []
+    for m in fin:
+        if _family(m) == "parameter":
+            a0 = next(r["auc"] for r in sub if r["method"] == m and r["epoch"] == first)
+            rising.append((m, a0, fin[m]["auc"]))
+    if rising and last > first:
+        ok = all(b > a for _, a, b in rising)
+        out.append(f"- Claim 2 (parameter-based memorization grows with epochs): "
+                   f"{'reproduced' if ok else 'not reproduced'}: " + ", ".join(
+                       f"{m} {a:.3f} (epoch {first}) -> {b:.3f} (epoch {last})"
+                       for m, a, b in rising) + ".")
+    return out + [""]

@@ -34,22 +34,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmem.models.config import ModelConfig
-from jaxmem.models.transformer import head_kernel, hidden_states
+from jaxmem.models.transformer import head_weight, hidden_states, project
 
 
 def _dtype(name) -> jnp.dtype:
     return jnp.dtype({"float32": jnp.float32, "bfloat16": jnp.bfloat16}.get(str(name), name))
 
 
-def vocab_stats(h: jax.Array, w: jax.Array, targets: jax.Array) -> tuple[jax.Array, ...]:
-    """(logp of targets, mu, sigma) from hidden states h [..., D] and head kernel w [D, V].
+def vocab_stats(h: jax.Array, w: jax.Array, layout: str,
+                targets: jax.Array) -> tuple[jax.Array, ...]:
+    """(logp of targets, mu, sigma) from hidden states h [..., D] and the head (see
+    ``transformer.head_weight``).
 
     float32 whatever the compute dtype. One max pass, then one pass of three sums over
     e = exp(z - max): with s = sum e, A = sum e (z - max), B = sum e (z - max)^2,
     mu = A/s - log s and sigma^2 = B/s - (A/s)^2 (a variance is shift-invariant). Centering on
     the max keeps the terms small enough for float32.
     """
-    z = (h @ w).astype(jnp.float32)
+    z = project(h, w, layout).astype(jnp.float32)
     zc = z - jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
     e = jnp.exp(zc)
     s = jnp.sum(e, axis=-1)
@@ -81,7 +83,8 @@ def per_token(params: dict, cfg: ModelConfig, input_ids: jax.Array, attention_ma
     b, t = input_ids.shape
     h = hidden_states(params, cfg, input_ids, attention_mask, dtype=dt, **forward_kwargs)[:, :-1]
     targets = input_ids[:, 1:]
-    w = head_kernel(params, cfg).astype(dt)
+    w, layout = head_weight(params)
+    w = w.astype(dt)
     n = t - 1
     c = min(chunk, n)
     pad = (-n) % c
@@ -91,7 +94,7 @@ def per_token(params: dict, cfg: ModelConfig, input_ids: jax.Array, attention_ma
     k = (n + pad) // c
     hc = h.reshape(b, k, c, -1).swapaxes(0, 1)
     tc = targets.reshape(b, k, c).swapaxes(0, 1)
-    stats = jax.checkpoint(lambda a: vocab_stats(a[0], w, a[1]))
+    stats = jax.checkpoint(lambda a: vocab_stats(a[0], w, layout, a[1]))
     logp, mu, sigma = jax.lax.map(stats, (hc, tc))
     unchunk = lambda x: x.swapaxes(0, 1).reshape(b, k * c)[:, :n]  # noqa: E731
     m = attention_mask.astype(bool)

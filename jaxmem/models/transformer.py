@@ -206,11 +206,17 @@ def hidden_states(params: dict, cfg: ModelConfig, input_ids: jax.Array,
     return norm(p["final_norm"], x[:, n_virtual:], cfg)
 
 
-def head_kernel(params: dict, cfg: ModelConfig) -> jax.Array:
-    """The output projection [D, V]: the transposed token embedding when tied."""
+def head_weight(params: dict) -> tuple[jax.Array, str]:
+    """The output projection and how to apply it: (lm_head kernel [D, V], "dv") or, for a tied
+    head, (token embedding [V, D], "vd"), used without materializing its transpose."""
     if "lm_head" in params:
-        return params["lm_head"]["kernel"]
-    return params["wte"].T
+        return params["lm_head"]["kernel"], "dv"
+    return params["wte"], "vd"
+
+
+def project(h: jax.Array, w: jax.Array, layout: str) -> jax.Array:
+    """Hidden states [..., D] -> logits [..., V] with a weight from :func:`head_weight`."""
+    return jnp.einsum(f"...d,{layout}->...v", h, w.astype(h.dtype))
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "dtype"))
@@ -219,7 +225,7 @@ def logits(params: dict, cfg: ModelConfig, input_ids, attention_mask=None, *,
     """Full next-token logits [B, T, V] in float32 (for tests and small batches; scoring
     avoids materializing these, see :mod:`jaxmem.scoring`)."""
     h = hidden_states(params, cfg, input_ids, attention_mask, dtype=dtype)
-    return (h @ head_kernel(params, cfg).astype(dtype)).astype(jnp.float32)
+    return project(h, *head_weight(params)).astype(jnp.float32)
 
 
 def init_params(cfg: ModelConfig, key: jax.Array, std: float = 0.02) -> dict:

@@ -1,0 +1,312 @@
+"""SPMD scale-out: data parallelism plus FSDP (ZeRO-3) sharding over a ("data", "fsdp") mesh.
+
+Nothing here changes the model or the trainer: ``jax.jit`` follows the shardings of its inputs, so
+the trainer's jitted step and :func:`jaxmem.scoring.token_stats` run sharded when handed sharded
+params, optimizer state and batches. The recipe::
+
+    mesh = make_mesh(data=4, fsdp=2)                        # 8 devices
+    p_sh = param_shardings(params, mesh, labels)            # big weights split over "fsdp"
+    params = jax.device_put(params, p_sh)
+    opt_state = tx.init(params)
+    o_sh = opt_state_shardings(opt_state, p_sh)             # Adam moments follow their weight
+    opt_state = jax.device_put(opt_state, o_sh)
+    step = shard_step(make_train_step(cfg, tx, labels), p_sh, o_sh, mesh)
+    params, opt_state, loss = step(params, opt_state, *shard_batch(ids, mask, mesh), rng)
+
+Layout:
+
+* Weight matrices (frozen, or trainable under full fine-tuning) are split along their largest
+  dimension divisible by the "fsdp" size. The stacked layer axis 0 of ``layers`` leaves is never
+  split: ``lax.scan`` slices it every iteration, so each layer's slice stays split along a weight
+  dimension and is gathered just in time (FSDP).
+* Vectors, small leaves and a tuning method's own trainable leaves (LoRA, IA3, prefix, soft
+  prompt) are replicated: they are tiny, and their gradients are all-reduced every step anyway.
+* The batch is split over both mesh axes by default: "fsdp" is a data-parallel axis too (as in
+  ZeRO-3), so every device sees different examples. Pass ``axes="data"`` to split over "data" only.
+
+Multi-host: call :func:`initialize_distributed` first on every process, give each process its
+:func:`host_slice` of the examples, and build batches with :func:`shard_batch` from the
+process-local rows. Checkpoints (:func:`save_checkpoint`, :func:`restore_checkpoint`) are written
+shard by shard with orbax and restore onto any mesh.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXES = ("data", "fsdp")
+BATCH_AXES = ("data", "fsdp")
+# Leaves a tuning method adds to the base params (see jaxmem.models.transformer / adapters).
+ADAPTER_KEYS = frozenset({"lora_a", "lora_b", "lora_scale", "ia3_in", "ia3_out", "prefix",
+                          "soft_prompt"})
+
+
+# ----------------------------------------------------------------------------- mesh
+
+def make_mesh(data: int | None = None, fsdp: int | None = None, devices=None) -> Mesh:
+    """A 2-D device mesh with axes ("data", "fsdp").
+
+    Args:
+      data: devices along the data-parallel axis. Default: whatever ``fsdp`` leaves.
+      fsdp: devices along the parameter-sharding axis. Default: whatever ``data`` leaves (so
+        with neither given, every device is on "data": pure data parallelism).
+      devices: the devices to use (default: all of ``jax.devices()``).
+
+    Returns:
+      A ``jax.sharding.Mesh`` with GSPMD ("auto") axes, so un-annotated code shards by
+      propagation from its inputs.
+
+    Raises:
+      ValueError: if ``data * fsdp`` differs from the number of devices.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    n = len(devices)
+    if data is None and fsdp is None:
+        data, fsdp = n, 1
+    elif data is None:
+        data = n // fsdp if fsdp and n % fsdp == 0 else -1
+    elif fsdp is None:
+        fsdp = n // data if data and n % data == 0 else -1
+    if data <= 0 or fsdp <= 0 or data * fsdp != n:
+        raise ValueError(f"A data x fsdp mesh must use all {n} devices: got data={data}, "
+                         f"fsdp={fsdp}. Choose sizes whose product is {n}.")
+    auto = (jax.sharding.AxisType.Auto,) * 2
+    if devices == list(jax.devices()):  # topology-aware device order
+        return jax.make_mesh((data, fsdp), AXES, axis_types=auto)
+    return Mesh(np.asarray(devices).reshape(data, fsdp), AXES, axis_types=auto)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """A sharding that keeps a full copy on every device of ``mesh``."""
+    return NamedSharding(mesh, P())
+
+
+# ----------------------------------------------------------------------------- params
+
+def _key_name(k) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def _path(keypath) -> tuple[str, ...]:
+    return tuple(_key_name(k) for k in keypath)
+
+
+def fsdp_spec(path: Sequence[str], shape: Sequence[int], fsdp_size: int,
+              min_size: int = 2 ** 14) -> P:
+    """The partition spec of one weight: its largest dimension divisible by ``fsdp_size``.
+
+    Args:
+      path: the leaf's keys in the params tree (``("layers", "attn", "q_proj", "kernel")``).
+      shape: the leaf's shape.
+      fsdp_size: devices on the "fsdp" axis.
+      min_size: leaves with fewer elements are replicated.
+
+    Returns:
+      ``P()`` (replicated) for vectors, small leaves and leaves with no divisible dimension;
+      otherwise a spec naming "fsdp" on one dimension. Axis 0 of ``layers`` leaves (the stacked
+      layer axis that ``lax.scan`` slices) is never chosen.
+    """
+    first = 1 if path and path[0] == "layers" else 0
+    dims = [d for d in range(first, len(shape)) if shape[d] % fsdp_size == 0]
+    if fsdp_size == 1 or len(shape) - first < 2 or math.prod(shape) < min_size or not dims:
+        return P()
+    d = max(dims, key=lambda d: (shape[d], d))  # ties: the later (output) dimension
+    return P(*[("fsdp" if i == d else None) for i in range(len(shape))])
+
+
+def param_shardings(params, mesh: Mesh, labels=None, *, min_size: int = 2 ** 14):
+    """A ``NamedSharding`` per leaf of ``params`` (same tree structure).
+
+    Args:
+      params: the params tree (arrays or anything with ``.shape``).
+      mesh: a mesh from :func:`make_mesh`.
+      labels: the tuning method's label tree (``"trainable"`` / ``"frozen"``), optional. A leaf
+        under one of :data:`ADAPTER_KEYS` is replicated when its label is ``"trainable"`` (or
+        always, without labels); every other matrix is sharded FSDP-style, trainable or not.
+      min_size: leaves with fewer elements are replicated.
+    """
+    fsdp_size = mesh.shape["fsdp"]
+
+    def one(keypath, x, label=None):
+        path = _path(keypath)
+        adapter = bool(ADAPTER_KEYS.intersection(path)) and label in (None, "trainable")
+        spec = P() if adapter else fsdp_spec(path, np.shape(x), fsdp_size, min_size)
+        return NamedSharding(mesh, spec)
+
+    if labels is None:
+        return jax.tree_util.tree_map_with_path(one, params)
+    return jax.tree_util.tree_map_with_path(one, params, labels)
+
+
+def opt_state_shardings(opt_state, params_shardings):
+    """Shardings for an optax state: each moment follows its parameter; the rest is replicated.
+
+    A leaf is matched to a parameter by the trailing dict keys of its tree path (optax's Adam
+    ``mu`` / ``nu`` mirror the params tree, e.g. ``...mu['layers']['attn']['q_proj']['kernel']``).
+    Step counts and anything unmatched are replicated.
+    """
+    table, mesh = {}, None
+    for keypath, s in jax.tree_util.tree_leaves_with_path(params_shardings):
+        table[_path(keypath)] = s
+        mesh = s.mesh
+    if mesh is None:
+        raise ValueError("params_shardings holds no sharding.")
+
+    def one(keypath, x):
+        tail = []
+        for k in reversed(keypath):
+            if not isinstance(k, jax.tree_util.DictKey):
+                break
+            tail.insert(0, str(k.key))
+        s = table.get(tuple(tail))
+        if s is not None and len(s.spec) <= np.ndim(x):
+            return s
+        return NamedSharding(mesh, P())
+
+    return jax.tree_util.tree_map_with_path(one, opt_state)
+
+
+def shard_step(step, params_shardings, opt_shardings, mesh: Mesh, *, axes=BATCH_AXES):
+    """The trainer's step (from ``make_train_step``) with its shardings pinned.
+
+    The step runs sharded without this, following its inputs; pinning ``out_shardings`` keeps
+    params and optimizer state in the same layout from step to step (no resharding, no
+    recompilation) and keeps the donation of both.
+    """
+    batch = NamedSharding(mesh, P(None, axes, None))
+    rep = replicated(mesh)
+    return jax.jit(step, in_shardings=(params_shardings, opt_shardings, batch, batch, rep),
+                   out_shardings=(params_shardings, opt_shardings, rep), donate_argnums=(0, 1))
+
+
+# ----------------------------------------------------------------------------- batches
+
+def shard_batch(ids, mask, mesh: Mesh, *, axes=BATCH_AXES):
+    """Places a batch with its example axis split over ``axes`` of the mesh.
+
+    Args:
+      ids, mask: ``[B, T]`` (scoring: axis 0 is split) or ``[A, B, T]`` micro-batches (the train
+        step: axis 1 is split). With several processes, pass this process's rows only (its
+        :func:`host_slice`); the global batch is their concatenation in process order.
+      mesh: a mesh from :func:`make_mesh`.
+      axes: mesh axes the examples are split over: both (default; FSDP is data-parallel too)
+        or ``"data"`` alone.
+
+    Returns:
+      (ids, mask) as global ``jax.Array`` s.
+
+    Raises:
+      ValueError: if the global number of examples is not a multiple of the devices on ``axes``.
+    """
+    ids, mask = np.asarray(ids), np.asarray(mask)
+    if ids.ndim not in (2, 3) or ids.shape != mask.shape:
+        raise ValueError(f"ids and mask must both be [B, T] or [A, B, T]; got {ids.shape} and "
+                         f"{mask.shape}.")
+    b_axis = ids.ndim - 2
+    names = (axes,) if isinstance(axes, str) else tuple(axes)
+    split = math.prod(mesh.shape[a] for a in names)
+    global_b = ids.shape[b_axis] * jax.process_count()
+    if global_b % split:
+        raise ValueError(f"{global_b} examples per batch cannot be split over {split} devices "
+                         f"(mesh axes {names}); use a batch size that is a multiple of {split}.")
+    spec = [None] * ids.ndim
+    spec[b_axis] = axes
+    sharding = NamedSharding(mesh, P(*spec))
+    return tuple(jax.make_array_from_process_local_data(sharding, x) for x in (ids, mask))
+
+
+# ----------------------------------------------------------------------------- multi-host
+
+def initialize_distributed(enabled: bool, **kwargs) -> None:
+    """Starts multi-process JAX (``jax.distributed.initialize``) when ``enabled``.
+
+    Call it first on every process, before any other JAX call. ``kwargs`` go to
+    ``jax.distributed.initialize`` (coordinator address, process count and id); on Cloud TPU,
+    SLURM and Open MPI they are detected. A second call is a no-op.
+    """
+    if enabled and not jax.distributed.is_initialized():
+        jax.distributed.initialize(**kwargs)
+
+
+def host_slice(n_examples: int) -> slice:
+    """This process's contiguous share of ``n_examples`` (sizes differ by at most one)."""
+    i, n = jax.process_index(), jax.process_count()
+    return slice(n_examples * i // n, n_examples * (i + 1) // n)
+
+
+def is_main_process() -> bool:
+    """True on process 0, the one that should write logs and reports."""
+    return jax.process_index() == 0
+
+
+# ----------------------------------------------------------------------------- memory
+
+def device_bytes(tree, device=None) -> int:
+    """Bytes of ``tree`` 's arrays resident on one device (default: the first local device).
+
+    For a sharded array this counts only that device's shards, so it is what each device holds.
+    """
+    device = device or jax.local_devices()[0]
+    total = 0
+    for x in jax.tree.leaves(tree):
+        if isinstance(x, jax.Array):
+            total += sum(s.data.nbytes for s in x.addressable_shards if s.device == device)
+        else:
+            total += np.asarray(x).nbytes
+    return total
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path: str | os.PathLike, tree, *, overwrite: bool = False) -> None:
+    """Writes a pytree of (possibly sharded) arrays with orbax, each device writing its shards.
+
+    Every process must call it. The layout on disk does not depend on the mesh, so
+    :func:`restore_checkpoint` can read it onto any other mesh or a single device.
+    """
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(os.path.abspath(path), tree, force=overwrite)
+        ckptr.wait_until_finished()
+
+
+def restore_checkpoint(path: str | os.PathLike, like, shardings=None):
+    """Reads a checkpoint from :func:`save_checkpoint` straight into the target shardings.
+
+    Args:
+      path: the checkpoint directory.
+      like: a tree with the checkpoint's structure whose leaves give shape and dtype (arrays or
+        ``jax.ShapeDtypeStruct``; no data is read from them).
+      shardings: a matching tree of target ``jax.sharding.Sharding`` s, e.g. from
+        :func:`param_shardings` on another mesh. Default: the shardings ``like``'s arrays have.
+
+    Returns:
+      The tree, each array laid out as its target sharding says (orbax reads each device's part).
+    """
+    import orbax.checkpoint as ocp
+
+    def target(x, s=None):
+        sds = ocp.utils.to_shape_dtype_struct(x)
+        s = s if s is not None else getattr(sds, "sharding", None)
+        return jax.ShapeDtypeStruct(sds.shape, sds.dtype, sharding=s)
+
+    abstract = (jax.tree.map(target, like) if shardings is None
+                else jax.tree.map(target, like, shardings))
+    with ocp.StandardCheckpointer() as ckptr:
+        return ckptr.restore(os.path.abspath(path), abstract)
+
+
+__all__ = ["ADAPTER_KEYS", "AXES", "BATCH_AXES", "device_bytes", "fsdp_spec",
+           "host_slice", "initialize_distributed", "is_main_process", "make_mesh",
+           "opt_state_shardings", "param_shardings", "replicated", "restore_checkpoint",
+           "save_checkpoint", "shard_batch", "shard_step"]

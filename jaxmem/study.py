@@ -1,0 +1,271 @@
+"""The study: models x datasets x methods x epochs x attacks, resumable, into one results folder.
+
+For every cell (model, dataset, method) it fine-tunes with a checkpoint per epoch, attacks each
+chosen epoch's checkpoint (reference = the base model), and records validation perplexity next
+to every attack's AUC and TPR at low FPR with bootstrap CIs. Layout of ``out_dir``::
+
+    study.json                      the config (a folder holding another study is refused)
+    results.csv, results.json       one row per (model, dataset, method, epoch, attack)
+    report.md, figures/*.png        written by :mod:`jaxmem.report` at the end
+    runs/<model>/<dataset>/<method>/           the trainer's run directory (checkpoints, log)
+    attacks/<model>/<dataset>/<method>/epoch_N/ scores.parquet, metrics.json, roc.png, ...
+
+A finished (cell, epoch) has its ``metrics.json`` and is never recomputed; an interrupted
+training continues from its last checkpoint.
+
+Example:
+    >>> cfg = StudyConfig.from_yaml("experiments/demo.yaml")
+    >>> run_study(cfg, "results/demo")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jaxmem.attacks import DEFAULT_ATTACKS
+from jaxmem.report import _slug
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """What to run. ``methods`` are spec strings (``"lora:r=16,target=mlp"``); ``lr`` maps a
+    method spec to its learning rate (``lr_default`` otherwise)."""
+
+    name: str = "study"
+    models: tuple = ("smollm2-135m",)
+    datasets: tuple = ("default",)
+    methods: tuple = ("full", "head", "lora", "prefix", "prompt", "ptuning")
+    lr: dict = dataclasses.field(default_factory=dict)
+    lr_default: float = 1e-4
+    epochs: int = 5
+    attack_epochs: tuple | None = None       # None: every epoch
+    attacks: tuple = tuple(a for a in DEFAULT_ATTACKS if a != "lowercase")
+    n_train: int | None = None               # None: the corpus default (the paper's Table 1)
+    n_validation: int | None = None
+    n_members: int | None = None
+    n_nonmembers: int | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    block_size: int = 128
+    dtype: str = "float32"
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    schedule: str = "linear"
+    seed: int = 0
+    n_boot: int = 1000
+    score_batch_size: int = 16
+
+    def __post_init__(self):
+        # YAML and the command line give lists; keep the config hashable and comparable.
+        for f in ("models", "datasets", "methods", "attacks", "attack_epochs"):
+            v = getattr(self, f)
+            if isinstance(v, (list, str)):
+                object.__setattr__(self, f, tuple([v] if isinstance(v, str) else v))
+        if not self.methods or not self.models or not self.datasets:
+            raise ValueError("A study needs at least one model, dataset and method.")
+        from jaxmem.tuning import method_config
+
+        for m in self.methods:
+            method_config(m)  # fail now, not after hours, on an unknown method
+        from jaxmem.attacks import parse_attack
+
+        for a in self.attacks:
+            parse_attack(a)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StudyConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"Unknown study options {sorted(unknown)}; known: {sorted(names)}.")
+        return cls(**d)
+
+    @classmethod
+    def from_yaml(cls, path, overrides: list[str] = ()) -> "StudyConfig":
+        """Loads a YAML config, then applies ``key=value`` overrides (values parsed as YAML)."""
+        import yaml
+
+        d = yaml.safe_load(Path(path).read_text()) or {} if path else {}
+        for item in overrides:
+            k, sep, v = item.partition("=")
+            if not sep:
+                raise ValueError(f"Override {item!r} is not key=value.")
+            d[k.strip()] = yaml.safe_load(v)
+        return cls.from_dict(d)
+
+    def lr_for(self, method: str) -> float:
+        return float(self.lr.get(method, self.lr.get(method.partition(":")[0], self.lr_default)))
+
+
+
+
+def _claim_folder(out: Path, scfg: StudyConfig, overwrite: bool) -> None:
+    spec = out / "study.json"
+    if spec.exists():
+        old = json.loads(spec.read_text())
+        if old != scfg.to_dict():
+            if not overwrite:
+                diff = sorted(k for k in scfg.to_dict() if old.get(k) != scfg.to_dict()[k])
+                raise FileExistsError(
+                    f"{out} holds a different study (differs in: {', '.join(diff)}). Use another "
+                    "folder, or overwrite=True (--overwrite) to replace it.")
+            shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = spec.with_suffix(".tmp")
+    tmp.write_text(json.dumps(scfg.to_dict(), indent=1))
+    os.replace(tmp, spec)
+
+
+def _rows(model, dataset, method, epoch, val, metrics) -> list[dict]:
+    rows = []
+    for attack, m in metrics.items():
+        ci = m.get("auc_ci") or (np.nan, np.nan)
+        rows.append({"model": model, "dataset": dataset, "method": method, "epoch": epoch,
+                     "val_loss": val, "val_ppl": float(np.exp(val)), "attack": attack,
+                     "auc": m["auc"], "auc_lo": ci[0], "auc_hi": ci[1],
+                     "tpr@10%fpr": m["tpr@10%fpr"], "tpr@1%fpr": m["tpr@1%fpr"],
+                     "tpr@0.1%fpr": m["tpr@0.1%fpr"], "n_members": m["n_members"],
+                     "n_nonmembers": m["n_nonmembers"]})
+    return rows
+
+
+def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: bool = True,
+              stop_after: int | None = None) -> list[dict]:
+    """Runs (or resumes) every cell and writes results and the report.
+
+    Args:
+      stop_after: stop after this many newly attacked (cell, epoch) pairs, as if killed; for
+        tests of resumption.
+
+    Returns:
+      The result rows (also in ``results.csv`` / ``results.json``).
+    """
+    from jaxmem.audit import AuditConfig, run_attacks_on
+    from jaxmem.data import load_corpus
+    from jaxmem.models import load_model
+    from jaxmem.report import write_study_report
+    from jaxmem.scoring import score_texts
+    from jaxmem.train import TrainConfig, load_checkpoint, train, validation_loss
+    from jaxmem.tuning import OptimConfig
+
+    out = Path(out_dir)
+    _claim_folder(out, scfg, overwrite)
+    rows: list[dict] = []
+    done_new = 0
+    t_start = time.perf_counter()
+    acfg = AuditConfig(attacks=scfg.attacks, block_size=scfg.block_size,
+                       batch_size=scfg.score_batch_size, dtype=scfg.dtype, n_boot=scfg.n_boot,
+                       seed=scfg.seed)
+    for model_name in scfg.models:
+        base, cfg, tok = load_model(model_name)
+        for dataset in scfg.datasets:
+            corpus = load_corpus(dataset, seed=scfg.seed, n_train=scfg.n_train,
+                                 n_validation=scfg.n_validation, n_members=scfg.n_members,
+                                 n_nonmembers=scfg.n_nonmembers)
+            texts = corpus.members + corpus.nonmembers
+            base_stats = None  # the reference pass, shared by every method of this dataset
+
+            def attack(params, where: Path, title: str):
+                nonlocal base_stats
+                if base_stats is None:
+                    base_stats = score_texts(base, cfg, tok, texts, batch_size=acfg.batch_size,
+                                             max_length=acfg.block_size, dtype=acfg.dtype)
+                return run_attacks_on(params, cfg, tok, corpus.members, corpus.nonmembers, acfg,
+                                      reference_params=base, out_dir=where, overwrite=True,
+                                      title=title, reference_stats=base_stats)
+
+            # epoch 0: the base model itself, the floor every method starts from
+            where = out / "attacks" / _slug(model_name) / _slug(dataset) / "base" / "epoch_0"
+            if not (where / "metrics.json").exists():
+                from jaxmem.scoring import encode_texts
+                res = attack(base, where, f"{model_name} base")
+                val_seqs, _ = encode_texts(tok, corpus.validation, scfg.block_size)
+                val = validation_loss(base, cfg, val_seqs, TrainConfig(
+                    block_size=scfg.block_size, dtype=scfg.dtype), tok.pad_token_id or 0)
+                _add_val(where, val)
+            rows += _rows(model_name, dataset, "base", 0, _val_of(where), _metrics_of(where))
+
+            for method in scfg.methods:
+                run_dir = out / "runs" / _slug(model_name) / _slug(dataset) / _slug(method)
+                tcfg = TrainConfig(
+                    epochs=scfg.epochs, batch_size=scfg.batch_size, grad_accum=scfg.grad_accum,
+                    block_size=scfg.block_size, dtype=scfg.dtype, seed=scfg.seed,
+                    optim=OptimConfig(lr=scfg.lr_for(method), weight_decay=scfg.weight_decay,
+                                      warmup_steps=scfg.warmup_steps, schedule=scfg.schedule))
+                epochs = scfg.attack_epochs or tuple(range(1, scfg.epochs + 1))
+                todo = [e for e in epochs if not (out / "attacks" / _slug(model_name) /
+                        _slug(dataset) / _slug(method) / f"epoch_{e}" / "metrics.json").exists()]
+                history = {}
+                if todo:
+                    res = train(base, cfg, tok, method, corpus.train, corpus.validation, run_dir,
+                                tcfg, model_name=model_name, progress=progress)
+                    history = {h["epoch"]: h["val_loss"] for h in res.history}
+                for e in epochs:
+                    where = (out / "attacks" / _slug(model_name) / _slug(dataset) /
+                             _slug(method) / f"epoch_{e}")
+                    if e in todo:
+                        if stop_after is not None and done_new >= stop_after:
+                            _write_results(out, rows)
+                            return rows
+                        params, _ = load_checkpoint(run_dir, base, cfg, tok, epoch=e)
+                        attack(params, where, f"{model_name} {method} epoch {e}")
+                        _add_val(where, history[e])
+                        done_new += 1
+                        if progress:
+                            first, m = next(iter(_metrics_of(where).items()))
+                            print(f"[{time.perf_counter() - t_start:.0f}s] {model_name} / "
+                                  f"{dataset} / {method} epoch {e}: val ppl "
+                                  f"{np.exp(history[e]):.3f}, {first} AUC {m['auc']:.3f}")
+                    rows += _rows(model_name, dataset, method, e, _val_of(where),
+                                  _metrics_of(where))
+            _write_results(out, rows)
+    _write_results(out, rows)
+    write_study_report(out, scfg, rows, seconds=time.perf_counter() - t_start)
+    return rows
+
+
+def _add_val(where: Path, val: float) -> None:
+    m = json.loads((where / "metrics.json").read_text())
+    m["info"]["val_loss"] = val
+    tmp = where / "metrics.json.tmp"
+    tmp.write_text(json.dumps(m, indent=1))
+    os.replace(tmp, where / "metrics.json")
+
+
+def _metrics_of(where: Path) -> dict:
+    return json.loads((where / "metrics.json").read_text())["metrics"]
+
+
+def _val_of(where: Path) -> float:
+    return json.loads((where / "metrics.json").read_text())["info"]["val_loss"]
+
+
+def _write_results(out: Path, rows: list[dict]) -> None:
+    import csv
+
+    if not rows:
+        return
+    for name, write in (("results.json", lambda f: json.dump(rows, f, indent=1)),
+                        ("results.csv", lambda f: _csv(f, rows))):
+        tmp = out / (name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            write(f)
+        os.replace(tmp, out / name)
+
+
+def _csv(f, rows):
+    import csv
+
+    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
