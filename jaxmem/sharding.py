@@ -18,7 +18,8 @@ Layout:
 * Weight matrices (frozen, or trainable under full fine-tuning) are split along their largest
   dimension divisible by the "fsdp" size. The stacked layer axis 0 of ``layers`` leaves is never
   split: ``lax.scan`` slices it every iteration, so each layer's slice stays split along a weight
-  dimension and is gathered just in time (FSDP).
+  dimension and is gathered just in time (FSDP). Embedding tables and the head are split along
+  the model dimension, not the vocabulary.
 * Vectors, small leaves and a tuning method's own trainable leaves (LoRA, IA3, prefix, soft
   prompt) are replicated: they are tiny, and their gradients are all-reduced every step anyway.
 * The batch is split over both mesh axes by default: "fsdp" is a data-parallel axis too (as in
@@ -100,6 +101,10 @@ def _path(keypath) -> tuple[str, ...]:
     return tuple(_key_name(k) for k in keypath)
 
 
+# The looked-up axis of embedding tables and the vocabulary axis of the head: never split.
+_TABLE_AXIS = {("wte",): 0, ("wpe",): 0, ("lm_head", "kernel"): 1}
+
+
 def fsdp_spec(path: Sequence[str], shape: Sequence[int], fsdp_size: int,
               min_size: int = 2 ** 14) -> P:
     """The partition spec of one weight: its largest dimension divisible by ``fsdp_size``.
@@ -112,11 +117,14 @@ def fsdp_spec(path: Sequence[str], shape: Sequence[int], fsdp_size: int,
 
     Returns:
       ``P()`` (replicated) for vectors, small leaves and leaves with no divisible dimension;
-      otherwise a spec naming "fsdp" on one dimension. Axis 0 of ``layers`` leaves (the stacked
-      layer axis that ``lax.scan`` slices) is never chosen.
+      otherwise a spec naming "fsdp" on one dimension. Never chosen: axis 0 of ``layers``
+      leaves (the stacked layer axis that ``lax.scan`` slices), and the vocabulary / position
+      axis of ``wte``, ``wpe`` and ``lm_head`` (their model dimension is split instead, so token
+      lookups and the vocabulary reductions of scoring need no resharding).
     """
     first = 1 if path and path[0] == "layers" else 0
-    dims = [d for d in range(first, len(shape)) if shape[d] % fsdp_size == 0]
+    avoid = _TABLE_AXIS.get(tuple(path))
+    dims = [d for d in range(first, len(shape)) if shape[d] % fsdp_size == 0 and d != avoid]
     if fsdp_size == 1 or len(shape) - first < 2 or math.prod(shape) < min_size or not dims:
         return P()
     d = max(dims, key=lambda d: (shape[d], d))  # ties: the later (output) dimension
