@@ -274,11 +274,22 @@ def _claims(rows, model, dataset, attack) -> list[str]:
     out = ["**The paper's claims on these numbers**", ""]
     if par and pro:
         ok = min(par) > max(pro)
-        out.append(f"- Claim 1 (parameter-based tuning memorizes more): "
+        out.append(f"- Claim 1 (parameter-based tuning memorizes more), {attack} attack: "
                    f"{'reproduced' if ok else 'not reproduced'}: at epoch {last}, "
-                   f"parameter-based {attack} AUC {', '.join(f'{a:.3f}' for a in par)} vs "
+                   f"parameter-based AUC {', '.join(f'{a:.3f}' for a in par)} vs "
                    f"prompt-based {', '.join(f'{a:.3f}' for a in pro)}. Compare their validation "
                    "perplexities in the table: the claim is about similar utility.")
+        holds = []
+        for a in dict.fromkeys(r["attack"] for r in rows):
+            fa = {r["method"]: r["auc"] for r in rows if r["model"] == model and r["dataset"]
+                  == dataset and r["attack"] == a and r["epoch"] == last and r["method"] != "base"}
+            p_ = [v for m, v in fa.items() if _family(m) == "parameter"]
+            q_ = [v for m, v in fa.items() if _family(m) == "prompt"]
+            if p_ and q_:
+                holds.append(f"{a}: {'yes' if min(p_) > max(q_) else 'no'} (min parameter-based "
+                             f"{min(p_):.3f} vs max prompt-based {max(q_):.3f})")
+        out.append("- Claim 1 under each attack (every parameter-based method above every "
+                   "prompt-based one?): " + "; ".join(holds) + ".")
     first = min(r["epoch"] for r in sub)
     rising = []
     for m in fin:

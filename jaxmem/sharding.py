@@ -7,9 +7,7 @@ params, optimizer state and batches. The recipe::
     mesh = make_mesh(data=4, fsdp=2)                        # 8 devices
     p_sh = param_shardings(params, mesh, labels)            # big weights split over "fsdp"
     params = jax.device_put(params, p_sh)
-    opt_state = tx.init(params)
-    o_sh = opt_state_shardings(opt_state, p_sh)             # Adam moments follow their weight
-    opt_state = jax.device_put(opt_state, o_sh)
+    opt_state, o_sh = init_opt_state(tx, params, p_sh)      # Adam moments follow their weight
     step = shard_step(make_train_step(cfg, tx, labels), p_sh, o_sh, mesh)
     params, opt_state, loss = step(params, opt_state, *shard_batch(ids, mask, mesh), rng)
 
@@ -183,12 +181,23 @@ def opt_state_shardings(opt_state, params_shardings):
     return jax.tree_util.tree_map_with_path(one, opt_state)
 
 
+def init_opt_state(tx, params, params_shardings):
+    """``tx.init(params)`` created directly in its sharded layout (never whole on one device).
+
+    Returns:
+      (opt_state, its shardings from :func:`opt_state_shardings`).
+    """
+    shardings = opt_state_shardings(jax.eval_shape(tx.init, params), params_shardings)
+    return jax.jit(tx.init, out_shardings=shardings)(params), shardings
+
+
 def shard_step(step, params_shardings, opt_shardings, mesh: Mesh, *, axes=BATCH_AXES):
     """The trainer's step (from ``make_train_step``) with its shardings pinned.
 
-    The step runs sharded without this, following its inputs; pinning ``out_shardings`` keeps
-    params and optimizer state in the same layout from step to step (no resharding, no
-    recompilation) and keeps the donation of both.
+    The step runs sharded without this, following its inputs, but then the compiler picks the
+    output layouts: it may split leaves that came in replicated (LoRA matrices, norm scales), so
+    the next call sees new input shardings and compiles again. Pinning ``out_shardings`` keeps
+    params and optimizer state in one layout from step to step, and keeps the donation of both.
     """
     batch = NamedSharding(mesh, P(None, axes, None))
     rep = replicated(mesh)
@@ -315,6 +324,6 @@ def restore_checkpoint(path: str | os.PathLike, like, shardings=None):
 
 
 __all__ = ["ADAPTER_KEYS", "AXES", "BATCH_AXES", "device_bytes", "fsdp_spec",
-           "host_slice", "initialize_distributed", "is_main_process", "make_mesh",
+           "host_slice", "init_opt_state", "initialize_distributed", "is_main_process", "make_mesh",
            "opt_state_shardings", "param_shardings", "replicated", "restore_checkpoint",
            "save_checkpoint", "shard_batch", "shard_step"]

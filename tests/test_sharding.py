@@ -20,14 +20,14 @@ from jaxmem import sharding as sh
 
 SCRIPT = r'''
 import json, sys, time
-import jax, jax.numpy as jnp, numpy as np
+import jax, numpy as np
 
 from jaxmem import sharding as sh
 from jaxmem.models import ModelConfig, init_params
 from jaxmem.scoring import token_stats
 from jaxmem.train import make_train_step
 from jaxmem.tuning import OptimConfig, init_method, make_optimizer
-from jaxmem.tuning.partition import TRAINABLE, split
+from jaxmem.tuning.partition import TRAINABLE
 
 t_start = time.perf_counter()
 assert jax.device_count() == 8, jax.devices()
@@ -114,7 +114,9 @@ for method in ("full", "lora"):
 
     # sharded with the layout pinned (shard_step)
     p3 = jax.device_put(params, psh)
-    o3 = jax.device_put(tx.init(p3), osh)
+    o3, osh3 = sh.init_opt_state(tx, p3, psh)
+    r["init_opt_state_specs_equal"] = ([str(s.spec) for s in jax.tree.leaves(osh3)] ==
+                                       [str(s.spec) for s in jax.tree.leaves(osh)] == specs(o3))
     pinned = sh.shard_step(step, psh, osh, mesh).lower(p3, o3, bids, bmask, keys[0]).compile()
     r["mem_sharded"] = mem(pinned)
     for k in keys:
@@ -195,7 +197,7 @@ def sharded(tmp_path_factory):
     d = tmp_path_factory.mktemp("sharding")
     script = d / "run_sharded.py"
     script.write_text(SCRIPT)
-    # 8 CPU devices; LLVM optimization off halves compile time (the numbers are the same kind)
+    # 8 CPU devices; skipping LLVM's code optimizations halves compile time here
     flags = os.environ.get("XLA_FLAGS", "") + (" --xla_force_host_platform_device_count=8"
                                                " --xla_backend_optimization_level=0")
     env = {**os.environ, "XLA_FLAGS": flags.strip(), "JAX_PLATFORMS": "cpu"}
@@ -249,20 +251,34 @@ def test_fsdp_spec_rules():
     assert sh.fsdp_spec(("wte",), (1000, 64), 1, min_size=0) == P()
 
 
-def test_adapters_replicated_weights_sharded_by_rule():
+@pytest.mark.parametrize("method", ["full", "lora", "ia3", "prefix", "prompt", "ptuning"])
+def test_layout_of_params_and_optimizer_state(method):
+    """The layout rules on real trees, on an abstract 4 x 2 mesh (no devices needed)."""
     from jaxmem.models import ModelConfig, init_params
-    from jaxmem.tuning import init_method
+    from jaxmem.tuning import OptimConfig, init_method, make_optimizer
 
     cfg = ModelConfig(arch="llama", vocab_size=256, d_model=64, n_layers=2, n_heads=4,
                       n_kv_heads=2, d_ff=128, max_positions=64, tie_embeddings=False)
-    params, labels = init_method("lora:target=all,r=64", init_params(cfg, jax.random.PRNGKey(0)),
-                                 cfg)
-    mesh = sh.make_mesh()  # one device here: fsdp size 1, all replicated
-    assert all(s.spec == P() for s in jax.tree.leaves(sh.param_shardings(params, mesh, labels)))
-    # the rule with fsdp = 2, as param_shardings applies it per leaf
-    q = params["layers"]["attn"]["q_proj"]
-    assert sh.fsdp_spec(("layers", "attn", "q_proj", "kernel"), q["kernel"].shape, 2,
-                        min_size=0) == P(None, None, "fsdp")
+    params, labels = init_method(method, init_params(cfg, jax.random.PRNGKey(0)), cfg)
+    mesh = jax.sharding.AbstractMesh((4, 2), ("data", "fsdp"))
+    p_sh = sh.param_shardings(params, mesh, labels, min_size=0)
+    for keypath, s in jax.tree_util.tree_leaves_with_path(p_sh):
+        path = sh._path(keypath)
+        if sh.ADAPTER_KEYS.intersection(path) or path[-1] == "scale":
+            assert s.spec == P(), path  # adapters and norm scales: replicated
+        elif path[-1] == "kernel" and path[0] == "layers":  # [L, in, out]: the larger dim
+            shape = np.shape(params["layers"][path[1]][path[2]]["kernel"])
+            d = 1 if shape[1] > shape[2] else 2
+            assert s.spec == P(*[("fsdp" if i == d else None) for i in range(3)]), path
+    assert p_sh["wte"].spec == P(None, "fsdp") and p_sh["lm_head"]["kernel"].spec == P("fsdp")
+    tx = make_optimizer(OptimConfig(), labels, 10)
+    o_sh = sh.opt_state_shardings(jax.eval_shape(tx.init, params), p_sh)
+    moments = {sh._path(k)[-4:]: s.spec for k, s in jax.tree_util.tree_leaves_with_path(o_sh)}
+    q = ("layers", "attn", "q_proj", "kernel")
+    if method == "full":  # Adam moments follow their weight
+        assert moments[q] == P(None, None, "fsdp")
+    else:  # no moment exists for a frozen weight, and the adapters' are replicated
+        assert q not in moments and all(v == P() for v in moments.values())
 
 
 def test_host_slice_single_process():
@@ -284,6 +300,7 @@ def test_sharded_train_step_equals_single_device(sharded, method):
     l1, l2, l3 = r["loss"]
     assert abs(l2 - l1) < 1e-5 * abs(l1) and abs(l3 - l1) < 1e-5 * abs(l1)
     assert r["pinned_keeps_param_specs"] and r["pinned_keeps_opt_specs"]
+    assert r["init_opt_state_specs_equal"]
     assert r["batch_spec"] == "(None, ('data', 'fsdp'), None)"
     assert r["batch_rows_per_device"] == 1  # 8 examples over 8 devices
 
