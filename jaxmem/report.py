@@ -196,6 +196,54 @@ def _privacy_utility(final, attack, path):
     plt.close(fig)
 
 
+def _auc_vs_size(final, attack, path) -> bool:
+    """Last-epoch AUC against model size, one line per method (the paper's Table 3)."""
+    models = {r["model"]: r.get("model_params", 0) for r in final}
+    if len(models) < 2:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.8, 4.2))
+    for method in dict.fromkeys(r["method"] for r in final if r["method"] != "base"):
+        pts = sorted((r["model_params"], r["auc"]) for r in final
+                     if r["method"] == method and r["attack"] == attack)
+        ax.plot(*zip(*pts), "-o" if _family(method) == "parameter" else "--o", label=method)
+    ax.set_xscale("log")
+    ax.axhline(0.5, color="k", lw=0.7, ls=":")
+    ax.set_xlabel("model parameters")
+    ax.set_ylabel(f"{attack} AUC")
+    ax.set_title("Memorization vs model size (paper Table 3)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _lora_placement(final, attack, path) -> bool:
+    """Last-epoch AUC of LoRA placements (attention / MLP / both; the paper's Table 4)."""
+    placements = sorted({r["method"] for r in final if r["method"].startswith("lora")})
+    if len(placements) < 2:
+        return False
+    plt = _plt()
+    groups = sorted({(r["model"], r["dataset"]) for r in final})
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(groups) * len(placements) / 2, 4))
+    width = 0.8 / len(placements)
+    for i, method in enumerate(placements):
+        vals = [next((r["auc"] for r in final if r["method"] == method and r["attack"] == attack
+                      and (r["model"], r["dataset"]) == g), np.nan) for g in groups]
+        ax.bar(np.arange(len(groups)) + i * width, vals, width, label=method)
+    ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2)
+    ax.set_xticklabels([f"{m}\n{d}" for m, d in groups], fontsize=8)
+    ax.axhline(0.5, color="k", lw=0.7, ls=":")
+    ax.set_ylabel(f"{attack} AUC")
+    ax.set_title("LoRA placement (paper Table 4)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def _slug(s: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in s)
 
@@ -218,6 +266,12 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
         last[k] = max(last.get(k, -1), r["epoch"])
     final = [r for r in rows if r["epoch"] == last[(r["model"], r["dataset"], r["method"])]]
     _privacy_utility(final, attack, fig_dir / "privacy_utility.png")
+    extra_figs = [f"![{name}](figures/{f})" for name, f, made in (
+        ("AUC vs model size", "auc_vs_size.png", _auc_vs_size(final, attack,
+                                                              fig_dir / "auc_vs_size.png")),
+        ("LoRA placement", "lora_placement.png", _lora_placement(final, attack,
+                                                                 fig_dir / "lora_placement.png")))
+        if made]
 
     lines = [f"# jaxmem study: {scfg.name}", ""]
     if seconds is not None:
@@ -253,6 +307,8 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
               "![validation perplexity](figures/ppl_vs_epoch.png)", ""]
     if has_dist:
         lines += ["![loss distributions](figures/loss_distributions.png)", ""]
+    for f in extra_figs:
+        lines += [f, ""]
     lines += ["For reference, the paper (LLaMA2-7B, 5 epochs, LOSS AUC, Table 2): " + "; ".join(
         f"{d}: " + ", ".join(f"{m} {v}" for m, v in t.items()) for d, t in PAPER_TABLE2.items()),
         "", "Per-example scores, ROC curves and histograms for every (method, epoch) are under "

@@ -27,6 +27,7 @@ import shutil
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from jaxmem.attacks import DEFAULT_ATTACKS
@@ -126,11 +127,12 @@ def _claim_folder(out: Path, scfg: StudyConfig, overwrite: bool) -> None:
     os.replace(tmp, spec)
 
 
-def _rows(model, dataset, method, epoch, val, metrics) -> list[dict]:
+def _rows(model, n_params, dataset, method, epoch, val, metrics) -> list[dict]:
     rows = []
     for attack, m in metrics.items():
         ci = m.get("auc_ci") or (np.nan, np.nan)
-        rows.append({"model": model, "dataset": dataset, "method": method, "epoch": epoch,
+        rows.append({"model": model, "model_params": n_params, "dataset": dataset,
+                     "method": method, "epoch": epoch,
                      "val_loss": val, "val_ppl": float(np.exp(val)), "attack": attack,
                      "auc": m["auc"], "auc_lo": ci[0], "auc_hi": ci[1],
                      "tpr@10%fpr": m["tpr@10%fpr"], "tpr@1%fpr": m["tpr@1%fpr"],
@@ -168,6 +170,7 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
                        seed=scfg.seed)
     for model_name in scfg.models:
         base, cfg, tok = load_model(model_name)
+        n_params = int(sum(np.size(x) for x in jax.tree.leaves(base)))
         for dataset in scfg.datasets:
             corpus = load_corpus(dataset, seed=scfg.seed, n_train=scfg.n_train,
                                  n_validation=scfg.n_validation, n_members=scfg.n_members,
@@ -193,7 +196,7 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
                 val = validation_loss(base, cfg, val_seqs, TrainConfig(
                     block_size=scfg.block_size, dtype=scfg.dtype), tok.pad_token_id or 0)
                 _add_val(where, val)
-            rows += _rows(model_name, dataset, "base", 0, _val_of(where), _metrics_of(where))
+            rows += _rows(model_name, n_params, dataset, "base", 0, _val_of(where), _metrics_of(where))
 
             for method in scfg.methods:
                 run_dir = out / "runs" / _slug(model_name) / _slug(dataset) / _slug(method)
@@ -226,7 +229,7 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
                             print(f"[{time.perf_counter() - t_start:.0f}s] {model_name} / "
                                   f"{dataset} / {method} epoch {e}: val ppl "
                                   f"{np.exp(history[e]):.3f}, {first} AUC {m['auc']:.3f}")
-                    rows += _rows(model_name, dataset, method, e, _val_of(where),
+                    rows += _rows(model_name, n_params, dataset, method, e, _val_of(where),
                                   _metrics_of(where))
             _write_results(out, rows)
     _write_results(out, rows)

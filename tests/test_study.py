@@ -72,3 +72,21 @@ def test_config_from_yaml_with_overrides(tmp_path):
         StudyConfig.from_yaml(p, ["epoch=4"])
     with pytest.raises(ValueError, match="Unknown fine-tuning method"):
         StudyConfig.from_yaml(p, ["methods=[dora]"])
+
+
+def test_report_draws_size_and_placement_figures_when_the_study_has_them(tmp_path):
+    from jaxmem.report import write_study_report
+
+    rows = []
+    for model, n in (("small", 1e8), ("large", 1e9)):
+        for method in ("base", "lora:target=mlp", "lora:target=attention", "prompt"):
+            for e in ((0,) if method == "base" else (1, 2)):
+                rows.append(dict(model=model, model_params=n, dataset="d", method=method, epoch=e,
+                                 val_loss=3.0, val_ppl=20.0, attack="loss", auc=0.6, auc_lo=0.5,
+                                 auc_hi=0.7, n_members=10, n_nonmembers=10,
+                                 **{"tpr@10%fpr": 0.1, "tpr@1%fpr": 0.01, "tpr@0.1%fpr": 0.0}))
+    cfg = StudyConfig(methods=("lora:target=mlp", "lora:target=attention", "prompt"),
+                      attacks=("loss",))
+    report = write_study_report(tmp_path, cfg, rows).read_text()
+    assert "figures/auc_vs_size.png" in report and "figures/lora_placement.png" in report
+    assert (tmp_path / "figures" / "lora_placement.png").stat().st_size > 0
