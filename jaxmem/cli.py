@@ -197,8 +197,8 @@ def _add_corpus_args(s):
                    help="default (embedded), wikitext, webnlg, xsum, or a local file/directory")
     s.add_argument("--text-column", default="text")
     for k in ("n-train", "n-validation", "n-members", "n-nonmembers"):
-        s.add_argument(f"--{k}", type=int, default=None, help="default: the paper's Table 1, "
-                       "capped by the data" if k == "n-train" else argparse.SUPPRESS)
+        s.add_argument(f"--{k}", type=int, default=None,
+                       help="default: the corpus's (the paper's Table 1, capped by the data)")
     s.add_argument("--seed", type=int, default=0)
 
 

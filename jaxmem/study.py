@@ -156,7 +156,7 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
     from jaxmem.data import load_corpus
     from jaxmem.models import load_model
     from jaxmem.report import write_study_report
-    from jaxmem.scoring import score_texts
+    from jaxmem.scoring import encode_texts, score_texts
     from jaxmem.train import TrainConfig, load_checkpoint, train, validation_loss
     from jaxmem.tuning import OptimConfig
 
@@ -178,20 +178,20 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
             texts = corpus.members + corpus.nonmembers
             base_stats = None  # the reference pass, shared by every method of this dataset
 
-            def attack(params, where: Path, title: str):
+            def attack(params, where: Path, title: str, is_base: bool = False):
                 nonlocal base_stats
                 if base_stats is None:
                     base_stats = score_texts(base, cfg, tok, texts, batch_size=acfg.batch_size,
                                              max_length=acfg.block_size, dtype=acfg.dtype)
                 return run_attacks_on(params, cfg, tok, corpus.members, corpus.nonmembers, acfg,
                                       reference_params=base, out_dir=where, overwrite=True,
-                                      title=title, reference_stats=base_stats)
+                                      title=title, reference_stats=base_stats,
+                                      target_stats=base_stats if is_base else None)
 
             # epoch 0: the base model itself, the floor every method starts from
             where = out / "attacks" / _slug(model_name) / _slug(dataset) / "base" / "epoch_0"
-            if not (where / "metrics.json").exists():
-                from jaxmem.scoring import encode_texts
-                res = attack(base, where, f"{model_name} base")
+            if not _done(where):
+                attack(base, where, f"{model_name} base", is_base=True)
                 val_seqs, _ = encode_texts(tok, corpus.validation, scfg.block_size)
                 val = validation_loss(base, cfg, val_seqs, TrainConfig(
                     block_size=scfg.block_size, dtype=scfg.dtype), tok.pad_token_id or 0)
@@ -206,8 +206,9 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
                     optim=OptimConfig(lr=scfg.lr_for(method), weight_decay=scfg.weight_decay,
                                       warmup_steps=scfg.warmup_steps, schedule=scfg.schedule))
                 epochs = scfg.attack_epochs or tuple(range(1, scfg.epochs + 1))
-                todo = [e for e in epochs if not (out / "attacks" / _slug(model_name) /
-                        _slug(dataset) / _slug(method) / f"epoch_{e}" / "metrics.json").exists()]
+                todo = [e for e in epochs if not _done(out / "attacks" / _slug(model_name) /
+                                                         _slug(dataset) / _slug(method) /
+                                                         f"epoch_{e}")]
                 history = {}
                 if todo:
                     res = train(base, cfg, tok, method, corpus.train, corpus.validation, run_dir,
@@ -235,6 +236,12 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
     _write_results(out, rows)
     write_study_report(out, scfg, rows, seconds=time.perf_counter() - t_start)
     return rows
+
+
+def _done(where: Path) -> bool:
+    """A (cell, epoch) is finished once its metrics carry the validation loss (written last)."""
+    f = where / "metrics.json"
+    return f.exists() and "val_loss" in json.loads(f.read_text())["info"]
 
 
 def _add_val(where: Path, val: float) -> None:
