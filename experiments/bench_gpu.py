@@ -47,7 +47,8 @@ import numpy as np
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_scoring import matmul_peak, scoring_flops, torch_reference, torch_stats  # noqa: E402
-from bench_training import jaxmem_step, torch_matmul_peak, train_flops  # noqa: E402
+from bench_training import (jaxmem_step, time_interleaved, torch_matmul_peak,  # noqa: E402
+                            train_flops)
 
 MODELS = ("gpt2", "smollm2-135m")
 METHODS = ("full", "lora")
@@ -205,18 +206,9 @@ def bench_training(model, params, cfg, method: str, ids: np.ndarray, args, devic
     if model is not None:
         fn, n = torch_train_step(model, method, ids, args, device)
         sides["torch"] = {"step": fn, "trainable": n, "compile_s": None}
+    time_interleaved(sides, args.warmup, args.steps)
     for side in sides.values():
-        t = time.perf_counter()
-        side["first_loss"] = side["step"]()
-        side["first_s"] = time.perf_counter() - t
-        for _ in range(args.warmup - 1):
-            side["step"]()
-        side["times"] = []
-    for _ in range(args.steps):
-        for side in sides.values():
-            t = time.perf_counter()
-            side["last_loss"] = side["step"]()
-            side["times"].append(time.perf_counter() - t)
+        side["first_s"] = side["first_step_s"]
     out = {}
     for name, side in sides.items():
         if not np.isfinite(side["last_loss"]):

@@ -174,6 +174,27 @@ def torch_step(base, method: str, ids: np.ndarray, args, device: str):
     return step, sum(p.numel() for p in params)
 
 
+def time_interleaved(sides: dict, warmup: int, steps: int) -> None:
+    """Times each side's ``step()`` (which returns the loss) in place.
+
+    ``warmup`` steps per side come first; the first is timed and its loss kept (``first_step_s``,
+    ``first_loss``). Then ``steps`` rounds run the sides interleaved, so both see the same machine
+    load; per-step seconds go to ``times`` and the final loss to ``last_loss``.
+    """
+    for side in sides.values():
+        side["times"] = []
+        for i in range(max(warmup, 1)):
+            t = time.perf_counter()
+            loss = side["step"]()
+            if i == 0:
+                side["first_step_s"], side["first_loss"] = time.perf_counter() - t, loss
+    for _ in range(steps):
+        for side in sides.values():
+            t = time.perf_counter()
+            side["last_loss"] = side["step"]()
+            side["times"].append(time.perf_counter() - t)
+
+
 def run_method(method: str, model, base, ids: np.ndarray, args, device) -> dict:
     """Warm-up, then measured steps with the two sides interleaved (jaxmem, PyTorch, jaxmem, ...)
     so that both see the same load on a shared machine."""
@@ -185,19 +206,9 @@ def run_method(method: str, model, base, ids: np.ndarray, args, device) -> dict:
     if base is not None:
         fn, n = torch_step(base, method, ids, args, device)
         sides["torch"] = {"step": fn, "trainable": n, "compile_s": None}
-    for side in sides.values():
-        side["times"] = []
-        for i in range(args.warmup):
-            t = time.perf_counter()
-            loss = side["step"]()
-            if i == 0:
-                side["first_step_s"], side["first_loss"] = time.perf_counter() - t, loss
-    print(f"{method}: {args.steps} measured steps per side ...", file=sys.stderr, flush=True)
-    for _ in range(args.steps):
-        for side in sides.values():
-            t = time.perf_counter()
-            side["last_loss"] = side["step"]()
-            side["times"].append(time.perf_counter() - t)
+    print(f"{method}: {args.warmup} warm-up + {args.steps} measured steps per side ...",
+          file=sys.stderr, flush=True)
+    time_interleaved(sides, args.warmup, args.steps)
     out = {}
     for name, side in sides.items():
         if not np.isfinite(side["last_loss"]):

@@ -22,6 +22,12 @@ def _plt():
     return plt
 
 
+def _save(fig, path, dpi: int = 110) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    _plt().close(fig)
+
+
 def plot_roc(curves: dict[str, tuple], path: str | Path, title: str = "") -> None:
     """ROC curves on log-log axes (where low-FPR behaviour is visible), chance as a diagonal.
 
@@ -43,9 +49,7 @@ def plot_roc(curves: dict[str, tuple], path: str | Path, title: str = "") -> Non
     ax.set_title(title or "Membership inference ROC")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(True, which="both", alpha=0.2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, dpi=120)
 
 
 def plot_histograms(scores: dict[str, np.ndarray], labels: np.ndarray, path: str | Path,
@@ -71,9 +75,7 @@ def plot_histograms(scores: dict[str, np.ndarray], labels: np.ndarray, path: str
     axes.flat[0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def markdown_table(rows: list[dict], floatfmt: str = ".4g") -> str:
@@ -135,9 +137,7 @@ def _auc_vs_epoch(rows, attack, path, key="auc", ylabel="AUC", title=""):
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _loss_distributions(out: Path, rows, path):
@@ -167,9 +167,7 @@ def _loss_distributions(out: Path, rows, path):
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("mean token NLL")
     axes.flat[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -191,9 +189,7 @@ def _privacy_utility(final, attack, path):
     ax.set_xlabel("validation perplexity (lower = more useful)")
     ax.set_ylabel(f"{attack} AUC (higher = more memorization)")
     ax.set_title("Privacy vs utility (red: parameter-based, blue: prompt-based)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _auc_vs_size(final, attack, path) -> bool:
@@ -213,9 +209,7 @@ def _auc_vs_size(final, attack, path) -> bool:
     ax.set_ylabel(f"{attack} AUC")
     ax.set_title("Memorization vs model size (paper Table 3)", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -238,9 +232,7 @@ def _lora_placement(final, attack, path) -> bool:
     ax.set_ylabel(f"{attack} AUC")
     ax.set_title("LoRA placement (paper Table 4)", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
