@@ -59,7 +59,8 @@ def check_member_sets(members: Sequence[str], nonmembers: Sequence[str]) -> tupl
 def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: Sequence[str],
                    acfg: AuditConfig = AuditConfig(), *, reference_params=None,
                    out_dir: str | os.PathLike | None = None, overwrite: bool = False,
-                   title: str = "", target_stats=None, reference_stats=None) -> dict:
+                   title: str = "", target_stats=None, reference_stats=None,
+                   mesh=None) -> dict:
     """Scores members and non-members, runs the attacks, computes metrics, writes files.
 
     Args:
@@ -71,6 +72,8 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
         ``histograms.png``. An existing ``metrics.json`` is refused unless ``overwrite``.
       target_stats, reference_stats: precomputed :class:`TokenStats` of members + non-members
         under the target / the reference (a study scores the base model once for all methods).
+      mesh: score with every batch split over this mesh (:func:`jaxmem.scoring.score_sequences`).
+        With several processes each one computes the same results and process 0 writes them.
 
     Returns:
       {"metrics": {attack: summary}, "scores": {attack: array}, "labels": array, "info": {...}}.
@@ -91,7 +94,8 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
         warnings.warn("No reference model given: the ref attack is skipped.", stacklevel=2)
         specs = [s for s in specs if s.partition(":")[0] != "ref"]
         extra.discard("reference")
-    kw = dict(batch_size=acfg.batch_size, max_length=acfg.block_size, dtype=acfg.dtype)
+    kw = dict(batch_size=acfg.batch_size, max_length=acfg.block_size, dtype=acfg.dtype,
+              mesh=mesh)
     target = target_stats or score_texts(params, cfg, tokenizer, texts, **kw)
     inputs = A.AttackInputs(
         target=target, texts=texts,
@@ -110,7 +114,11 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
     result = {"metrics": metrics, "scores": scores, "labels": labels, "info": info,
               "target_stats": target}
     if out is not None:
-        write_results(out, result, texts, title)
+        from jaxmem.sharding import is_main_process, sync
+
+        if is_main_process():
+            write_results(out, result, texts, title)
+        sync("jaxmem-attack-written")
     return result
 
 

@@ -1,7 +1,12 @@
 """The ``jaxmem`` command: a thin layer over the library.
 
     jaxmem score FILE [--model smollm2-135m] [--out scores.csv]
+    jaxmem train --method lora --run-dir DIR [--corpus default] [--epochs 3]
     jaxmem attack --members M --nonmembers N [--model ...] [--out-dir DIR]
+    jaxmem study CONFIG.yaml --out-dir DIR [--set epochs=3]
+
+Every command takes --mesh (shard over several devices: auto, DATAxFSDP such as 4x2, or xFSDP)
+and --distributed (one process per host: call the same command on every host).
 """
 
 from __future__ import annotations
@@ -63,7 +68,10 @@ def cmd_score(args) -> int:
           f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     t0 = time.perf_counter()
     stats = score_texts(params, cfg, tok, texts, batch_size=args.batch_size,
-                        max_length=args.max_length, dtype=args.dtype, progress=True)
+                        max_length=args.max_length, dtype=args.dtype, progress=True,
+                        mesh=args.mesh)
+    if not _main_process():
+        return 0
     dt = time.perf_counter() - t0
     n = stats.n_tokens
     nll = stats.nll()
@@ -120,7 +128,10 @@ def cmd_train(args) -> int:
     corpus = _corpus(args)
     params, cfg, tok = load_model(args.model)
     res = train(params, cfg, tok, args.method, corpus.train, corpus.validation, args.run_dir,
-                _train_config(args), model_name=args.model, overwrite=args.overwrite)
+                _train_config(args), model_name=args.model, overwrite=args.overwrite,
+                mesh=args.mesh)
+    if not _main_process():
+        return 0
     (Path(args.run_dir) / "corpus.json").write_text(json.dumps(
         {"corpus": args.corpus, "seed": args.seed, "n_train": args.n_train,
          "n_validation": args.n_validation, "n_members": args.n_members,
@@ -150,7 +161,8 @@ def cmd_attack(args) -> int:
     params, what = base, f"base model {args.model}"
     if args.run_dir:
         from jaxmem.train import load_checkpoint
-        params, _ = load_checkpoint(args.run_dir, base, cfg, tok, epoch=args.epoch)
+        params, _ = load_checkpoint(args.run_dir, base, cfg, tok, epoch=args.epoch,
+                                    mesh=args.mesh)
         what = f"{args.run_dir} (epoch {args.epoch or 'last'})"
     elif args.adapter:
         from jaxmem.tuning.peft_io import import_adapter
@@ -167,7 +179,10 @@ def cmd_attack(args) -> int:
     print(f"attacking {what}: {len(members)} members vs {len(nonmembers)} non-members",
           file=sys.stderr)
     res = run_attacks_on(params, cfg, tok, members, nonmembers, acfg, reference_params=reference,
-                         out_dir=args.out_dir, overwrite=args.overwrite, title=what)
+                         out_dir=args.out_dir, overwrite=args.overwrite, title=what,
+                         mesh=args.mesh)
+    if not _main_process():
+        return 0
     print(markdown_table(metrics_table(res["metrics"])))
     print(f"\nwrote {args.out_dir}/: scores.parquet, metrics.json, roc.png, histograms.png")
     return 0
@@ -178,7 +193,9 @@ def cmd_study(args) -> int:
     from jaxmem.study import StudyConfig, run_study
 
     scfg = StudyConfig.from_yaml(args.config, args.set or [])
-    rows = run_study(scfg, args.out_dir, overwrite=args.overwrite)
+    rows = run_study(scfg, args.out_dir, overwrite=args.overwrite, mesh=args.mesh)
+    if not _main_process():
+        return 0
     last = {}
     for r in rows:
         last[(r["model"], r["dataset"], r["method"])] = r["epoch"]
@@ -190,6 +207,24 @@ def cmd_study(args) -> int:
                  and r["epoch"] == last[(r["model"], r["dataset"], r["method"])]]))
     print(f"\nreport: {args.out_dir}/report.md")
     return 0
+
+
+def _main_process() -> bool:
+    from jaxmem.sharding import is_main_process
+
+    return is_main_process()
+
+
+def _add_scale_args(s):
+    s.add_argument("--mesh", default=None, metavar="SPEC",
+                   help="shard over several devices: 'auto' (all on the data axis), DATAxFSDP "
+                        "(e.g. 4x2: 4-way data parallel, weights split 2-way) or xFSDP; "
+                        "default: one device")
+    s.add_argument("--distributed", action="store_true",
+                   help="multi-host: run this same command on every host (jax.distributed; "
+                        "the coordinator is found on Cloud TPU, SLURM and Open MPI, or set "
+                        "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID); implies "
+                        "--mesh auto unless given")
 
 
 def _add_corpus_args(s):
@@ -220,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     s.add_argument("--show", type=int, default=20, help="rows to print (0 = all)")
     s.add_argument("--out", help="write every row to .csv / .jsonl / .parquet")
+    _add_scale_args(s)
     s.set_defaults(func=cmd_score)
 
     from jaxmem.audit import AuditConfig
@@ -242,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--grad-clip", type=float, default=1.0, help="0 disables")
     t.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     t.add_argument("--overwrite", action="store_true")
+    _add_scale_args(t)
     t.set_defaults(func=cmd_train)
 
     a = sub.add_parser("attack", help="membership inference on a base model, run or adapter")
@@ -261,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--nan-policy", choices=["raise", "drop"], default="raise")
     a.add_argument("--out-dir", required=True)
     a.add_argument("--overwrite", action="store_true")
+    _add_scale_args(a)
     a.set_defaults(func=cmd_attack)
 
     st = sub.add_parser("study", help="models x datasets x methods x epochs x attacks, resumable")
@@ -271,13 +309,40 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--out-dir", required=True)
     st.add_argument("--overwrite", action="store_true",
                     help="replace a results folder that holds a different study")
+    _add_scale_args(st)
     st.set_defaults(func=cmd_study)
     return p
+
+
+def _setup_devices(args) -> None:
+    """Multi-host start-up (before any other JAX call), then ``args.mesh`` as a Mesh or None."""
+    import os
+
+    from jaxmem import sharding as sh
+
+    if args.distributed:
+        env = {k: os.environ[v] for k, v in (("coordinator_address", "JAX_COORDINATOR_ADDRESS"),
+                                              ("num_processes", "JAX_NUM_PROCESSES"),
+                                              ("process_id", "JAX_PROCESS_ID"))
+               if v in os.environ}
+        for k in ("num_processes", "process_id"):
+            if k in env:
+                env[k] = int(env[k])
+        sh.initialize_distributed(True, **env)
+        if args.mesh is None:
+            args.mesh = "auto"
+    args.mesh = sh.parse_mesh(args.mesh)
+    if args.mesh is not None and sh.is_main_process():
+        import jax
+
+        print(f"mesh: {dict(args.mesh.shape)} over {jax.device_count()} devices "
+              f"({jax.process_count()} process(es))", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _setup_devices(args)
         return args.func(args)
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -106,6 +106,19 @@ token_stats = jax.jit(per_token, static_argnames=("cfg", "dtype", "chunk"))
 token_stats.__doc__ = "jit-compiled :func:`per_token`: the one scoring pass behind every attack."
 
 
+@functools.lru_cache(maxsize=8)
+def sharded_token_stats(mesh):
+    """:func:`token_stats` for a batch split over ``mesh``, with results replicated.
+
+    The [B, T] statistics are small, so gathering them onto every device costs little, and it
+    lets every process (multi-host) read all of them.
+    """
+    from jaxmem.sharding import replicated
+
+    return jax.jit(per_token, static_argnames=("cfg", "dtype", "chunk"),
+                   out_shardings=replicated(mesh))
+
+
 # ----------------------------------------------------------------------------- batching
 
 def length_buckets(max_len: int, min_len: int = 16) -> tuple[int, ...]:
@@ -204,8 +217,15 @@ class TokenStats:
 
 def score_sequences(params: dict, cfg: ModelConfig, seqs: Sequence[Sequence[int]], *,
                     batch_size: int = 8, max_length: int | None = None, dtype: str = "float32",
-                    pad_id: int = 0, progress: bool = False) -> TokenStats:
-    """Scores already-tokenized sequences (each at most ``max_length`` tokens)."""
+                    pad_id: int = 0, progress: bool = False, mesh=None) -> TokenStats:
+    """Scores already-tokenized sequences (each at most ``max_length`` tokens).
+
+    With a ``mesh`` (:func:`jaxmem.sharding.make_mesh`) each batch is split over all its devices
+    and the params are laid out FSDP-style (:func:`jaxmem.sharding.place_params`, a no-op when
+    they already are); ``batch_size`` is rounded up to a multiple of the device count. With
+    several processes, every process passes the same ``seqs``, feeds its own rows of each
+    batch, and gets every example's statistics back.
+    """
     if len(seqs) == 0:
         raise ValueError("Nothing to score: the list of texts is empty.")
     max_length = max_length or max(len(s) for s in seqs)
@@ -217,14 +237,23 @@ def score_sequences(params: dict, cfg: ModelConfig, seqs: Sequence[Sequence[int]
     out = {k: np.zeros((len(seqs), lmax), np.float32) for k in ("logp", "mu", "sigma")}
     out["mask"] = np.zeros((len(seqs), lmax), bool)
     token_ids = np.zeros((len(seqs), lmax), np.int32)
+    fn, rows = token_stats, slice(None)
+    if mesh is not None:
+        from jaxmem import sharding as sh
+
+        split = sh.batch_split(mesh)
+        batch_size = -(-batch_size // split) * split
+        params = sh.place_params(params, mesh)
+        fn, rows = sharded_token_stats(mesh), sh.host_slice(batch_size)
     batches = make_batches(seqs, batch_size, buckets, pad_id)
-    if progress:
+    if progress and jax.process_index() == 0:
         from tqdm.auto import tqdm
         batches = tqdm(batches, total=math.ceil(len(seqs) / batch_size), desc="scoring",
                        unit="batch")
     for ids, mask, index in batches:
-        res = jax.device_get(token_stats(params, cfg, jnp.asarray(ids), jnp.asarray(mask),
-                                         dtype=dtype))
+        x = ((jnp.asarray(ids), jnp.asarray(mask)) if mesh is None
+             else sh.shard_batch(ids[rows], mask[rows], mesh))
+        res = jax.device_get(fn(params, cfg, *x, dtype=dtype))
         keep = index >= 0
         w = min(ids.shape[1] - 1, lmax)
         for k in out:
@@ -235,12 +264,14 @@ def score_sequences(params: dict, cfg: ModelConfig, seqs: Sequence[Sequence[int]
 
 def score_texts(params: dict, cfg: ModelConfig, tokenizer, texts: Sequence[str], *,
                 batch_size: int = 8, max_length: int | None = None, dtype: str = "float32",
-                on_overflow: str = "truncate", progress: bool = False) -> TokenStats:
+                on_overflow: str = "truncate", progress: bool = False,
+                mesh=None) -> TokenStats:
     """Tokenizes and scores texts; see :func:`token_stats` for what is computed.
 
     Args:
       max_length: block size in tokens (default: the model's context, capped at 1024).
       on_overflow: "truncate" (default; warns with the count) or "error" for longer texts.
+      mesh: split every batch over this mesh's devices (see :func:`score_sequences`).
     """
     max_length = max_length or min(cfg.max_positions, 1024)
     if max_length > cfg.max_positions:
@@ -249,6 +280,6 @@ def score_texts(params: dict, cfg: ModelConfig, tokenizer, texts: Sequence[str],
     seqs, truncated = encode_texts(tokenizer, texts, max_length, on_overflow)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     stats = score_sequences(params, cfg, seqs, batch_size=batch_size, max_length=max_length,
-                            dtype=dtype, pad_id=pad_id, progress=progress)
+                            dtype=dtype, pad_id=pad_id, progress=progress, mesh=mesh)
     stats.truncated = truncated
     return stats

@@ -1,8 +1,10 @@
 """SPMD scale-out: data parallelism plus FSDP (ZeRO-3) sharding over a ("data", "fsdp") mesh.
 
-Nothing here changes the model or the trainer: ``jax.jit`` follows the shardings of its inputs, so
-the trainer's jitted step and :func:`jaxmem.scoring.token_stats` run sharded when handed sharded
-params, optimizer state and batches. The recipe::
+Users pass a mesh to the trainer, the scorer, the attacks and the study
+(``train(..., mesh=make_mesh(data=4, fsdp=2))``, ``jaxmem study ... --mesh 4x2``); this module
+holds what they use. Nothing here changes the model: ``jax.jit`` follows the shardings of its
+inputs, so the trainer's jitted step and :func:`jaxmem.scoring.token_stats` run sharded when
+handed sharded params, optimizer state and batches. The recipe ``train`` follows::
 
     mesh = make_mesh(data=4, fsdp=2)                        # 8 devices
     p_sh = param_shardings(params, mesh, labels)            # big weights split over "fsdp"
@@ -86,6 +88,42 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def parse_mesh(spec: str | None) -> Mesh | None:
+    """A mesh from a command-line spec.
+
+    Args:
+      spec: ``None``, ``""`` or ``"none"``: no mesh (one device, the default everywhere);
+        ``"auto"``: every device on "data" (pure data parallelism); ``"DxF"`` such as ``"4x2"``:
+        D devices on "data" and F on "fsdp"; ``"xF"`` such as ``"x8"``: F on "fsdp", the rest
+        on "data".
+
+    Raises:
+      ValueError: for a malformed spec or sizes that do not use every device.
+    """
+    if spec is None or str(spec).strip().lower() in ("", "none"):
+        return None
+    spec = str(spec).strip().lower()
+    if spec == "auto":
+        return make_mesh()
+    data, sep, fsdp = spec.partition("x")
+    try:
+        if not sep:
+            raise ValueError
+        return make_mesh(int(data) if data else None, int(fsdp))
+    except ValueError as e:
+        if "must use all" in str(e):
+            raise
+        raise ValueError(f"Mesh {spec!r} is not 'auto', 'none', 'DATAxFSDP' (e.g. '4x2') or "
+                         f"'xFSDP' (e.g. 'x8'); this process sees {jax.device_count()} "
+                         "devices.") from None
+
+
+def batch_split(mesh: Mesh, axes=BATCH_AXES) -> int:
+    """How many devices share a batch: the global batch must be a multiple of this."""
+    names = (axes,) if isinstance(axes, str) else tuple(axes)
+    return math.prod(mesh.shape[a] for a in names)
+
+
 # ----------------------------------------------------------------------------- params
 
 def _key_name(k) -> str:
@@ -151,6 +189,15 @@ def param_shardings(params, mesh: Mesh, labels=None, *, min_size: int = 2 ** 14)
     if labels is None:
         return jax.tree_util.tree_map_with_path(one, params)
     return jax.tree_util.tree_map_with_path(one, params, labels)
+
+
+def place_params(params, mesh: Mesh, labels=None, **kwargs):
+    """``params`` laid out by :func:`param_shardings` (a no-op for leaves already placed so).
+
+    With several processes every process must pass the same values (they all load the same
+    checkpoint); each keeps only the shards of its own devices.
+    """
+    return jax.device_put(params, param_shardings(params, mesh, labels, **kwargs))
 
 
 def opt_state_shardings(opt_state, params_shardings):
@@ -230,7 +277,7 @@ def shard_batch(ids, mask, mesh: Mesh, *, axes=BATCH_AXES):
                          f"{mask.shape}.")
     b_axis = ids.ndim - 2
     names = (axes,) if isinstance(axes, str) else tuple(axes)
-    split = math.prod(mesh.shape[a] for a in names)
+    split = batch_split(mesh, axes)
     global_b = ids.shape[b_axis] * jax.process_count()
     if global_b % split:
         raise ValueError(f"{global_b} examples per batch cannot be split over {split} devices "
@@ -251,6 +298,9 @@ def initialize_distributed(enabled: bool, **kwargs) -> None:
     SLURM and Open MPI they are detected. A second call is a no-op.
     """
     if enabled and not jax.distributed.is_initialized():
+        # CPU processes need a collectives backend of their own (GPU uses NCCL, TPU its ICI);
+        # gloo lets the multi-process code paths run, and be tested, on plain CPU hosts.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(**kwargs)
 
 
@@ -263,6 +313,17 @@ def host_slice(n_examples: int) -> slice:
 def is_main_process() -> bool:
     """True on process 0, the one that should write logs and reports."""
     return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+    """Waits until every process reaches this point (a no-op with one process).
+
+    Used after process 0 writes a file that the others read next (shared filesystem).
+    """
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 # ----------------------------------------------------------------------------- memory
@@ -323,7 +384,7 @@ def restore_checkpoint(path: str | os.PathLike, like, shardings=None):
         return ckptr.restore(os.path.abspath(path), abstract)
 
 
-__all__ = ["ADAPTER_KEYS", "AXES", "BATCH_AXES", "device_bytes", "fsdp_spec",
+__all__ = ["ADAPTER_KEYS", "AXES", "BATCH_AXES", "batch_split", "device_bytes", "fsdp_spec",
            "host_slice", "init_opt_state", "initialize_distributed", "is_main_process", "make_mesh",
-           "opt_state_shardings", "param_shardings", "replicated", "restore_checkpoint",
-           "save_checkpoint", "shard_batch", "shard_step"]
+           "opt_state_shardings", "param_shardings", "parse_mesh", "place_params", "replicated",
+           "restore_checkpoint", "save_checkpoint", "shard_batch", "shard_step", "sync"]

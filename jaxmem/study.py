@@ -111,6 +111,8 @@ class StudyConfig:
 
 
 def _claim_folder(out: Path, scfg: StudyConfig, overwrite: bool) -> None:
+    from jaxmem.sharding import is_main_process, sync
+
     spec = out / "study.json"
     if spec.exists():
         old = json.loads(spec.read_text())
@@ -120,11 +122,15 @@ def _claim_folder(out: Path, scfg: StudyConfig, overwrite: bool) -> None:
                 raise FileExistsError(
                     f"{out} holds a different study (differs in: {', '.join(diff)}). Use another "
                     "folder, or overwrite=True (--overwrite) to replace it.")
-            shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = spec.with_suffix(".tmp")
-    tmp.write_text(json.dumps(scfg.to_dict(), indent=1))
-    os.replace(tmp, spec)
+            if is_main_process():
+                shutil.rmtree(out)
+            sync("jaxmem-study-overwrite")
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = spec.with_suffix(".tmp")
+        tmp.write_text(json.dumps(scfg.to_dict(), indent=1))
+        os.replace(tmp, spec)
+    sync("jaxmem-study-claimed")
 
 
 def _rows(model, n_params, dataset, method, epoch, val, metrics) -> list[dict]:
@@ -142,12 +148,15 @@ def _rows(model, n_params, dataset, method, epoch, val, metrics) -> list[dict]:
 
 
 def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: bool = True,
-              stop_after: int | None = None) -> list[dict]:
+              stop_after: int | None = None, mesh=None) -> list[dict]:
     """Runs (or resumes) every cell and writes results and the report.
 
     Args:
       stop_after: stop after this many newly attacked (cell, epoch) pairs, as if killed; for
         tests of resumption.
+      mesh: train and score sharded over this mesh (see :func:`jaxmem.train.train`); results
+        do not depend on it beyond float32 rounding. With several processes, all run the same
+        study into one shared ``out_dir`` and process 0 writes the files.
 
     Returns:
       The result rows (also in ``results.csv`` / ``results.json``).
@@ -160,8 +169,11 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
     from jaxmem.train import TrainConfig, load_checkpoint, train, validation_loss
     from jaxmem.tuning import OptimConfig
 
+    from jaxmem.sharding import is_main_process
+
     out = Path(out_dir)
     _claim_folder(out, scfg, overwrite)
+    progress = progress and is_main_process()
     rows: list[dict] = []
     done_new = 0
     t_start = time.perf_counter()
@@ -182,11 +194,12 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
                 nonlocal base_stats
                 if base_stats is None:
                     base_stats = score_texts(base, cfg, tok, texts, batch_size=acfg.batch_size,
-                                             max_length=acfg.block_size, dtype=acfg.dtype)
+                                             max_length=acfg.block_size, dtype=acfg.dtype,
+                                             mesh=mesh)
                 return run_attacks_on(params, cfg, tok, corpus.members, corpus.nonmembers, acfg,
                                       reference_params=base, out_dir=where, overwrite=True,
                                       title=title, reference_stats=base_stats,
-                                      target_stats=base_stats if is_base else None)
+                                      target_stats=base_stats if is_base else None, mesh=mesh)
 
             # epoch 0: the base model itself, the floor every method starts from
             where = out / "attacks" / _slug(model_name) / _slug(dataset) / "base" / "epoch_0"
@@ -194,7 +207,7 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
                 attack(base, where, f"{model_name} base", is_base=True)
                 val_seqs, _ = encode_texts(tok, corpus.validation, scfg.block_size)
                 val = validation_loss(base, cfg, val_seqs, TrainConfig(
-                    block_size=scfg.block_size, dtype=scfg.dtype), tok.pad_token_id or 0)
+                    block_size=scfg.block_size, dtype=scfg.dtype), tok.pad_token_id or 0, mesh)
                 _add_val(where, val)
             rows += _rows(model_name, n_params, dataset, "base", 0, _val_of(where), _metrics_of(where))
 
@@ -212,7 +225,7 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
                 history = {}
                 if todo:
                     res = train(base, cfg, tok, method, corpus.train, corpus.validation, run_dir,
-                                tcfg, model_name=model_name, progress=progress)
+                                tcfg, model_name=model_name, progress=progress, mesh=mesh)
                     history = {h["epoch"]: h["val_loss"] for h in res.history}
                 for e in epochs:
                     where = (out / "attacks" / _slug(model_name) / _slug(dataset) /
@@ -221,7 +234,7 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
                         if stop_after is not None and done_new >= stop_after:
                             _write_results(out, rows)
                             return rows
-                        params, _ = load_checkpoint(run_dir, base, cfg, tok, epoch=e)
+                        params, _ = load_checkpoint(run_dir, base, cfg, tok, epoch=e, mesh=mesh)
                         attack(params, where, f"{model_name} {method} epoch {e}")
                         _add_val(where, history[e])
                         done_new += 1
@@ -234,7 +247,8 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
                                   _metrics_of(where))
             _write_results(out, rows)
     _write_results(out, rows)
-    write_study_report(out, scfg, rows, seconds=time.perf_counter() - t_start)
+    if is_main_process():
+        write_study_report(out, scfg, rows, seconds=time.perf_counter() - t_start)
     return rows
 
 
@@ -245,11 +259,15 @@ def _done(where: Path) -> bool:
 
 
 def _add_val(where: Path, val: float) -> None:
-    m = json.loads((where / "metrics.json").read_text())
-    m["info"]["val_loss"] = val
-    tmp = where / "metrics.json.tmp"
-    tmp.write_text(json.dumps(m, indent=1))
-    os.replace(tmp, where / "metrics.json")
+    from jaxmem.sharding import is_main_process, sync
+
+    if is_main_process():
+        m = json.loads((where / "metrics.json").read_text())
+        m["info"]["val_loss"] = val
+        tmp = where / "metrics.json.tmp"
+        tmp.write_text(json.dumps(m, indent=1))
+        os.replace(tmp, where / "metrics.json")
+    sync("jaxmem-study-val")
 
 
 def _metrics_of(where: Path) -> dict:
@@ -261,9 +279,9 @@ def _val_of(where: Path) -> float:
 
 
 def _write_results(out: Path, rows: list[dict]) -> None:
-    import csv
+    from jaxmem.sharding import is_main_process
 
-    if not rows:
+    if not rows or not is_main_process():
         return
     for name, write in (("results.json", lambda f: json.dump(rows, f, indent=1)),
                         ("results.csv", lambda f: _csv(f, rows))):

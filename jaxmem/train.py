@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxmem import sharding as sh
 from jaxmem.models.config import ModelConfig
 from jaxmem.scoring import encode_texts, length_buckets, per_token, score_sequences
 from jaxmem.tuning import init_method, method_config
@@ -118,7 +119,11 @@ def make_train_step(cfg: ModelConfig, tx: optax.GradientTransformation, labels, 
 
 
 def _epoch_batches(seqs, tcfg: TrainConfig, epoch: int, pad_id: int):
-    """Shuffled [A, B, T] batches for one epoch; T from a few length buckets."""
+    """Shuffled [A, B, T] batches for one epoch; T from a few length buckets.
+
+    Every process builds the same global batches (the order depends only on seed and epoch);
+    a sharded run then feeds each process's own rows (see :func:`train`).
+    """
     rng = np.random.default_rng([tcfg.seed, epoch])
     order = rng.permutation(len(seqs))
     per_step = tcfg.batch_size * tcfg.grad_accum
@@ -137,6 +142,8 @@ def _epoch_batches(seqs, tcfg: TrainConfig, epoch: int, pad_id: int):
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    if not sh.is_main_process():  # one process writes; the others read it (shared filesystem)
+        return
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -152,10 +159,10 @@ def _finished_epochs(ckpt_dir: Path) -> list[int]:
     return sorted(int(p.stem.split("_")[1]) for p in ckpt_dir.glob("epoch_*.json"))
 
 
-def validation_loss(params, cfg, seqs, tcfg: TrainConfig, pad_id: int) -> float:
+def validation_loss(params, cfg, seqs, tcfg: TrainConfig, pad_id: int, mesh=None) -> float:
     """Token-weighted mean NLL over the validation sequences (virtual tokens never count)."""
     st = score_sequences(params, cfg, seqs, batch_size=tcfg.eval_batch_size,
-                         max_length=tcfg.block_size, dtype=tcfg.dtype, pad_id=pad_id)
+                         max_length=tcfg.block_size, dtype=tcfg.dtype, pad_id=pad_id, mesh=mesh)
     return float(-np.where(st.mask, st.logp, 0.0).sum() / st.mask.sum())
 
 
@@ -163,8 +170,9 @@ def _save(ckpt_dir: Path, epoch: int, params, labels, opt_state, meta: dict) -> 
     import orbax.checkpoint as ocp
 
     path = (ckpt_dir / f"epoch_{epoch:03d}").absolute()
-    if path.exists():  # an orbax dir without its .json marker: a save that was cut short
+    if path.exists() and sh.is_main_process():  # no .json marker: a save that was cut short
         shutil.rmtree(path)
+    sh.sync(f"jaxmem-save-{epoch}")
     state = {"params": split(params, labels)[0], "opt_state": opt_state}
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(path, state)
@@ -193,7 +201,7 @@ def _restore(ckpt_dir: Path, epoch: int, params, labels, opt_state):
 def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence[str],
           val_texts: Sequence[str], run_dir: str | os.PathLike, tcfg: TrainConfig = TrainConfig(),
           *, model_name: str = "", progress: bool = True, overwrite: bool = False,
-          stop_after_epoch: int | None = None) -> TrainResult:
+          stop_after_epoch: int | None = None, mesh=None) -> TrainResult:
     """Fine-tunes ``params`` with a method, checkpointing every epoch; resumes when possible.
 
     Args:
@@ -204,6 +212,14 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
         refused unless ``overwrite=True``; one holding this run's resumes after its last epoch.
       tcfg: the training configuration.
       stop_after_epoch: stop (as if killed) after this epoch; for tests and staged runs.
+      mesh: train data-parallel + FSDP over this mesh (:func:`jaxmem.sharding.make_mesh`):
+        weights split over "fsdp" (a method's own parameters replicated), Adam moments laid out
+        like their weights, each micro-batch split over every device (so ``batch_size`` must be
+        a multiple of the device count). Checkpoints do not depend on the mesh: a run resumes
+        on any other mesh or on one device. With several processes
+        (:func:`jaxmem.sharding.initialize_distributed`), every process calls ``train`` with the
+        same arguments, feeds its own rows of every batch, and process 0 writes the files;
+        ``run_dir`` must be on a filesystem all processes share.
 
     Returns:
       :class:`TrainResult` with the final params and labels and per-epoch metrics.
@@ -219,6 +235,12 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
     if tcfg.block_size > cfg.max_positions:
         raise ValueError(f"block_size {tcfg.block_size} exceeds the model's context "
                          f"({cfg.max_positions}); lower it.")
+    if mesh is not None and tcfg.batch_size % sh.batch_split(mesh):
+        raise ValueError(f"batch_size {tcfg.batch_size} cannot be split over the mesh's "
+                         f"{sh.batch_split(mesh)} devices; use a multiple of "
+                         f"{sh.batch_split(mesh)} (raise grad_accum to keep the step size).")
+    main = sh.is_main_process()
+    progress = progress and main
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     spec = _run_spec(model_name, cfg, mcfg, tcfg, len(train_texts), len(val_texts))
@@ -231,19 +253,34 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
                 raise CheckpointError(
                     f"{run_dir} holds a different run (differs in: {', '.join(diff)}). Use "
                     "another directory, or overwrite=True (--overwrite) to replace it.")
-            shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+            if main:
+                shutil.rmtree(run_dir)
+            sh.sync("jaxmem-train-overwrite")
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(spec_file, json.dumps(spec, indent=1))
+    sh.sync("jaxmem-train-start")
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     seqs, _ = encode_texts(tokenizer, train_texts, tcfg.block_size)
     val_seqs, _ = encode_texts(tokenizer, val_texts, tcfg.block_size)
     key = jax.random.PRNGKey(tcfg.seed)
     params, labels = init_method(mcfg, params, cfg, jax.random.fold_in(key, 1), tokenizer)
-    params = jax.tree.map(jnp.asarray, params)
     steps_per_epoch = math.ceil(len(seqs) / (tcfg.batch_size * tcfg.grad_accum))
     tx = make_optimizer(tcfg.optim, labels, steps_per_epoch * tcfg.epochs)
-    opt_state = tx.init(params)
+    lora_dropout = getattr(mcfg, "dropout", 0.0) if mcfg.name == "lora" else 0.0
+    step_fn = make_train_step(cfg, tx, labels, dtype=tcfg.dtype, lora_dropout=lora_dropout)
+    if mesh is None:
+        params = jax.tree.map(jnp.asarray, params)
+        opt_state = tx.init(params)
+        place = lambda ids, mask: (jnp.asarray(ids), jnp.asarray(mask))  # noqa: E731
+    else:
+        p_sh = sh.param_shardings(params, mesh, labels)
+        params = jax.device_put(params, p_sh)
+        opt_state, o_sh = sh.init_opt_state(tx, params, p_sh)
+        step_fn = sh.shard_step(step_fn, p_sh, o_sh, mesh)
+        rows = sh.host_slice(tcfg.batch_size)
+        place = lambda ids, mask: sh.shard_batch(ids[:, rows], mask[:, rows], mesh)  # noqa: E731
 
     history: list[dict] = []
     done = _finished_epochs(ckpt_dir) if ckpt_dir.exists() else []
@@ -254,11 +291,9 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
         history = [json.loads((ckpt_dir / f"epoch_{e:03d}.json").read_text())["metrics"]
                    for e in done]
     n_trainable = count(params, labels)
-    lora_dropout = getattr(mcfg, "dropout", 0.0) if mcfg.name == "lora" else 0.0
-    step_fn = make_train_step(cfg, tx, labels, dtype=tcfg.dtype, lora_dropout=lora_dropout)
 
     if start == 0:
-        base_val = validation_loss(params, cfg, val_seqs, tcfg, pad_id)
+        base_val = validation_loss(params, cfg, val_seqs, tcfg, pad_id, mesh)
         history = []
         _log(run_dir, {"epoch": 0, "val_loss": base_val, "val_ppl": math.exp(base_val),
                        "n_trainable": n_trainable})
@@ -273,8 +308,7 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
         for s, (ids, mask) in enumerate(_epoch_batches(seqs, tcfg, epoch, pad_id)):
             global_step = (epoch - 1) * steps_per_epoch + s
             rng = jax.random.fold_in(key, 1_000_000 + global_step)
-            params, opt_state, loss = step_fn(params, opt_state, jnp.asarray(ids),
-                                              jnp.asarray(mask), rng)
+            params, opt_state, loss = step_fn(params, opt_state, *place(ids, mask), rng)
             loss = float(loss)
             if not math.isfinite(loss):
                 last = _finished_epochs(ckpt_dir) if ckpt_dir.exists() else []
@@ -292,7 +326,7 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
                 bar.update(1)
         if bar:
             bar.close()
-        val = validation_loss(params, cfg, val_seqs, tcfg, pad_id)
+        val = validation_loss(params, cfg, val_seqs, tcfg, pad_id, mesh)
         metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val,
                    "val_ppl": math.exp(val), "epoch_seconds": time.perf_counter() - t0,
                    "n_trainable": n_trainable}
@@ -306,15 +340,19 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
 
 
 def _log(run_dir: Path, record: dict) -> None:
+    if not sh.is_main_process():
+        return
     with open(run_dir / "log.jsonl", "a") as f:
         f.write(json.dumps({"time": time.time(), **record}) + "\n")
 
 
 def load_checkpoint(run_dir, params: dict, cfg: ModelConfig, tokenizer=None,
-                    epoch: int | None = None):
+                    epoch: int | None = None, mesh=None):
     """Base params + a run's checkpoint (default: its last finished epoch) -> (params, labels).
 
     The base model must be the one the run started from; the method comes from ``run.json``.
+    With a ``mesh`` the params come back laid out on it (:func:`jaxmem.sharding.place_params`),
+    whatever mesh the run was trained on.
     """
     run_dir = Path(run_dir)
     spec_file = run_dir / "run.json"
@@ -332,8 +370,17 @@ def load_checkpoint(run_dir, params: dict, cfg: ModelConfig, tokenizer=None,
     tcfg = TrainConfig.from_dict(spec["train"])
     params, labels = init_method(mcfg, params, cfg, jax.random.fold_in(
         jax.random.PRNGKey(tcfg.seed), 1), tokenizer)
-    params = jax.tree.map(jnp.asarray, params)
-    steps = 1  # the schedule does not shape the state, only its values
-    opt_state = make_optimizer(tcfg.optim, labels, steps).init(params)
+    if mesh is None:
+        params = jax.tree.map(jnp.asarray, params)
+    else:
+        p_sh = sh.param_shardings(params, mesh, labels)
+        params = jax.device_put(params, p_sh)
+    # Restored only because orbax reads whole trees: an abstract target, so nothing the size
+    # of the optimizer state is allocated. The schedule does not shape the state.
+    abstract = jax.eval_shape(make_optimizer(tcfg.optim, labels, 1).init, params)
+    o_sh = (sh.opt_state_shardings(abstract, p_sh) if mesh is not None else
+            jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), abstract))
+    opt_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                             abstract, o_sh)
     params, _ = _restore(run_dir / "checkpoints", epoch, params, labels, opt_state)
     return params, labels

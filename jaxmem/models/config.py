@@ -8,6 +8,10 @@ import os
 from typing import Any, Optional
 
 SUPPORTED_MODEL_TYPES = ("gpt2", "llama", "mistral")
+# How attention is computed (see transformer.attention); an execution choice, not architecture.
+ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
+# Fields that choose how the model runs, not what it computes: left out of to_dict().
+EXECUTION_FIELDS = ("attention_impl",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,6 +20,14 @@ class ModelConfig:
 
     ``arch`` selects the block flavour: ``"gpt2"`` (learned positions, LayerNorm, GELU, fused
     ``c_attn``, biases) or ``"llama"`` (RoPE, RMSNorm, SwiGLU, grouped-query attention, no biases).
+
+    ``attention_impl`` is an execution choice, not architecture (see
+    :func:`jaxmem.models.transformer.attention`): ``"einsum"`` (default, jaxmem's own
+    grouped-query attention), ``"xla"`` (``jax.nn.dot_product_attention`` with
+    ``implementation="xla"``) or ``"cudnn"`` (cuDNN flash attention: GPU only, bfloat16/float16
+    compute, no prefix tuning, right padding only). It is left out of :meth:`to_dict`, so a run
+    resumed with another kernel is the same run. Select it on a loaded config with
+    ``dataclasses.replace(cfg, attention_impl="cudnn")``.
 
     Example:
         >>> cfg = ModelConfig.from_hf({"model_type": "gpt2", "n_embd": 64, "n_layer": 2,
@@ -43,17 +55,29 @@ class ModelConfig:
     activation: str = "silu"
     bos_token_id: Optional[int] = None
     eos_token_id: Optional[int] = None
+    attention_impl: str = "einsum"
+
+    def __post_init__(self):
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl must be one of {', '.join(map(repr, ATTENTION_IMPLS))}"
+                             f"; got {self.attention_impl!r}.")
 
     @property
     def head_dim(self) -> int:
         return self.head_dim_override or self.d_model // self.n_heads
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The architecture as a JSON-able dict (execution choices such as ``attention_impl``
+        are left out: run records compare these dicts)."""
+        d = dataclasses.asdict(self)
+        for name in EXECUTION_FIELDS:
+            d.pop(name)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        """Inverse of :meth:`to_dict` (JSON turns tuples into lists; this turns them back)."""
+        """Inverse of :meth:`to_dict` (JSON turns tuples into lists; this turns them back).
+        Execution fields absent from ``d`` take their defaults."""
         kw = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
         if kw.get("rope_scaling") is not None:
             kw["rope_scaling"] = tuple(tuple(kv) for kv in kw["rope_scaling"])
