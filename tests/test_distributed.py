@@ -165,3 +165,38 @@ def test_two_processes_write_once_and_both_see_all_results(out_dir):
     assert sorted(p.name for p in (run / "checkpoints").glob("epoch_*.json")) == [
         "epoch_001.json", "epoch_002.json"]
     assert json.loads((run / "run.json").read_text())["n_train"] == len(W.TRAIN)
+
+
+def test_cli_study_on_a_mesh_equals_one_device(tmp_path):
+    """``jaxmem study --mesh 4x2`` (8 devices) gives the single-device study's numbers."""
+    import yaml
+
+    from conftest import save_tiny_tokenizer, tiny_hf_model
+    from jaxmem.study import StudyConfig, run_study
+
+    model_dir = tmp_path / "model"
+    tiny_hf_model("llama", num_key_value_heads=2).save_pretrained(model_dir)
+    save_tiny_tokenizer(model_dir)
+    rng = np.random.default_rng(0)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(" ".join(f"w{i}" for i in rng.integers(0, 90, rng.integers(8, 20)))
+                                  for _ in range(80)))
+    spec = dict(name="mesh", models=[str(model_dir)], datasets=[str(corpus)], methods=["lora"],
+                lr={"lora": 1e-2}, epochs=1, n_train=24, n_validation=8, n_members=16,
+                n_nonmembers=16, batch_size=8, score_batch_size=8, block_size=32, n_boot=20,
+                attacks=["loss", "ref"])
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(spec))
+    proc = subprocess.run([sys.executable, "-m", "jaxmem.cli", "study", str(tmp_path / "study.yaml"),
+                           "--out-dir", str(tmp_path / "sharded"), "--mesh", "4x2"],
+                          env=_env(8), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "mesh: {'data': 4, 'fsdp': 2} over 8 devices" in proc.stderr
+    want = run_study(StudyConfig.from_dict(spec), tmp_path / "single", progress=False)
+    got = json.loads((tmp_path / "sharded" / "results.json").read_text())
+    assert len(got) == len(want) == 2 * 2  # (base, lora epoch 1) x (loss, ref)
+    key = lambda r: (r["method"], r["epoch"], r["attack"])  # noqa: E731
+    for g, w in zip(sorted(got, key=key), sorted(want, key=key)):
+        assert key(g) == key(w)
+        assert g["val_loss"] == pytest.approx(w["val_loss"], rel=1e-5)
+        assert g["auc"] == pytest.approx(w["auc"], abs=1e-9)  # ranks survive float32 noise
+    assert (tmp_path / "sharded" / "report.md").exists()
