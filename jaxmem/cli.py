@@ -64,8 +64,9 @@ def cmd_score(args) -> int:
     texts = _read_texts(args.file, args.text_column)
     t0 = time.perf_counter()
     params, cfg, tok = load_model(args.model)
-    print(f"loaded {args.model} ({cfg.arch}, {cfg.n_layers} layers, d={cfg.d_model}) "
-          f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    if _main_process():
+        print(f"loaded {args.model} ({cfg.arch}, {cfg.n_layers} layers, d={cfg.d_model}) "
+              f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     t0 = time.perf_counter()
     stats = score_texts(params, cfg, tok, texts, batch_size=args.batch_size,
                         max_length=args.max_length, dtype=args.dtype, progress=True,
