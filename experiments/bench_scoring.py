@@ -8,8 +8,17 @@ the same run so throughput can be read as a fraction of what the machine can do.
 
     python experiments/bench_scoring.py                       # embedded default, CPU
     python experiments/bench_scoring.py --model gpt2 --dtype bfloat16 --batch-size 64   # GPU
+    python experiments/bench_scoring.py --sweep       # jaxmem only: batch size x sequence length
 
 Prints a Markdown table; ``--json`` also writes the figures to a file.
+
+``--sweep`` times the jitted scoring pass (``jaxmem.scoring.token_stats``) alone, for every
+(batch size, sequence length) in ``--batch-sizes`` x ``--seq-lens``, on real token ids (random ids
+when no text is long enough): one call compiles, then the median of ``--reps`` measurements, each
+running enough calls to cover ``--min-tokens`` tokens. It reports tokens/s, ms per batch, % of the
+matmul peak and compile seconds; a Markdown table last, plus CSV, JSON and a PNG figure (tokens/s
+against batch size, one line per sequence length, the peak-equivalent rate dashed) in
+``--out-dir``.
 """
 
 from __future__ import annotations
@@ -65,6 +74,23 @@ def scoring_flops(cfg, n_tokens_padded: int, seq_len: int) -> float:
     return n_tokens_padded * (2 * L * per_layer + L * attn + 2 * d * cfg.vocab_size)
 
 
+def load_bench_model(name: str):
+    """(params on the default device, cfg, tokenizer) of a model name or alias."""
+    import jax
+
+    from jaxmem.models import load_model
+
+    params, cfg, tok = load_model(name)
+    return jax.device_put(params), cfg, tok
+
+
+def machine() -> str:
+    import jax
+
+    return (f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} backend "
+            f"{jax.default_backend()} ({jax.devices()[0].device_kind})")
+
+
 def torch_reference(model_name: str):
     """The same weights as a transformers PyTorch model (GGUF loader or HF directory)."""
     import torch
@@ -91,6 +117,141 @@ def torch_stats(logits, ids):
     return logp, mu, sigma
 
 
+def bench_ids(tok, vocab_size: int, batch: int, seq_len: int) -> tuple[np.ndarray, str]:
+    """batch x seq_len real token ids (``bench_training.real_batch``), random ids if too few."""
+    from bench_training import real_batch
+
+    try:
+        return real_batch(tok, batch, seq_len)
+    except SystemExit:
+        ids = np.random.default_rng(0).integers(0, vocab_size, (batch, seq_len), np.int32)
+        return ids, "random token ids"
+
+
+def time_token_stats(params, cfg, ids: np.ndarray, dtype: str, reps: int,
+                     min_tokens: int) -> dict:
+    """Compile seconds and median seconds per call of the jitted scoring pass on ids [B, T].
+
+    Lowers and compiles ``token_stats`` ahead of time (so compile time is measured alone), runs it
+    once to warm up, then takes the median of ``reps`` measurements of ``calls`` back-to-back
+    calls, ``calls`` chosen so one measurement covers at least ``min_tokens`` tokens.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from jaxmem.scoring import token_stats
+
+    x = jnp.asarray(ids, jnp.int32)
+    mask = jnp.ones_like(x)
+    t = time.perf_counter()
+    compiled = token_stats.lower(params, cfg, x, mask, dtype=dtype).compile()
+    compile_s = time.perf_counter() - t
+    call = lambda: jax.block_until_ready(compiled(params, x, mask))  # noqa: E731
+    call()
+    calls = max(1, -(-min_tokens // ids.size))
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(calls):
+            call()
+        times.append((time.perf_counter() - t) / calls)
+    return {"compile_s": compile_s, "s_per_call": float(np.median(times)), "calls": calls,
+            "spread": (max(times) - min(times)) / float(np.median(times))}
+
+
+def plot_sweep(rows: list[dict], peak_tps: dict[int, float], path: Path, title: str) -> None:
+    """tokens/s against batch size (log 2), one line per sequence length, peak-equivalent dashed."""
+    from jaxmem.report import _plt, _save
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for i, (seq_len, peak) in enumerate(peak_tps.items()):
+        r = [x for x in rows if x["seq_len"] == seq_len]
+        color = f"C{i}"
+        ax.plot([x["batch"] for x in r], [x["tokens_per_s"] for x in r], "o-", color=color,
+                label=f"{seq_len} tokens")
+        ax.axhline(peak, color=color, ls="--", lw=0.9, alpha=0.7)
+    ax.plot([], [], "k--", lw=0.9, alpha=0.7, label="at 100% of matmul peak")
+    ax.set_xscale("log", base=2)
+    ax.set_ylim(0, 1.1 * max([*peak_tps.values(), *(x["tokens_per_s"] for x in rows)]))
+    batches = sorted({x["batch"] for x in rows})
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.set_xlabel("batch size (sequences per call)")
+    ax.set_ylabel("scored tokens / s")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, title="sequence length", title_fontsize=8)
+    ax.grid(True, which="both", alpha=0.2)
+    _save(fig, path, dpi=120)
+
+
+def run_sweep(args) -> None:
+    """jaxmem's scoring pass over --batch-sizes x --seq-lens: table, CSV, JSON and PNG."""
+    import csv
+
+    batch_sizes = sorted(int(b) for b in args.batch_sizes.split(","))
+    seq_lens = sorted(int(t) for t in args.seq_lens.split(","))
+    load_start = os.getloadavg()
+    t_start = time.perf_counter()
+    params, cfg, tok = load_bench_model(args.model)
+    if max(seq_lens) > cfg.max_positions:
+        raise SystemExit(f"--seq-lens up to {max(seq_lens)} exceeds the model's context "
+                         f"({cfg.max_positions}).")
+    ids, source = bench_ids(tok, cfg.vocab_size, max(batch_sizes), max(seq_lens))
+    peaks = [matmul_peak(args.dtype)]  # measured again at the end; the better one is the peak
+    rows = []
+    for seq_len in seq_lens:
+        for batch in batch_sizes:
+            r = time_token_stats(params, cfg, ids[:batch, :seq_len], args.dtype, args.reps,
+                                 args.min_tokens)
+            secs = r["s_per_call"]
+            flops = scoring_flops(cfg, batch * seq_len, seq_len)
+            rows.append({"seq_len": seq_len, "batch": batch,
+                         "tokens_per_call": batch * (seq_len - 1),
+                         "ms_per_batch": 1e3 * secs,
+                         "tokens_per_s": batch * (seq_len - 1) / secs,
+                         "pct_of_peak": 100 * flops / secs / peaks[0],
+                         "compile_s": r["compile_s"], "calls_per_rep": r["calls"],
+                         "rep_spread": r["spread"]})
+            print(f"seq {seq_len:5d} batch {batch:3d}: {rows[-1]['tokens_per_s']:8.0f} tokens/s, "
+                  f"{rows[-1]['pct_of_peak']:5.1f}% of the first peak, "
+                  f"compile {r['compile_s']:.1f} s", file=sys.stderr, flush=True)
+    peaks.append(matmul_peak(args.dtype))
+    peak = max(peaks)
+    for r in rows:
+        r["pct_of_peak"] *= peaks[0] / peak
+    # scored tokens/s if every FLOP ran at the measured matmul peak
+    peak_tps = {t: peak / scoring_flops(cfg, t, t) * (t - 1) for t in seq_lens}
+    meta = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "model": args.model,
+            "dtype": args.dtype, "tokens": source, "matmul_peak_gflops": peak / 1e9,
+            "matmul_peak_gflops_start_end": [round(p / 1e9, 1) for p in peaks],
+            "reps": args.reps, "min_tokens_per_rep": args.min_tokens,
+            "load_avg_1m_start": load_start[0], "load_avg_1m_end": os.getloadavg()[0],
+            "wall_s": time.perf_counter() - t_start,
+            "peak_equivalent_tokens_per_s": {str(t): v for t, v in peak_tps.items()},
+            "command": "python " + " ".join(sys.argv)}
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "bench_scoring_sweep.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    (out / "bench_scoring_sweep.json").write_text(json.dumps({"meta": meta, "rows": rows},
+                                                             indent=2))
+    plot_sweep(rows, peak_tps, out / "bench_scoring_sweep.png",
+               f"jaxmem scoring, {args.model} {args.dtype}, {platform.machine()} "
+               f"{os.cpu_count()} cores ({meta['matmul_peak_gflops']:.0f} GFLOP/s peak)")
+    print("\n".join(f"- {k}: {v:.1f}" if isinstance(v, float) else f"- {k}: {v}"
+                    for k, v in meta.items() if k != "peak_equivalent_tokens_per_s"))
+    print(f"- files: {out}/bench_scoring_sweep.{{csv,json,png}}")
+    print()
+    print("| seq len | batch | tokens/call | ms/batch | tokens/s | % of matmul peak | compile (s) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['seq_len']} | {r['batch']} | {r['tokens_per_call']} | "
+              f"{r['ms_per_batch']:.0f} | {r['tokens_per_s']:.0f} | {r['pct_of_peak']:.0f}% | "
+              f"{r['compile_s']:.1f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -101,15 +262,23 @@ def main() -> None:
     ap.add_argument("--loop-texts", type=int, default=16, help="texts for the per-example loop")
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--json", help="also write the results here")
+    sweep = ap.add_argument_group("sweep (jaxmem's jitted scoring pass alone)")
+    sweep.add_argument("--sweep", action="store_true",
+                       help="tokens/s against batch size and sequence length")
+    sweep.add_argument("--batch-sizes", default="1,2,4,8,16,32")
+    sweep.add_argument("--seq-lens", default="64,128,256")
+    sweep.add_argument("--reps", type=int, default=3, help="timed measurements (median)")
+    sweep.add_argument("--min-tokens", type=int, default=1024,
+                       help="tokens per measurement (small batches repeat calls to reach it)")
+    sweep.add_argument("--out-dir", default="results/bench_scoring_sweep",
+                       help="CSV, JSON and PNG go here")
     args = ap.parse_args()
+    if args.sweep:
+        return run_sweep(args)
 
-    import jax
-
-    from jaxmem.models import load_model
     from jaxmem.scoring import encode_texts, score_sequences
 
-    params, cfg, tok = load_model(args.model)
-    params = jax.device_put(params)
+    params, cfg, tok = load_bench_model(args.model)
     texts, source = texts_for_bench(args.n_texts)
     seqs, _ = encode_texts(tok, texts, args.seq_len)
     seqs = [s for s in seqs if len(s) == args.seq_len][: args.n_texts]  # equal lengths: fair
@@ -165,10 +334,8 @@ def main() -> None:
         achieved = flops / secs
         rows.append({"implementation": name, "tokens/s": tokens / secs,
                      "jaxmem speed-up": secs / ours, "% of matmul peak": 100 * achieved / peak})
-    import jax as _jax
-    meta = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, "
-            f"{os.cpu_count()} cores, jax backend {_jax.default_backend()} "
-            f"({_jax.devices()[0].device_kind})", "model": args.model, "dtype": args.dtype,
+    meta = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "model": args.model,
+            "dtype": args.dtype,
             "texts": f"{n} x {args.seq_len} tokens ({source})", "batch_size": args.batch_size,
             "matmul_peak_gflops": peak / 1e9, "jaxmem_compile_s": compile_s,
             "command": "python " + " ".join(sys.argv)}

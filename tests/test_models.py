@@ -98,3 +98,196 @@ def test_left_padding_matches_unpadded():
     mask = np.concatenate([np.zeros((1, 4), int), np.ones((1, 12), int)], 1)
     out = logits(params, cfg, jnp.asarray(padded), jnp.asarray(mask))
     assert rel_err(out[:, 4:], alone) < 1e-5
+
+
+# ----------------------------------------------------------------------------- attention_impl
+
+_ON_GPU = jax.default_backend() == "gpu"
+
+
+def _mixed_padding(vocab, t=24):
+    """Rows: full, right-padded, left-padded, and an empty filler row (as make_batches adds)."""
+    ids = np.random.default_rng(2).integers(0, vocab, (4, t))
+    mask = np.ones((4, t), np.int64)
+    mask[1, 15:] = 0
+    mask[2, :6] = 0
+    mask[3] = 0
+    return ids, mask
+
+
+def _forward(params, cfg, ids, mask, dtype=jnp.float32):
+    from jaxmem.models import transformer
+
+    h = transformer.hidden_states(params, cfg, ids, mask, dtype=dtype)
+    return transformer.project(h, *transformer.head_weight(params)).astype(jnp.float32)
+
+
+def _nll(params, cfg, ids, mask, dtype=jnp.float32):
+    """(mean next-token loss over real tokens, logits): padding is ignored, as in training."""
+    out = _forward(params, cfg, ids, mask, dtype)
+    lp = jax.nn.log_softmax(out[:, :-1], -1)
+    tok = jnp.take_along_axis(lp, ids[:, 1:, None], -1)[..., 0]
+    m = (mask[:, 1:] * mask[:, :-1]).astype(jnp.float32)
+    return -(tok * m).sum() / m.sum(), out
+
+
+def _all_finite(tree):
+    return all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(tree))
+
+
+def test_attention_impl_config():
+    import dataclasses
+
+    cfg = ModelConfig.from_hf({"model_type": "llama", "vocab_size": 97, "hidden_size": 32,
+                               "num_hidden_layers": 2, "num_attention_heads": 4,
+                               "num_key_value_heads": 2, "intermediate_size": 48})
+    assert cfg.attention_impl == "einsum"
+    fast = dataclasses.replace(cfg, attention_impl="cudnn")
+    assert "attention_impl" not in fast.to_dict()
+    assert fast.to_dict() == cfg.to_dict()  # a run record does not see the kernel
+    assert ModelConfig.from_dict(fast.to_dict()) == cfg
+    assert fast != cfg and hash(fast) != hash(cfg)  # a distinct static jit argument
+    with pytest.raises(ValueError, match="'einsum', 'xla', 'cudnn'"):
+        dataclasses.replace(cfg, attention_impl="flash")
+
+
+@pytest.mark.parametrize("case", ["gpt2", "llama-gqa"])
+def test_xla_attention_matches_einsum(case):
+    """"xla" against "einsum" and transformers, with right and left padding (fully masked query
+    rows), an empty row and prefix-tuning keys."""
+    import dataclasses
+
+    from jaxmem.tuning import init_method, method_config
+
+    kind, overrides = CASES[case]
+    model = tiny_hf_model(kind, **overrides)
+    params, cfg = to_jaxmem(model)
+    prefixed, _ = init_method(method_config("prefix", num_virtual_tokens=5), params, cfg,
+                              jax.random.PRNGKey(3))
+    xla = dataclasses.replace(cfg, attention_impl="xla")
+    ids, mask = _mixed_padding(cfg.vocab_size)
+    run = jax.jit(lambda params, prefixed, ids, mask: [  # one compilation for all four
+        _forward(p, c, ids, mask) for p in (params, prefixed) for c in (cfg, xla)])
+    a, b, pa, pb = jax.device_get(run(params, prefixed, ids, mask))
+    m = mask.astype(bool)
+    assert np.isfinite(b).all() and np.isfinite(pb).all()
+    assert rel_err(b[m], a[m]) < 1e-5
+    assert rel_err(pb[m], pa[m]) < 1e-5
+    assert rel_err(pb[m], a[m]) > 1e-2  # the prefix matters
+    with torch.no_grad():  # rows 0 and 1 are right-padded: transformers counts positions alike
+        ref = model(torch.tensor(ids[:2]), attention_mask=torch.tensor(mask[:2])).logits.numpy()
+    assert rel_err(b[:2][m[:2]], ref[m[:2]]) < 1e-5
+
+
+def _attention_case(n_prefix=0, dtype=jnp.float32, t=8):
+    """GQA q, k, v and hidden_states' mask for rows: full, right-padded, left-padded, empty."""
+    rng = np.random.default_rng(0)  # numpy: jax.random compiles slowly on a CPU
+    q, k, v = (jnp.asarray(rng.normal(size=(4, s, h, 8)), dtype)
+               for s, h in ((t, 4), (t + n_prefix, 2), (t + n_prefix, 2)))
+    am = np.ones((4, t), bool)
+    am[1, 5:] = am[2, :3] = am[3] = False
+    mask = np.tril(np.ones((t, t), bool))[None] & am[:, None, :]
+    mask = np.concatenate([np.ones((4, t, n_prefix), bool), mask], -1)
+    return q, k, v, jnp.asarray(mask), jnp.asarray(am)
+
+
+def _attention_grads(impl, q, k, v, mask, real):
+    """Gradients of a loss over real query rows only (as the training loss ignores padding):
+    NaN or inf anywhere in the forward, padding rows included, would reach them."""
+    from jaxmem.models.transformer import attention
+
+    def loss(q, k, v, mask, real):
+        out = attention(q, k, v, mask, impl).astype(jnp.float32)
+        return ((out ** 2).sum(-1) * real).sum()
+
+    # a fresh function each call: an emulated kernel must not stay in a jit cache
+    return jax.jit(jax.grad(lambda *a: loss(*a), argnums=(0, 1, 2)))(q, k, v, mask, real)
+
+
+@pytest.mark.parametrize("n_prefix", [0, 3])
+def test_attention_gradients_finite_with_padding(n_prefix):
+    q, k, v, mask, real = _attention_case(n_prefix)
+    ga = _attention_grads("einsum", q, k, v, mask, real)
+    gb = _attention_grads("xla", q, k, v, mask, real)
+    assert _all_finite(ga) and _all_finite(gb)
+    for a, b in zip(ga, gb):
+        assert rel_err(b, a) < 1e-5
+
+
+def test_cudnn_mask_lengths():
+    from jaxmem.models.transformer import cudnn_lengths
+
+    t = 6
+    am = jnp.array([[1] * 6, [1, 1, 1, 0, 0, 0], [0, 0, 1, 1, 1, 1], [0] * 6, [1, 0, 1, 1, 1, 1]])
+    mask = jnp.tril(jnp.ones((t, t), bool))[None] & am.astype(bool)[:, None, :]
+    lengths, ok = cudnn_lengths(mask)
+    assert lengths.tolist() == [6, 3, 4, 0, 5]
+    assert ok.tolist() == [True, True, False, True, False]  # left and inner padding are not
+
+
+@pytest.mark.skipif(_ON_GPU, reason="checks the CPU error; a GPU runs the real kernel")
+def test_cudnn_on_cpu_errors_clearly():
+    import dataclasses
+
+    from jaxmem.tuning import init_method, method_config
+
+    params, cfg = to_jaxmem(tiny_hf_model("llama", num_key_value_heads=2))
+    cudnn = dataclasses.replace(cfg, attention_impl="cudnn")
+    ids, mask = (jnp.asarray(x) for x in _inputs(cfg.vocab_size))
+    with pytest.raises(RuntimeError, match="needs an NVIDIA GPU"):
+        logits(params, cudnn, ids, mask, dtype=jnp.bfloat16)
+    with pytest.raises(ValueError, match="bfloat16 or float16"):
+        logits(params, cudnn, ids, mask)
+    prefixed, _ = init_method(method_config("prefix", num_virtual_tokens=3), params, cfg)
+    with pytest.raises(ValueError, match="prefix tuning"):
+        logits(prefixed, cudnn, ids, mask, dtype=jnp.bfloat16)
+
+
+def _check_cudnn_against_einsum(kind, with_model_grads=False):
+    """bfloat16 "cudnn" against "einsum" on right padding and an empty row; a left-padded row
+    comes out NaN (refused) while the other rows are untouched; finite gradients."""
+    import dataclasses
+
+    params, cfg = to_jaxmem(tiny_hf_model(kind, **CASES[kind][1]))  # head dim 8
+    cudnn = dataclasses.replace(cfg, attention_impl="cudnn")
+    ids, mask = _mixed_padding(cfg.vocab_size)
+    right = mask.copy()
+    right[2] = 1
+    # fresh functions: an emulated kernel must not stay in a jit cache
+    ref = jax.jit(lambda params, ids, mask: _forward(params, cfg, ids, mask, jnp.bfloat16))
+    run = jax.jit(lambda params, ids, mask: _forward(params, cudnn, ids, mask, jnp.bfloat16))
+    a, b, c = (np.asarray(f(params, ids, m)) for f, m in ((ref, right), (run, right), (run, mask)))
+    m = right.astype(bool)
+    assert np.isfinite(b).all()
+    assert rel_err(b[m], a[m]) < 2e-2
+    assert np.isnan(c[2]).all() and np.isfinite(c[[0, 1, 3]]).all()
+
+    q, k, v, amask, real = _attention_case(dtype=jnp.bfloat16)
+    keep = np.array([0, 1, 3])  # the rows cuDNN can express (row 2 is left-padded)
+    assert _all_finite(_attention_grads("cudnn", q[keep], k[keep], v[keep], amask[keep],
+                                        real[keep]))
+    if with_model_grads:
+        g, _ = jax.grad(_nll, has_aux=True)(params, cudnn, ids, right, jnp.bfloat16)
+        assert _all_finite(g)
+
+
+def test_cudnn_branch_emulated_on_cpu(monkeypatch):
+    """The cudnn branch's masking (causal + lengths, zeroed padding rows, the NaN guard) with
+    cuDNN's call routed to jax's reference implementation of the same arguments."""
+    from jaxmem.models import transformer
+
+    real = jax.nn.dot_product_attention
+
+    def as_xla(*args, implementation=None, **kw):
+        assert implementation == "cudnn" and "mask" not in kw and kw["is_causal"]
+        return real(*args, implementation="xla", **kw)
+
+    monkeypatch.setattr(transformer, "_gpu_backend", lambda: True)
+    monkeypatch.setattr(jax.nn, "dot_product_attention", as_xla)
+    _check_cudnn_against_einsum("llama-gqa")
+
+
+@pytest.mark.skipif(not _ON_GPU, reason="cuDNN attention needs a GPU")
+@pytest.mark.parametrize("kind", ["gpt2", "llama-gqa"])
+def test_cudnn_attention_on_gpu(kind):
+    _check_cudnn_against_einsum(kind, with_model_grads=True)
