@@ -9,6 +9,13 @@ One command measures, in one process and on one device, for each model:
   targets, which jaxmem's ``"peft"`` preset mirrors), AdamW (lr 1e-4, clip 1.0); jaxmem's jitted
   step vs transformers + PEFT under ``torch.autocast``; median of interleaved steps.
 
+jaxmem's main row uses its default attention (``attention_impl="einsum"``). On a GPU with bf16 or
+fp16 compute, every workload also gets a row "jaxmem (jit, cuDNN attention)": the same code with
+``dataclasses.replace(cfg, attention_impl="cudnn")`` (cuDNN flash attention through
+``jax.nn.dot_product_attention``), so one run tells whether cuDNN attention pays; its results are
+checked against the main row's (first training loss, scored log-probs) and a mismatch is logged.
+``--no-cudnn`` drops that row; on a CPU it is skipped with a note.
+
 Both sides run the same weights: each model is built once as a transformers model and mapped onto
 jaxmem's params (``params_from_hf_state_dict``). SmolLM2-135M is the embedded default (GGUF, read
 by transformers); GPT-2 comes from the hub when it is reachable, else it is GPT-2 124M's
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import platform
@@ -52,6 +60,8 @@ from bench_training import (jaxmem_step, time_interleaved, torch_matmul_peak,  #
 
 MODELS = ("gpt2", "smollm2-135m")
 METHODS = ("full", "lora")
+# benchmark sides: jaxmem's default attention, jaxmem with cuDNN attention, PyTorch
+LABELS = {"jaxmem": "jaxmem (jit)", "jaxmem-cudnn": "jaxmem (jit, cuDNN attention)"}
 # full run (a GPU) and --quick (the CPU smoke test); any of them can be overridden on the CLI
 SIZES = {
     "full": dict(seq_len=512, score_batch=32, score_texts=256, train_batch=16, steps=10,
@@ -129,6 +139,15 @@ def load_pair(name: str, allow_hub: bool, tiny: bool = False):
     return model, params_from_hf_state_dict(state, cfg), cfg, source
 
 
+def jax_sides(cfg, args) -> dict:
+    """{side: ModelConfig} for the jaxmem rows: the default attention, plus cuDNN's when
+    ``args.cudnn`` (a GPU with bf16/fp16 compute and no ``--no-cudnn``)."""
+    sides = {"jaxmem": cfg}
+    if args.cudnn:
+        sides["jaxmem-cudnn"] = dataclasses.replace(cfg, attention_impl="cudnn")
+    return sides
+
+
 def bench_scoring(model, params, cfg, ids: np.ndarray, args, device) -> dict:
     """Best-of-repeats seconds to score all rows of ids, per side (+ jaxmem's compile time)."""
     import jax
@@ -137,12 +156,21 @@ def bench_scoring(model, params, cfg, ids: np.ndarray, args, device) -> dict:
 
     seqs = list(ids)
     on_device = jax.device_put(params)
-    run = lambda s: score_sequences(on_device, cfg, s, batch_size=args.score_batch,  # noqa: E731
-                                    max_length=ids.shape[1], dtype=args.dtype)
-    t = time.perf_counter()
-    run(seqs[:args.score_batch])
-    out = {"jaxmem": {"compile_s": time.perf_counter() - t}}
-    out["jaxmem"]["s"] = min(_timed(lambda: run(seqs)) for _ in range(args.repeats))
+    out, first = {}, {}
+    for side, c in jax_sides(cfg, args).items():
+        run = lambda s, c=c: score_sequences(  # noqa: E731
+            on_device, c, s, batch_size=args.score_batch, max_length=ids.shape[1],
+            dtype=args.dtype)
+        t = time.perf_counter()
+        first[side] = run(seqs[:args.score_batch])
+        out[side] = {"compile_s": time.perf_counter() - t}
+        out[side]["s"] = min(_timed(lambda: run(seqs)) for _ in range(args.repeats))
+    if "jaxmem-cudnn" in first:
+        a, b = first["jaxmem"], first["jaxmem-cudnn"]
+        diff = float(np.abs(a.logp - b.logp)[a.mask].max())
+        out["jaxmem-cudnn"]["max_logp_diff"] = diff
+        log(f"scoring: cuDNN attention vs default, max |log p| difference {diff:.3g}"
+            + ("" if diff < 0.1 else "  <-- MISMATCH, check the cudnn path"))
     if model is not None:
         import torch
 
@@ -201,14 +229,20 @@ def torch_train_step(model, method: str, ids: np.ndarray, args, device):
 def bench_training(model, params, cfg, method: str, ids: np.ndarray, args, device) -> dict:
     """Warm-up, then measured steps with the sides interleaved; median seconds per step."""
     ns = SimpleNamespace(lr=args.lr, dtype=args.dtype)
-    fn, n, compile_s, _ = jaxmem_step((params, cfg, None), method, ids, ns)
-    sides = {"jaxmem": {"step": fn, "trainable": n, "compile_s": compile_s}}
+    sides = {}
+    for side, c in jax_sides(cfg, args).items():
+        fn, n, compile_s, _ = jaxmem_step((params, c, None), method, ids, ns)
+        sides[side] = {"step": fn, "trainable": n, "compile_s": compile_s}
     if model is not None:
         fn, n = torch_train_step(model, method, ids, args, device)
         sides["torch"] = {"step": fn, "trainable": n, "compile_s": None}
     time_interleaved(sides, args.warmup, args.steps)
     for side in sides.values():
         side["first_s"] = side["first_step_s"]
+    if "jaxmem-cudnn" in sides:
+        a, b = sides["jaxmem"]["first_loss"], sides["jaxmem-cudnn"]["first_loss"]
+        log(f"train {method}: first loss {a:.4f} (default attention), {b:.4f} (cuDNN)"
+            + ("" if abs(a - b) <= 0.02 * abs(a) else "  <-- MISMATCH, check the cudnn path"))
     out = {}
     for name, side in sides.items():
         if not np.isfinite(side["last_loss"]):
@@ -235,6 +269,8 @@ def main() -> None:
                     help="skip the parts that would start after this many seconds")
     ap.add_argument("--no-hub", action="store_true", help="GPT-2 with random weights, no hub")
     ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--no-cudnn", action="store_true",
+                    help="no extra jaxmem row with cuDNN attention (attention_impl='cudnn')")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
     for k, v in SIZES["quick" if args.quick else "full"].items():
@@ -263,6 +299,16 @@ def main() -> None:
         peaks["torch"] = torch_matmul_peak(args.dtype, device, args.peak_n)
     peak = max(peaks.values())
     log(f"{args.dtype} matmul peak {peak / 1e12:.1f} TFLOP/s; backend {jax.default_backend()}")
+    args.cudnn = False
+    if args.no_cudnn:
+        cudnn_note = "off (--no-cudnn)"
+    elif jax.default_backend() != "gpu":
+        cudnn_note = f"skipped: needs a GPU (backend {jax.default_backend()})"
+    elif args.dtype == "float32":
+        cudnn_note = "skipped: cuDNN attention needs bf16 or fp16 compute"
+    else:
+        args.cudnn, cudnn_note = True, "extra jaxmem row (attention_impl='cudnn')"
+    log(f"cuDNN attention row: {cudnn_note}")
 
     rows, skipped, sources = [], [], {}
     rng = np.random.default_rng(0)
@@ -298,8 +344,8 @@ def main() -> None:
                                         r["trainable"]) for k, r in res.items()}
             for side, r in res.items():
                 rows.append({"model": label, "workload": part,
-                             "implementation": "jaxmem (jit)" if side == "jaxmem"
-                             else "transformers" + (" + PEFT" if method == "lora" else ""),
+                             "implementation": LABELS.get(side) or
+                             "transformers" + (" + PEFT" if method == "lora" else ""),
                              "tokens_per_s": tokens / r["s"], "seconds": r["s"],
                              "speedup": r["s"] / res["jaxmem"]["s"],
                              "pct_peak": 100 * flops[side] / r["s"] / peak,
@@ -321,6 +367,7 @@ def main() -> None:
                        f"{args.score_batch}, best of {args.repeats}",
             "training": f"batch {args.train_batch} x {args.seq_len}, {args.warmup} warm-up + "
                         f"{args.steps} measured steps (median), AdamW lr {args.lr:g}, clip 1.0",
+            "cudnn_attention": cudnn_note,
             "matmul_peak_tflops": peak / 1e12,
             **{f"{k}_matmul_tflops": v / 1e12 for k, v in peaks.items()},
             "skipped (time budget)": ", ".join(skipped) or "none",
@@ -336,6 +383,7 @@ def main() -> None:
         print(f"| {r['model']} | {r['workload']} | {r['implementation']} | "
               f"{fmt(r['trainable'], ',')} | {fmt(r['compile_s'], '.1f')} | "
               f"{fmt(r['first_s'], '.2f')} | {fmt(r['first_loss'], '.4f')} |")
+    # speed-up: seconds of the row / seconds of the main jaxmem row (below 1: the row is faster)
     print(f"\n| model | workload | implementation | tokens/s | jaxmem speed-up | "
           f"% of {args.dtype} matmul peak |")
     print("|---|---|---|---|---|---|")

@@ -1,5 +1,7 @@
 """Parity of the one decoder with transformers (PyTorch) on tiny random configs."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,8 +9,9 @@ import pytest
 import torch
 
 from conftest import rel_err, save_tiny_tokenizer, tiny_hf_model, to_jaxmem
-from jaxmem.models import load_model, logits
+from jaxmem.models import load_model, logits, transformer
 from jaxmem.models.config import ModelConfig
+from jaxmem.tuning import init_method, method_config
 
 CASES = {
     "gpt2": ("gpt2", {}),
@@ -116,8 +119,6 @@ def _mixed_padding(vocab, t=24):
 
 
 def _forward(params, cfg, ids, mask, dtype=jnp.float32):
-    from jaxmem.models import transformer
-
     h = transformer.hidden_states(params, cfg, ids, mask, dtype=dtype)
     return transformer.project(h, *transformer.head_weight(params)).astype(jnp.float32)
 
@@ -136,8 +137,6 @@ def _all_finite(tree):
 
 
 def test_attention_impl_config():
-    import dataclasses
-
     cfg = ModelConfig.from_hf({"model_type": "llama", "vocab_size": 97, "hidden_size": 32,
                                "num_hidden_layers": 2, "num_attention_heads": 4,
                                "num_key_value_heads": 2, "intermediate_size": 48})
@@ -155,10 +154,6 @@ def test_attention_impl_config():
 def test_xla_attention_matches_einsum(case):
     """"xla" against "einsum" and transformers, with right and left padding (fully masked query
     rows), an empty row and prefix-tuning keys."""
-    import dataclasses
-
-    from jaxmem.tuning import init_method, method_config
-
     kind, overrides = CASES[case]
     model = tiny_hf_model(kind, **overrides)
     params, cfg = to_jaxmem(model)
@@ -194,10 +189,8 @@ def _attention_case(n_prefix=0, dtype=jnp.float32, t=8):
 def _attention_grads(impl, q, k, v, mask, real):
     """Gradients of a loss over real query rows only (as the training loss ignores padding):
     NaN or inf anywhere in the forward, padding rows included, would reach them."""
-    from jaxmem.models.transformer import attention
-
     def loss(q, k, v, mask, real):
-        out = attention(q, k, v, mask, impl).astype(jnp.float32)
+        out = transformer.attention(q, k, v, mask, impl).astype(jnp.float32)
         return ((out ** 2).sum(-1) * real).sum()
 
     # a fresh function each call: an emulated kernel must not stay in a jit cache
@@ -215,22 +208,16 @@ def test_attention_gradients_finite_with_padding(n_prefix):
 
 
 def test_cudnn_mask_lengths():
-    from jaxmem.models.transformer import cudnn_lengths
-
     t = 6
     am = jnp.array([[1] * 6, [1, 1, 1, 0, 0, 0], [0, 0, 1, 1, 1, 1], [0] * 6, [1, 0, 1, 1, 1, 1]])
     mask = jnp.tril(jnp.ones((t, t), bool))[None] & am.astype(bool)[:, None, :]
-    lengths, ok = cudnn_lengths(mask)
+    lengths, ok = transformer.cudnn_lengths(mask)
     assert lengths.tolist() == [6, 3, 4, 0, 5]
     assert ok.tolist() == [True, True, False, True, False]  # left and inner padding are not
 
 
 @pytest.mark.skipif(_ON_GPU, reason="checks the CPU error; a GPU runs the real kernel")
 def test_cudnn_on_cpu_errors_clearly():
-    import dataclasses
-
-    from jaxmem.tuning import init_method, method_config
-
     params, cfg = to_jaxmem(tiny_hf_model("llama", num_key_value_heads=2))
     cudnn = dataclasses.replace(cfg, attention_impl="cudnn")
     ids, mask = (jnp.asarray(x) for x in _inputs(cfg.vocab_size))
@@ -246,8 +233,6 @@ def test_cudnn_on_cpu_errors_clearly():
 def _check_cudnn_against_einsum(kind, with_model_grads=False):
     """bfloat16 "cudnn" against "einsum" on right padding and an empty row; a left-padded row
     comes out NaN (refused) while the other rows are untouched; finite gradients."""
-    import dataclasses
-
     params, cfg = to_jaxmem(tiny_hf_model(kind, **CASES[kind][1]))  # head dim 8
     cudnn = dataclasses.replace(cfg, attention_impl="cudnn")
     ids, mask = _mixed_padding(cfg.vocab_size)
@@ -274,8 +259,6 @@ def _check_cudnn_against_einsum(kind, with_model_grads=False):
 def test_cudnn_branch_emulated_on_cpu(monkeypatch):
     """The cudnn branch's masking (causal + lengths, zeroed padding rows, the NaN guard) with
     cuDNN's call routed to jax's reference implementation of the same arguments."""
-    from jaxmem.models import transformer
-
     real = jax.nn.dot_product_attention
 
     def as_xla(*args, implementation=None, **kw):

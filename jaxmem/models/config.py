@@ -59,8 +59,9 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.attention_impl not in ATTENTION_IMPLS:
-            raise ValueError(f"attention_impl must be one of {', '.join(map(repr, ATTENTION_IMPLS))}"
-                             f"; got {self.attention_impl!r}.")
+            allowed = ", ".join(map(repr, ATTENTION_IMPLS))
+            raise ValueError(f"attention_impl must be one of {allowed}; got "
+                             f"{self.attention_impl!r}.")
 
     @property
     def head_dim(self) -> int:
