@@ -58,12 +58,11 @@ def _read_texts(path: str, text_column: str) -> list[str]:
 
 def cmd_score(args) -> int:
     from jaxmem.attacks import AttackInputs, min_k
-    from jaxmem.models import load_model
     from jaxmem.scoring import score_texts
 
     texts = _read_texts(args.file, args.text_column)
     t0 = time.perf_counter()
-    params, cfg, tok = load_model(args.model)
+    params, cfg, tok = _load(args, args.model)
     if _main_process():
         print(f"loaded {args.model} ({cfg.arch}, {cfg.n_layers} layers, d={cfg.d_model}) "
               f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
@@ -123,11 +122,10 @@ def _train_config(args):
 
 
 def cmd_train(args) -> int:
-    from jaxmem.models import load_model
     from jaxmem.train import train
 
     corpus = _corpus(args)
-    params, cfg, tok = load_model(args.model)
+    params, cfg, tok = _load(args, args.model)
     res = train(params, cfg, tok, args.method, corpus.train, corpus.validation, args.run_dir,
                 _train_config(args), model_name=args.model, overwrite=args.overwrite,
                 mesh=args.mesh)
@@ -144,7 +142,6 @@ def cmd_train(args) -> int:
 
 def cmd_attack(args) -> int:
     from jaxmem.audit import AuditConfig, metrics_table, run_attacks_on
-    from jaxmem.models import load_model
 
     if args.run_dir and not args.members and (Path(args.run_dir) / "corpus.json").exists():
         for k, v in json.loads((Path(args.run_dir) / "corpus.json").read_text()).items():
@@ -158,7 +155,7 @@ def cmd_attack(args) -> int:
     else:
         c = _corpus(args)
         members, nonmembers = c.members, c.nonmembers
-    base, cfg, tok = load_model(args.model)
+    base, cfg, tok = _load(args, args.model)
     params, what = base, f"base model {args.model}"
     if args.run_dir:
         from jaxmem.train import load_checkpoint
@@ -171,7 +168,7 @@ def cmd_attack(args) -> int:
         what = f"{args.model} + adapter {args.adapter}"
     reference = base
     if args.reference and args.reference != args.model:
-        reference, rcfg, _ = load_model(args.reference)
+        reference, rcfg, _ = _load(args, args.reference)
         if rcfg.vocab_size != cfg.vocab_size:
             raise ValueError("The reference model must share the target's tokenizer/vocabulary.")
     acfg = AuditConfig(attacks=tuple(a.strip() for a in args.attacks.split(",") if a.strip()),
@@ -194,7 +191,8 @@ def cmd_study(args) -> int:
     from jaxmem.study import StudyConfig, run_study
 
     scfg = StudyConfig.from_yaml(args.config, args.set or [])
-    rows = run_study(scfg, args.out_dir, overwrite=args.overwrite, mesh=args.mesh)
+    rows = run_study(scfg, args.out_dir, overwrite=args.overwrite, mesh=args.mesh,
+                     attention_impl=args.attention)
     if not _main_process():
         return 0
     last = {}
@@ -208,6 +206,16 @@ def cmd_study(args) -> int:
                  and r["epoch"] == last[(r["model"], r["dataset"], r["method"])]]))
     print(f"\nreport: {args.out_dir}/report.md")
     return 0
+
+
+def _load(args, name):
+    """load_model, with the attention kernel chosen by --attention."""
+    import dataclasses
+
+    from jaxmem.models import load_model
+
+    params, cfg, tok = load_model(name)
+    return params, dataclasses.replace(cfg, attention_impl=args.attention), tok
 
 
 def _main_process() -> bool:
@@ -226,6 +234,10 @@ def _add_scale_args(s):
                         "the coordinator is found on Cloud TPU, SLURM and Open MPI, or set "
                         "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID); implies "
                         "--mesh auto unless given")
+    s.add_argument("--attention", choices=["einsum", "xla", "cudnn"], default="einsum",
+                   help="attention kernel: einsum (default), xla (jax.nn.dot_product_attention) "
+                        "or cudnn (GPU flash attention; bfloat16, right padding, no prefix "
+                        "tuning)")
 
 
 def _add_corpus_args(s):

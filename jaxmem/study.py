@@ -148,7 +148,8 @@ def _rows(model, n_params, dataset, method, epoch, val, metrics) -> list[dict]:
 
 
 def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: bool = True,
-              stop_after: int | None = None, mesh=None) -> list[dict]:
+              stop_after: int | None = None, mesh=None,
+              attention_impl: str = "einsum") -> list[dict]:
     """Runs (or resumes) every cell and writes results and the report.
 
     Args:
@@ -157,6 +158,8 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
       mesh: train and score sharded over this mesh (see :func:`jaxmem.train.train`); results
         do not depend on it beyond float32 rounding. With several processes, all run the same
         study into one shared ``out_dir`` and process 0 writes the files.
+      attention_impl: the attention kernel (see :class:`jaxmem.models.ModelConfig`); an
+        execution choice that leaves results unchanged up to rounding.
 
     Returns:
       The result rows (also in ``results.csv`` / ``results.json``).
@@ -182,6 +185,7 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
                        seed=scfg.seed)
     for model_name in scfg.models:
         base, cfg, tok = load_model(model_name)
+        cfg = dataclasses.replace(cfg, attention_impl=attention_impl)
         n_params = int(sum(np.size(x) for x in jax.tree.leaves(base)))
         for dataset in scfg.datasets:
             corpus = load_corpus(dataset, seed=scfg.seed, n_train=scfg.n_train,

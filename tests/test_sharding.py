@@ -337,3 +337,15 @@ def test_checkpoint_restores_onto_another_mesh(sharded, target):
     assert r["equal"] and r["shardings_as_asked"], r
     if target == "2x4":
         assert len(r["specs"]) > 1  # replicated and split leaves: really sharded there
+
+
+def test_parse_mesh_specs():
+    n = jax.device_count()
+    assert sh.parse_mesh(None) is None and sh.parse_mesh("none") is None
+    assert dict(sh.parse_mesh("auto").shape) == {"data": n, "fsdp": 1}
+    assert dict(sh.parse_mesh(f"{n}x1").shape) == {"data": n, "fsdp": 1}
+    assert dict(sh.parse_mesh("x1").shape) == {"data": n, "fsdp": 1}
+    with pytest.raises(ValueError, match="is not 'auto'"):
+        sh.parse_mesh("four")
+    with pytest.raises(ValueError, match="must use all"):
+        sh.parse_mesh(f"{n + 1}x2")
