@@ -205,7 +205,9 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
     """Fine-tunes ``params`` with a method, checkpointing every epoch; resumes when possible.
 
     Args:
-      params, cfg, tokenizer: the base model (from :func:`jaxmem.models.load_model`).
+      params, cfg, tokenizer: the base model (from :func:`jaxmem.models.load_model`). The
+        step donates its buffers, so device (jax) arrays given here are copied first and stay
+        usable; host (numpy) arrays, which ``load_model`` returns, need no extra copy.
       mcfg: a method name, spec string or config (see :func:`jaxmem.tuning.method_config`).
       train_texts, val_texts: the fine-tuning set and the validation set.
       run_dir: where checkpoints and logs go. A directory holding another run's config is
@@ -266,6 +268,8 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
     val_seqs, _ = encode_texts(tokenizer, val_texts, tcfg.block_size)
     key = jax.random.PRNGKey(tcfg.seed)
     params, labels = init_method(mcfg, params, cfg, jax.random.fold_in(key, 1), tokenizer)
+    # the caller's device arrays would be deleted by the step's donation
+    params = jax.tree.map(lambda x: jnp.copy(x) if isinstance(x, jax.Array) else x, params)
     steps_per_epoch = math.ceil(len(seqs) / (tcfg.batch_size * tcfg.grad_accum))
     tx = make_optimizer(tcfg.optim, labels, steps_per_epoch * tcfg.epochs)
     lora_dropout = getattr(mcfg, "dropout", 0.0) if mcfg.name == "lora" else 0.0

@@ -147,3 +147,14 @@ def test_bad_input(tiny, tmp_path):
     with pytest.raises(ValueError, match="exceeds the model's context"):
         train(params, cfg, CharTok(), "lora", ["ab"], ["x"], tmp_path,
               TrainConfig(block_size=cfg.max_positions + 1), progress=False)
+
+
+def test_device_arrays_passed_in_survive_training(tiny, tmp_path):
+    """The step donates its buffers; a caller's device-resident base must stay usable."""
+    params, cfg = tiny
+    on_device = jax.device_put(params)
+    tcfg = TrainConfig(epochs=1, batch_size=4, block_size=32)
+    for run in ("a", "b"):  # the second run would meet deleted arrays without the copy
+        train(on_device, cfg, CharTok(), "full", _texts(8), _texts(4, 1), tmp_path / run, tcfg,
+              progress=False)
+    np.testing.assert_array_equal(np.asarray(on_device["wte"]), params["wte"])
