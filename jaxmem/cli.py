@@ -6,7 +6,7 @@
     jaxmem study CONFIG.yaml --out-dir DIR [--set epochs=3]
 
 Every command takes --mesh (shard over several devices: auto, DATAxFSDP such as 4x2, or xFSDP)
-and --distributed (one process per host: call the same command on every host).
+and --distributed (several processes: one per TPU host or per GPU, each running this command).
 """
 
 from __future__ import annotations
@@ -174,8 +174,9 @@ def cmd_attack(args) -> int:
     acfg = AuditConfig(attacks=tuple(a.strip() for a in args.attacks.split(",") if a.strip()),
                        block_size=args.block_size, batch_size=args.batch_size, dtype=args.dtype,
                        n_boot=args.n_boot, seed=args.seed, nan_policy=args.nan_policy)
-    print(f"attacking {what}: {len(members)} members vs {len(nonmembers)} non-members",
-          file=sys.stderr)
+    if _main_process():
+        print(f"attacking {what}: {len(members)} members vs {len(nonmembers)} non-members",
+              file=sys.stderr)
     res = run_attacks_on(params, cfg, tok, members, nonmembers, acfg, reference_params=reference,
                          out_dir=args.out_dir, overwrite=args.overwrite, title=what,
                          mesh=args.mesh)
@@ -230,7 +231,8 @@ def _add_scale_args(s):
                         "(e.g. 4x2: 4-way data parallel, weights split 2-way) or xFSDP; "
                         "default: one device")
     s.add_argument("--distributed", action="store_true",
-                   help="multi-host: run this same command on every host (jax.distributed; "
+                   help="multi-host: run this same command in every process, one per TPU host "
+                        "or per GPU (jax.distributed; "
                         "the coordinator is found on Cloud TPU, SLURM and Open MPI, or set "
                         "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID); implies "
                         "--mesh auto unless given")

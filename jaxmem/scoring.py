@@ -223,8 +223,8 @@ def score_sequences(params: dict, cfg: ModelConfig, seqs: Sequence[Sequence[int]
     With a ``mesh`` (:func:`jaxmem.sharding.make_mesh`) each batch is split over all its devices
     and the params are laid out FSDP-style (:func:`jaxmem.sharding.place_params`, a no-op when
     they already are); ``batch_size`` is rounded up to a multiple of the device count. With
-    several processes, every process passes the same ``seqs``, feeds its own rows of each
-    batch, and gets every example's statistics back.
+    several processes, every process passes the same ``seqs``, transfers only its own devices'
+    rows of each batch, and gets every example's statistics back.
     """
     if len(seqs) == 0:
         raise ValueError("Nothing to score: the list of texts is empty.")
@@ -237,14 +237,14 @@ def score_sequences(params: dict, cfg: ModelConfig, seqs: Sequence[Sequence[int]
     out = {k: np.zeros((len(seqs), lmax), np.float32) for k in ("logp", "mu", "sigma")}
     out["mask"] = np.zeros((len(seqs), lmax), bool)
     token_ids = np.zeros((len(seqs), lmax), np.int32)
-    fn, rows = token_stats, slice(None)
+    fn = token_stats
     if mesh is not None:
         from jaxmem import sharding as sh
 
         split = sh.batch_split(mesh)
         batch_size = -(-batch_size // split) * split
         params = sh.place_params(params, mesh)
-        fn, rows = sharded_token_stats(mesh), sh.host_slice(batch_size)
+        fn = sharded_token_stats(mesh)
     batches = make_batches(seqs, batch_size, buckets, pad_id)
     if progress and jax.process_index() == 0:
         from tqdm.auto import tqdm
@@ -252,7 +252,7 @@ def score_sequences(params: dict, cfg: ModelConfig, seqs: Sequence[Sequence[int]
                        unit="batch")
     for ids, mask, index in batches:
         x = ((jnp.asarray(ids), jnp.asarray(mask)) if mesh is None
-             else sh.shard_batch(ids[rows], mask[rows], mesh))
+             else sh.shard_batch(ids, mask, mesh))
         res = jax.device_get(fn(params, cfg, *x, dtype=dtype))
         keep = index >= 0
         w = min(ids.shape[1] - 1, lmax)

@@ -25,10 +25,11 @@ Layout:
 * The batch is split over both mesh axes by default: "fsdp" is a data-parallel axis too (as in
   ZeRO-3), so every device sees different examples. Pass ``axes="data"`` to split over "data" only.
 
-Multi-host: call :func:`initialize_distributed` first on every process, give each process its
-:func:`host_slice` of the examples, and build batches with :func:`shard_batch` from the
-process-local rows. Checkpoints (:func:`save_checkpoint`, :func:`restore_checkpoint`) are written
-shard by shard with orbax and restore onto any mesh.
+Multi-host: call :func:`initialize_distributed` first on every process. Every process then runs
+the same code on the same data: it builds the same global batches, and :func:`place` (behind
+:func:`shard_batch` and :func:`place_params`) transfers only the rows and weight shards of its
+own devices, wherever the mesh puts them. Checkpoints (:func:`save_checkpoint`,
+:func:`restore_checkpoint`) are written shard by shard with orbax and restore onto any mesh.
 """
 
 from __future__ import annotations
@@ -191,13 +192,28 @@ def param_shardings(params, mesh: Mesh, labels=None, *, min_size: int = 2 ** 14)
     return jax.tree_util.tree_map_with_path(one, params, labels)
 
 
-def place_params(params, mesh: Mesh, labels=None, **kwargs):
-    """``params`` laid out by :func:`param_shardings` (a no-op for leaves already placed so).
+def place(tree, shardings):
+    """Lays out every leaf of ``tree`` as the matching sharding says.
 
-    With several processes every process must pass the same values (they all load the same
-    checkpoint); each keeps only the shards of its own devices.
+    Host (numpy) leaves are cut on the host and each device receives only its own shard, with no
+    collective: with several processes, each process must hold the same values (they all load
+    the same checkpoint or build the same batch) and transfers only its devices' shards. A plain
+    ``jax.device_put`` would instead check, by an all-gather of every leaf, that the processes
+    agree, holding whole weights on every device for a moment. Device (jax) leaves are resharded
+    with ``device_put`` (a no-op when already laid out so).
     """
-    return jax.device_put(params, param_shardings(params, mesh, labels, **kwargs))
+    def one(x, s):
+        if isinstance(x, jax.Array) and (s.is_fully_addressable or not x.is_fully_addressable):
+            return jax.device_put(x, s)
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
+
+    return jax.tree.map(one, tree, shardings)
+
+
+def place_params(params, mesh: Mesh, labels=None, **kwargs):
+    """``params`` laid out by :func:`param_shardings` (see :func:`place`)."""
+    return place(params, param_shardings(params, mesh, labels, **kwargs))
 
 
 def opt_state_shardings(opt_state, params_shardings):
@@ -258,9 +274,10 @@ def shard_batch(ids, mask, mesh: Mesh, *, axes=BATCH_AXES):
     """Places a batch with its example axis split over ``axes`` of the mesh.
 
     Args:
-      ids, mask: ``[B, T]`` (scoring: axis 0 is split) or ``[A, B, T]`` micro-batches (the train
-        step: axis 1 is split). With several processes, pass this process's rows only (its
-        :func:`host_slice`); the global batch is their concatenation in process order.
+      ids, mask: the global batch, ``[B, T]`` (scoring: axis 0 is split) or ``[A, B, T]``
+        micro-batches (the train step: axis 1 is split). With several processes every process
+        passes the same global batch (the trainer and scorer build them deterministically) and
+        transfers only the rows of its own devices, wherever the mesh puts them.
       mesh: a mesh from :func:`make_mesh`.
       axes: mesh axes the examples are split over: both (default; FSDP is data-parallel too)
         or ``"data"`` alone.
@@ -269,7 +286,7 @@ def shard_batch(ids, mask, mesh: Mesh, *, axes=BATCH_AXES):
       (ids, mask) as global ``jax.Array`` s.
 
     Raises:
-      ValueError: if the global number of examples is not a multiple of the devices on ``axes``.
+      ValueError: if the number of examples is not a multiple of the devices on ``axes``.
     """
     ids, mask = np.asarray(ids), np.asarray(mask)
     if ids.ndim not in (2, 3) or ids.shape != mask.shape:
@@ -278,14 +295,14 @@ def shard_batch(ids, mask, mesh: Mesh, *, axes=BATCH_AXES):
     b_axis = ids.ndim - 2
     names = (axes,) if isinstance(axes, str) else tuple(axes)
     split = batch_split(mesh, axes)
-    global_b = ids.shape[b_axis] * jax.process_count()
-    if global_b % split:
-        raise ValueError(f"{global_b} examples per batch cannot be split over {split} devices "
-                         f"(mesh axes {names}); use a batch size that is a multiple of {split}.")
+    if ids.shape[b_axis] % split:
+        raise ValueError(f"{ids.shape[b_axis]} examples per batch cannot be split over {split} "
+                         f"devices (mesh axes {names}); use a batch size that is a multiple of "
+                         f"{split}.")
     spec = [None] * ids.ndim
     spec[b_axis] = axes
     sharding = NamedSharding(mesh, P(*spec))
-    return tuple(jax.make_array_from_process_local_data(sharding, x) for x in (ids, mask))
+    return place((ids, mask), (sharding, sharding))
 
 
 # ----------------------------------------------------------------------------- multi-host
@@ -298,16 +315,9 @@ def initialize_distributed(enabled: bool, **kwargs) -> None:
     SLURM and Open MPI they are detected. A second call is a no-op.
     """
     if enabled and not jax.distributed.is_initialized():
-        # CPU processes need a collectives backend of their own (GPU uses NCCL, TPU its ICI);
-        # gloo lets the multi-process code paths run, and be tested, on plain CPU hosts.
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        # On CPU the processes talk over gloo (JAX's default for CPU collectives), so the
+        # multi-process code paths run, and are tested, on plain CPU hosts.
         jax.distributed.initialize(**kwargs)
-
-
-def host_slice(n_examples: int) -> slice:
-    """This process's contiguous share of ``n_examples`` (sizes differ by at most one)."""
-    i, n = jax.process_index(), jax.process_count()
-    return slice(n_examples * i // n, n_examples * (i + 1) // n)
 
 
 def is_main_process() -> bool:
@@ -385,6 +395,6 @@ def restore_checkpoint(path: str | os.PathLike, like, shardings=None):
 
 
 __all__ = ["ADAPTER_KEYS", "AXES", "BATCH_AXES", "batch_split", "device_bytes", "fsdp_spec",
-           "host_slice", "init_opt_state", "initialize_distributed", "is_main_process", "make_mesh",
-           "opt_state_shardings", "param_shardings", "parse_mesh", "place_params", "replicated",
+           "init_opt_state", "initialize_distributed", "is_main_process", "make_mesh",
+           "opt_state_shardings", "param_shardings", "parse_mesh", "place", "place_params", "replicated",
            "restore_checkpoint", "save_checkpoint", "shard_batch", "shard_step", "sync"]

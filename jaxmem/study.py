@@ -114,17 +114,16 @@ def _claim_folder(out: Path, scfg: StudyConfig, overwrite: bool) -> None:
     from jaxmem.sharding import is_main_process, sync
 
     spec = out / "study.json"
-    if spec.exists():
-        old = json.loads(spec.read_text())
-        if old != scfg.to_dict():
-            if not overwrite:
-                diff = sorted(k for k in scfg.to_dict() if old.get(k) != scfg.to_dict()[k])
-                raise FileExistsError(
-                    f"{out} holds a different study (differs in: {', '.join(diff)}). Use another "
-                    "folder, or overwrite=True (--overwrite) to replace it.")
-            if is_main_process():
-                shutil.rmtree(out)
-            sync("jaxmem-study-overwrite")
+    old = json.loads(spec.read_text()) if spec.exists() else None
+    sync("jaxmem-study-read")  # every process decides on the same files before any change
+    if old is not None and old != scfg.to_dict():
+        if not overwrite:
+            diff = sorted(k for k in scfg.to_dict() if old.get(k) != scfg.to_dict()[k])
+            raise FileExistsError(
+                f"{out} holds a different study (differs in: {', '.join(diff)}). Use another "
+                "folder, or overwrite=True (--overwrite) to replace it.")
+        if is_main_process():
+            shutil.rmtree(out)
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         tmp = spec.with_suffix(".tmp")

@@ -122,7 +122,7 @@ def _epoch_batches(seqs, tcfg: TrainConfig, epoch: int, pad_id: int):
     """Shuffled [A, B, T] batches for one epoch; T from a few length buckets.
 
     Every process builds the same global batches (the order depends only on seed and epoch);
-    a sharded run then feeds each process's own rows (see :func:`train`).
+    in a sharded run each process then transfers only its own devices' rows.
     """
     rng = np.random.default_rng([tcfg.seed, epoch])
     order = rng.permutation(len(seqs))
@@ -178,24 +178,38 @@ def _save(ckpt_dir: Path, epoch: int, params, labels, opt_state, meta: dict) -> 
         ckptr.save(path, state)
         ckptr.wait_until_finished()
     _atomic_write(ckpt_dir / f"epoch_{epoch:03d}.json", json.dumps(meta, indent=1))
+    sh.sync(f"jaxmem-saved-{epoch}")  # the marker is visible to every process from here on
 
 
-def _restore(ckpt_dir: Path, epoch: int, params, labels, opt_state):
+def _restore(ckpt_dir: Path, epoch: int, params, labels, opt_state=None):
+    """(params, opt_state) from a checkpoint, laid out as the given arrays are.
+
+    Without ``opt_state`` only the trainable params are read (orbax partial restore): loading a
+    run for attacks never reads its optimizer state, twice the size of a full fine-tune.
+    """
     import orbax.checkpoint as ocp
 
     path = (ckpt_dir / f"epoch_{epoch:03d}").absolute()
-    target = {"params": split(params, labels)[0], "opt_state": opt_state}
+    target = {"params": split(params, labels)[0]}
+    if opt_state is not None:
+        target["opt_state"] = opt_state
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     try:
-        with ocp.StandardCheckpointer() as ckptr:
-            state = ckptr.restore(path, abstract)
+        if opt_state is not None:
+            with ocp.StandardCheckpointer() as ckptr:
+                state = ckptr.restore(path, abstract)
+        else:
+            with ocp.PyTreeCheckpointer() as ckptr:
+                state = ckptr.restore(path, args=ocp.args.PyTreeRestore(
+                    item=abstract, partial_restore=True,
+                    restore_args=ocp.checkpoint_utils.construct_restore_args(abstract)))
     except Exception as e:
         raise CheckpointError(
             f"Checkpoint {path} cannot be restored ({type(e).__name__}: "
             f"{str(e).splitlines()[0][:300]}). It is truncated or was written for another "
             f"method/model; delete {path} and {path}.json to resume from the epoch before, or "
             "use a fresh run directory.") from e
-    return merge(state["params"], split(params, labels)[1]), state["opt_state"]
+    return merge(state["params"], split(params, labels)[1]), state.get("opt_state")
 
 
 def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence[str],
@@ -220,7 +234,8 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
         a multiple of the device count). Checkpoints do not depend on the mesh: a run resumes
         on any other mesh or on one device. With several processes
         (:func:`jaxmem.sharding.initialize_distributed`), every process calls ``train`` with the
-        same arguments, feeds its own rows of every batch, and process 0 writes the files;
+        same arguments, transfers its own devices' rows of every batch, and process 0 writes
+        the files;
         ``run_dir`` must be on a filesystem all processes share.
 
     Returns:
@@ -247,17 +262,16 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
     ckpt_dir = run_dir / "checkpoints"
     spec = _run_spec(model_name, cfg, mcfg, tcfg, len(train_texts), len(val_texts))
     spec_file = run_dir / "run.json"
-    if spec_file.exists():
-        old = json.loads(spec_file.read_text())
-        if old != json.loads(json.dumps(spec)):
-            if not overwrite:
-                diff = sorted(k for k in spec if old.get(k) != json.loads(json.dumps(spec))[k])
-                raise CheckpointError(
-                    f"{run_dir} holds a different run (differs in: {', '.join(diff)}). Use "
-                    "another directory, or overwrite=True (--overwrite) to replace it.")
-            if main:
-                shutil.rmtree(run_dir)
-            sh.sync("jaxmem-train-overwrite")
+    old = json.loads(spec_file.read_text()) if spec_file.exists() else None
+    sh.sync("jaxmem-train-read")  # every process decides on the same files before any change
+    if old is not None and old != json.loads(json.dumps(spec)):
+        if not overwrite:
+            diff = sorted(k for k in spec if old.get(k) != json.loads(json.dumps(spec))[k])
+            raise CheckpointError(
+                f"{run_dir} holds a different run (differs in: {', '.join(diff)}). Use "
+                "another directory, or overwrite=True (--overwrite) to replace it.")
+        if main:
+            shutil.rmtree(run_dir)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(spec_file, json.dumps(spec, indent=1))
@@ -280,11 +294,10 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
         place = lambda ids, mask: (jnp.asarray(ids), jnp.asarray(mask))  # noqa: E731
     else:
         p_sh = sh.param_shardings(params, mesh, labels)
-        params = jax.device_put(params, p_sh)
+        params = sh.place(params, p_sh)
         opt_state, o_sh = sh.init_opt_state(tx, params, p_sh)
         step_fn = sh.shard_step(step_fn, p_sh, o_sh, mesh)
-        rows = sh.host_slice(tcfg.batch_size)
-        place = lambda ids, mask: sh.shard_batch(ids[:, rows], mask[:, rows], mesh)  # noqa: E731
+        place = lambda ids, mask: sh.shard_batch(ids, mask, mesh)  # noqa: E731
 
     history: list[dict] = []
     done = _finished_epochs(ckpt_dir) if ckpt_dir.exists() else []
@@ -374,17 +387,7 @@ def load_checkpoint(run_dir, params: dict, cfg: ModelConfig, tokenizer=None,
     tcfg = TrainConfig.from_dict(spec["train"])
     params, labels = init_method(mcfg, params, cfg, jax.random.fold_in(
         jax.random.PRNGKey(tcfg.seed), 1), tokenizer)
-    if mesh is None:
-        params = jax.tree.map(jnp.asarray, params)
-    else:
-        p_sh = sh.param_shardings(params, mesh, labels)
-        params = jax.device_put(params, p_sh)
-    # Restored only because orbax reads whole trees: an abstract target, so nothing the size
-    # of the optimizer state is allocated. The schedule does not shape the state.
-    abstract = jax.eval_shape(make_optimizer(tcfg.optim, labels, 1).init, params)
-    o_sh = (sh.opt_state_shardings(abstract, p_sh) if mesh is not None else
-            jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), abstract))
-    opt_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                             abstract, o_sh)
-    params, _ = _restore(run_dir / "checkpoints", epoch, params, labels, opt_state)
+    params = (jax.tree.map(jnp.asarray, params) if mesh is None
+              else sh.place_params(params, mesh, labels))
+    params, _ = _restore(run_dir / "checkpoints", epoch, params, labels)
     return params, labels

@@ -116,6 +116,14 @@ def main():
         save("lora_multihost", r.params, r.labels, r.history)
         stats = score_texts(base, CFG, CharTok(), SCORE, batch_size=4, max_length=48, mesh=mesh)
         save("score_multihost", stats=stats)
+        # devices of the two processes interleaved along the batch (as a TPU torus or a GPU id
+        # order may place them): each process's rows are not one contiguous block
+        by_process = [[d for d in jax.devices() if d.process_index == p] for p in (0, 1)]
+        mixed = sh.make_mesh(2, 2, devices=[d for pair in zip(*by_process) for d in pair])
+        info["mixed_mesh_processes"] = [d.process_index for d in mixed.devices.flat]
+        stats = score_texts(base, CFG, CharTok(), SCORE, batch_size=4, max_length=48,
+                            mesh=mixed)
+        save("score_multihost_mixed", stats=stats)
         # every process got every example's statistics, not only its own rows
         info[f"nll_sum_process_{jax.process_index()}"] = float(np.nansum(stats.nll()))
     if sh.is_main_process():

@@ -132,7 +132,7 @@ def test_checkpoint_from_4x2_loads_onto_other_layouts(out_dir, target):
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
 
 
-@pytest.mark.parametrize("name", ["score_4x2", "score_multihost"])
+@pytest.mark.parametrize("name", ["score_4x2", "score_multihost", "score_multihost_mixed"])
 def test_sharded_scoring_equals_one_device(out_dir, reference, name):
     want, got = reference["score"], _load(out_dir / f"{name}_stats.npz")
     np.testing.assert_array_equal(got["mask"], want.mask)
@@ -157,6 +157,7 @@ def test_two_processes_write_once_and_both_see_all_results(out_dir):
     info = [json.loads((out_dir / f).read_text())
             for f in ("info_multihost.json", "info_multihost_1.json")]
     assert info[0]["processes"] == 2 and info[0]["devices"] == 4 and info[0]["local_devices"] == 2
+    assert info[0]["mixed_mesh_processes"] == [0, 1, 0, 1]
     assert info[0]["nll_sum_process_0"] == pytest.approx(info[1]["nll_sum_process_1"], rel=1e-6)
     run = out_dir / "lora_multihost"
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().split("\n") if x]
