@@ -229,13 +229,13 @@ def _add_scale_args(s):
     s.add_argument("--mesh", default=None, metavar="SPEC",
                    help="shard over several devices: 'auto' (all on the data axis), DATAxFSDP "
                         "(e.g. 4x2: 4-way data parallel, weights split 2-way) or xFSDP; "
-                        "default: one device")
+                        "default: one device (a study: its config's mesh)")
     s.add_argument("--distributed", action="store_true",
                    help="multi-host: run this same command in every process, one per TPU host "
                         "or per GPU (jax.distributed; "
                         "the coordinator is found on Cloud TPU, SLURM and Open MPI, or set "
                         "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID); implies "
-                        "--mesh auto unless given")
+                        "--mesh auto unless given (or, for a study, its config's mesh)")
     s.add_argument("--attention", choices=["einsum", "xla", "cudnn"], default="einsum",
                    help="attention kernel: einsum (default), xla (jax.nn.dot_product_attention) "
                         "or cudnn (GPU flash attention; bfloat16, right padding, no prefix "
@@ -344,8 +344,9 @@ def _setup_devices(args) -> None:
             if k in env:
                 env[k] = int(env[k])
         sh.initialize_distributed(True, **env)
-        if args.mesh is None:
-            args.mesh = "auto"
+    # a study's own config may name the mesh; for the other commands --distributed means auto
+    if args.mesh is None and args.distributed and args.func is not cmd_study:
+        args.mesh = "auto"
     args.mesh = sh.parse_mesh(args.mesh)
     if args.mesh is not None and sh.is_main_process():
         import jax

@@ -34,6 +34,9 @@ from jaxmem.attacks import DEFAULT_ATTACKS
 from jaxmem.report import _slug
 
 
+EXECUTION_FIELDS = ("mesh",)
+
+
 @dataclasses.dataclass(frozen=True)
 class StudyConfig:
     """What to run. ``methods`` are spec strings (``"lora:r=16,target=mlp"``); ``lr`` maps a
@@ -62,6 +65,9 @@ class StudyConfig:
     seed: int = 0
     n_boot: int = 1000
     score_batch_size: int = 16
+    # How to run, not what: "auto", "4x2" (data x fsdp), ... (see jaxmem.sharding.parse_mesh).
+    # Not part of the study's identity: a study resumes on another mesh.
+    mesh: str | None = None
 
     def __post_init__(self):
         # YAML and the command line give lists; keep the config hashable and comparable.
@@ -82,6 +88,10 @@ class StudyConfig:
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def identity(self) -> dict:
+        """What makes two configs the same study: everything but how it runs (``mesh``)."""
+        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
 
     @classmethod
     def from_dict(cls, d: dict) -> "StudyConfig":
@@ -116,9 +126,12 @@ def _claim_folder(out: Path, scfg: StudyConfig, overwrite: bool) -> None:
     spec = out / "study.json"
     old = json.loads(spec.read_text()) if spec.exists() else None
     sync("jaxmem-study-read")  # every process decides on the same files before any change
-    if old is not None and old != scfg.to_dict():
+    new = scfg.identity()
+    if old is not None:
+        old = {k: v for k, v in old.items() if k not in EXECUTION_FIELDS}
+    if old is not None and old != new:
         if not overwrite:
-            diff = sorted(k for k in scfg.to_dict() if old.get(k) != scfg.to_dict()[k])
+            diff = sorted(k for k in new if old.get(k) != new[k])
             raise FileExistsError(
                 f"{out} holds a different study (differs in: {', '.join(diff)}). Use another "
                 "folder, or overwrite=True (--overwrite) to replace it.")
@@ -155,8 +168,10 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
       stop_after: stop after this many newly attacked (cell, epoch) pairs, as if killed; for
         tests of resumption.
       mesh: train and score sharded over this mesh (see :func:`jaxmem.train.train`); results
-        do not depend on it beyond float32 rounding. With several processes, all run the same
-        study into one shared ``out_dir`` and process 0 writes the files.
+        do not depend on it beyond float32 rounding. Default: the config's ``mesh``, else all
+        devices on "data" when several processes run, else one device. With several
+        processes, all run the same study into one shared ``out_dir`` and process 0 writes the
+        files.
       attention_impl: the attention kernel (see :class:`jaxmem.models.ModelConfig`); an
         execution choice that leaves results unchanged up to rounding.
 
@@ -173,6 +188,10 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
 
     from jaxmem.sharding import is_main_process
 
+    if mesh is None and (scfg.mesh or jax.process_count() > 1):
+        from jaxmem.sharding import parse_mesh
+
+        mesh = parse_mesh(scfg.mesh or "auto")
     out = Path(out_dir)
     _claim_folder(out, scfg, overwrite)
     progress = progress and is_main_process()

@@ -90,3 +90,14 @@ def test_report_draws_size_and_placement_figures_when_the_study_has_them(tmp_pat
     report = write_study_report(tmp_path, cfg, rows).read_text()
     assert "figures/auc_vs_size.png" in report and "figures/lora_placement.png" in report
     assert (tmp_path / "figures" / "lora_placement.png").stat().st_size > 0
+
+
+def test_mesh_is_how_not_what(tmp_path):
+    """A study resumes on another mesh; any other change of config is a different study."""
+    from jaxmem.study import _claim_folder
+
+    _claim_folder(tmp_path, StudyConfig(methods=("lora",)), overwrite=False)
+    _claim_folder(tmp_path, StudyConfig(methods=("lora",), mesh="auto"), overwrite=False)
+    assert StudyConfig(mesh="4x2").identity() == StudyConfig().identity()
+    with pytest.raises(FileExistsError, match="different study.*epochs"):
+        _claim_folder(tmp_path, StudyConfig(methods=("lora",), mesh="auto", epochs=9), False)
