@@ -31,9 +31,10 @@ def _env(n_devices: int) -> dict:
             "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
 
 
-def _check(proc, what):
+def _check(proc, what) -> str:
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, f"{what} failed:\n{out[-2000:]}\n{err[-6000:]}"
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +202,38 @@ def test_cli_study_on_a_mesh_equals_one_device(tmp_path):
         assert g["val_loss"] == pytest.approx(w["val_loss"], rel=1e-5)
         assert g["auc"] == pytest.approx(w["auc"], abs=1e-9)  # ranks survive float32 noise
     assert (tmp_path / "sharded" / "report.md").exists()
+
+
+def test_cli_two_processes_from_environment(tmp_path):
+    """``jaxmem score --distributed`` in two processes joined through JAX_* variables writes
+    the single-process scores, once."""
+    from conftest import save_tiny_tokenizer, tiny_hf_model
+
+    model_dir = tmp_path / "model"
+    tiny_hf_model("gpt2").save_pretrained(model_dir)
+    save_tiny_tokenizer(model_dir)
+    rng = np.random.default_rng(1)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n\n".join(" ".join(f"w{i}" for i in rng.integers(0, 90, rng.integers(5, 30)))
+                                 for _ in range(9)))
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    cmd = lambda out: [sys.executable, "-m", "jaxmem.cli", "score", str(texts), "--model",  # noqa: E731
+                       str(model_dir), "--batch-size", "4", "--out", str(out)]
+    procs = [subprocess.Popen(cmd(tmp_path / "two.csv") + ["--distributed"], env={
+        **_env(1), "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
+        "JAX_PROCESS_ID": str(i)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in (1, 0)]
+    outs = [_check(p, "jaxmem score --distributed") for p in procs]
+    single = subprocess.run(cmd(tmp_path / "one.csv"), env=_env(1), capture_output=True,
+                            text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert "corpus perplexity" in outs[1] and "corpus perplexity" not in outs[0]  # one writer
+    import csv
+
+    rows = [list(csv.DictReader(open(tmp_path / f))) for f in ("two.csv", "one.csv")]
+    assert len(rows[0]) == len(rows[1]) == 9
+    for a, b in zip(*rows):
+        assert a["n_tokens"] == b["n_tokens"]
+        assert float(a["nll"]) == pytest.approx(float(b["nll"]), rel=1e-5)
