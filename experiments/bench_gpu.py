@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import os
 import platform
 import socket
@@ -54,9 +53,10 @@ import numpy as np
 # jax must not take most of the GPU up front: PyTorch runs in the same process.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_scoring import matmul_peak, scoring_flops, torch_reference, torch_stats  # noqa: E402
+from bench_scoring import (matmul_peak, print_results, scoring_flops,  # noqa: E402
+                           torch_reference, torch_stats)
 from bench_training import (jaxmem_step, time_interleaved, torch_matmul_peak,  # noqa: E402
-                            train_flops)
+                            torch_step, train_flops)
 
 MODELS = ("gpt2", "smollm2-135m")
 METHODS = ("full", "lora")
@@ -198,34 +198,6 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def torch_train_step(model, method: str, ids: np.ndarray, args, device):
-    """(step returning the host loss, trainable count): transformers + PEFT, AdamW, autocast."""
-    import peft
-    import torch
-
-    # eval mode: no dropout (GPT-2's config has 0.1), as in jaxmem's step; gradients still flow
-    m = copy.deepcopy(model).to(device).eval()
-    if method == "lora":  # target_modules=None: PEFT's defaults (Llama q/v_proj, GPT-2 c_attn)
-        m = peft.get_peft_model(m, peft.LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=8,
-                                                   lora_dropout=0.0))
-    params = [p for p in m.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
-    x = torch.tensor(ids, dtype=torch.long, device=device)
-    amp = torch.autocast(device_type=device, dtype=torch.bfloat16,
-                         enabled=args.dtype == "bfloat16")
-
-    def step():
-        with amp:
-            loss = m(input_ids=x, labels=x).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return float(loss.item())
-
-    return step, sum(p.numel() for p in params)
-
-
 def bench_training(model, params, cfg, method: str, ids: np.ndarray, args, device) -> dict:
     """Warm-up, then measured steps with the sides interleaved; median seconds per step."""
     ns = SimpleNamespace(lr=args.lr, dtype=args.dtype)
@@ -234,7 +206,7 @@ def bench_training(model, params, cfg, method: str, ids: np.ndarray, args, devic
         fn, n, compile_s, _ = jaxmem_step((params, c, None), method, ids, ns)
         sides[side] = {"step": fn, "trainable": n, "compile_s": compile_s}
     if model is not None:
-        fn, n = torch_train_step(model, method, ids, args, device)
+        fn, n = torch_step(model, method, ids, args, device)
         sides["torch"] = {"step": fn, "trainable": n, "compile_s": None}
     time_interleaved(sides, args.warmup, args.steps)
     for side in sides.values():
@@ -373,26 +345,18 @@ def main() -> None:
             "skipped (time budget)": ", ".join(skipped) or "none",
             "total_s": time.perf_counter() - t0,
             "command": "python " + " ".join(sys.argv)}
-    print("\n".join(f"- {k}: {v:.3g}" if isinstance(v, float) else f"- {k}: {v}"
-                    for k, v in meta.items()))
-    print("\n| model | workload | implementation | trainable | compile (s) | first step/batch (s) "
-          "| first loss |")
-    print("|---|---|---|---|---|---|---|")
     fmt = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731
-    for r in rows:
-        print(f"| {r['model']} | {r['workload']} | {r['implementation']} | "
-              f"{fmt(r['trainable'], ',')} | {fmt(r['compile_s'], '.1f')} | "
-              f"{fmt(r['first_s'], '.2f')} | {fmt(r['first_loss'], '.4f')} |")
+    keys = lambda r: {k: r[k] for k in ("model", "workload", "implementation")}  # noqa: E731
     # speed-up: seconds of the row / seconds of the main jaxmem row (below 1: the row is faster)
-    print(f"\n| model | workload | implementation | tokens/s | jaxmem speed-up | "
-          f"% of {args.dtype} matmul peak |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['workload']} | {r['implementation']} | "
-              f"{r['tokens_per_s']:,.0f} | {r['speedup']:.2f}x | {r['pct_peak']:.1f}% |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-
+    print_results(
+        meta,
+        [{**keys(r), "trainable": fmt(r["trainable"], ","),
+          "compile (s)": fmt(r["compile_s"], ".1f"), "first step/batch (s)": fmt(r["first_s"], ".2f"),
+          "first loss": fmt(r["first_loss"], ".4f")} for r in rows],
+        [{**keys(r), "tokens/s": f"{r['tokens_per_s']:,.0f}",
+          "jaxmem speed-up": f"{r['speedup']:.2f}x",
+          f"% of {args.dtype} matmul peak": f"{r['pct_peak']:.1f}%"} for r in rows],
+        json_path=args.json, rows=rows, meta_fmt=".3g")
 
 if __name__ == "__main__":
     main()

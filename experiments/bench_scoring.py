@@ -245,17 +245,32 @@ def run_sweep(args) -> None:
     plot_sweep(rows, peak_tps, out / "bench_scoring_sweep.png",
                f"jaxmem scoring, {args.model} {args.dtype}, {platform.machine()} "
                f"{os.cpu_count()} cores ({meta['matmul_peak_gflops']:.0f} GFLOP/s peak)")
-    print("\n".join(f"- {k}: {v:.1f}" if isinstance(v, float) else f"- {k}: {v}"
-                    for k, v in meta.items() if k != "peak_equivalent_tokens_per_s"))
-    print(f"- files: {out}/bench_scoring_sweep.{{csv,json,png}}")
-    print()
-    print("| seq len | batch | tokens/call | ms/batch | tokens/s | best tokens/s | "
-          "% of matmul peak | compile (s) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['seq_len']} | {r['batch']} | {r['tokens_per_call']} | "
-              f"{r['ms_per_batch']:.0f} | {r['tokens_per_s']:.0f} | {r['best_tokens_per_s']:.0f} | "
-              f"{r['pct_of_peak']:.0f}% | {r['compile_s']:.1f} |")
+    print_results({**{k: v for k, v in meta.items() if k != "peak_equivalent_tokens_per_s"},
+                   "files": f"{out}/bench_scoring_sweep.{{csv,json,png}}"},
+                  [{"seq len": r["seq_len"], "batch": r["batch"],
+                    "tokens/call": r["tokens_per_call"], "ms/batch": f"{r['ms_per_batch']:.0f}",
+                    "tokens/s": f"{r['tokens_per_s']:.0f}",
+                    "best tokens/s": f"{r['best_tokens_per_s']:.0f}",
+                    "% of matmul peak": f"{r['pct_of_peak']:.0f}%",
+                    "compile (s)": f"{r['compile_s']:.1f}"} for r in rows])
+
+
+def print_results(meta: dict, table: list[dict], *more_tables: list[dict], json_path=None,
+                  rows=None, meta_fmt: str = ".1f") -> None:
+    """Prints a run's facts as a list, then each table (rows of formatted cells) in Markdown.
+
+    With ``json_path``, ``{"meta": meta, "rows": rows}`` (the unformatted figures) goes there.
+    Shared by every benchmark under ``experiments/``.
+    """
+    from jaxmem.report import markdown_table
+
+    print("\n".join(f"- {k}: {v:{meta_fmt}}" if isinstance(v, float) else f"- {k}: {v}"
+                    for k, v in meta.items()))
+    for t in (table, *more_tables):
+        print()
+        print(markdown_table(t))
+    if json_path:
+        Path(json_path).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
 
 
 def main() -> None:
@@ -345,16 +360,11 @@ def main() -> None:
             "texts": f"{n} x {args.seq_len} tokens ({source})", "batch_size": args.batch_size,
             "matmul_peak_gflops": peak / 1e9, "jaxmem_compile_s": compile_s,
             "command": "python " + " ".join(sys.argv)}
-    print("\n".join(f"- {k}: {v:.1f}" if isinstance(v, float) else f"- {k}: {v}"
-                    for k, v in meta.items()))
-    print()
-    print("| implementation | tokens/s | jaxmem speed-up | % of matmul peak |")
-    print("|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['implementation']} | {r['tokens/s']:.0f} | {r['jaxmem speed-up']:.2f}x | "
-              f"{r['% of matmul peak']:.0f}% |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print_results(meta, [{"implementation": r["implementation"],
+                          "tokens/s": f"{r['tokens/s']:.0f}",
+                          "jaxmem speed-up": f"{r['jaxmem speed-up']:.2f}x",
+                          "% of matmul peak": f"{r['% of matmul peak']:.0f}%"} for r in rows],
+                  json_path=args.json, rows=rows)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import platform
 import statistics
@@ -53,7 +52,8 @@ import numpy as np
 # jax must not grab most of a GPU's memory up front: PyTorch runs in the same process afterwards.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_scoring import matmul_peak, texts_for_bench, torch_reference  # noqa: E402
+from bench_scoring import (matmul_peak, print_results, texts_for_bench,  # noqa: E402
+                           torch_reference)
 
 METHODS = ("full", "lora", "prefix")
 N_VIRTUAL = 20
@@ -148,11 +148,11 @@ def torch_step(base, method: str, ids: np.ndarray, args, device: str):
     import peft
     import torch
 
-    model = copy.deepcopy(base).to(device).train()
-    if method == "lora":
+    # eval mode: no dropout (GPT-2's config has 0.1), as in jaxmem's step; gradients still flow
+    model = copy.deepcopy(base).to(device).eval()
+    if method == "lora":  # target_modules=None: PEFT's defaults (Llama q/v_proj, GPT-2 c_attn)
         model = peft.get_peft_model(model, peft.LoraConfig(
-            task_type="CAUSAL_LM", r=8, lora_alpha=8, lora_dropout=0.0,
-            target_modules=["q_proj", "v_proj"]))
+            task_type="CAUSAL_LM", r=8, lora_alpha=8, lora_dropout=0.0))
     elif method == "prefix":
         model = peft.get_peft_model(model, peft.PrefixTuningConfig(
             task_type="CAUSAL_LM", num_virtual_tokens=N_VIRTUAL))
@@ -296,20 +296,15 @@ def main() -> None:
             "matmul_peak_gflops": peak / 1e9,
             **{f"{k}_matmul_gflops": v / 1e9 for k, v in peaks.items()},
             "command": "python " + " ".join(sys.argv)}
-    print("\n".join(f"- {k}: {v:.1f}" if isinstance(v, float) else f"- {k}: {v}"
-                    for k, v in meta.items()))
-    print()
-    print("| method | implementation | trainable params | tokens/s | steps/s | jaxmem speed-up | "
-          "% of matmul peak | compile (s) | first step (s) | first loss |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in sorted(rows, key=lambda r: (methods.index(r["method"]), r["implementation"])):
-        comp = "—" if r["compile_s"] is None else f"{r['compile_s']:.1f}"
-        print(f"| {r['method']} | {r['implementation']} | {r['trainable_params']:,} | "
-              f"{r['tokens_per_s']:.0f} | {r['steps_per_s']:.2f} | {r['jaxmem_speedup']:.2f}x | "
-              f"{r['pct_matmul_peak']:.0f}% | {comp} | {r['first_step_s']:.2f} | "
-              f"{r['first_loss']:.3f} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print_results(meta, [
+        {"method": r["method"], "implementation": r["implementation"],
+         "trainable params": f"{r['trainable_params']:,}", "tokens/s": f"{r['tokens_per_s']:.0f}",
+         "steps/s": f"{r['steps_per_s']:.2f}", "jaxmem speed-up": f"{r['jaxmem_speedup']:.2f}x",
+         "% of matmul peak": f"{r['pct_matmul_peak']:.0f}%",
+         "compile (s)": "—" if r["compile_s"] is None else f"{r['compile_s']:.1f}",
+         "first step (s)": f"{r['first_step_s']:.2f}", "first loss": f"{r['first_loss']:.3f}"}
+        for r in sorted(rows, key=lambda r: (methods.index(r["method"]), r["implementation"]))],
+        json_path=args.json, rows=rows)
 
 
 if __name__ == "__main__":
