@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -121,28 +120,10 @@ class StudyConfig:
 
 
 def _claim_folder(out: Path, scfg: StudyConfig, overwrite: bool) -> None:
-    from jaxmem.sharding import is_main_process, sync
+    from jaxmem.train import claim_dir
 
-    spec = out / "study.json"
-    old = json.loads(spec.read_text()) if spec.exists() else None
-    sync("jaxmem-study-read")  # every process decides on the same files before any change
-    new = scfg.identity()
-    if old is not None:
-        old = {k: v for k, v in old.items() if k not in EXECUTION_FIELDS}
-    if old is not None and old != new:
-        if not overwrite:
-            diff = sorted(k for k in new if old.get(k) != new[k])
-            raise FileExistsError(
-                f"{out} holds a different study (differs in: {', '.join(diff)}). Use another "
-                "folder, or overwrite=True (--overwrite) to replace it.")
-        if is_main_process():
-            shutil.rmtree(out)
-    if is_main_process():
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = spec.with_suffix(".tmp")
-        tmp.write_text(json.dumps(scfg.to_dict(), indent=1))
-        os.replace(tmp, spec)
-    sync("jaxmem-study-claimed")
+    claim_dir(out, "study.json", scfg.to_dict(), overwrite=overwrite, what="study",
+              error=FileExistsError, ignore=EXECUTION_FIELDS)
 
 
 def _rows(model, n_params, dataset, method, epoch, val, metrics) -> list[dict]:

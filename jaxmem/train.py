@@ -149,6 +149,34 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def claim_dir(folder: Path, name: str, spec: dict, *, overwrite: bool, what: str,
+              error: type[Exception] = None, ignore: Sequence[str] = ()) -> None:
+    """Makes ``folder`` this job's, recorded in its ``name`` file (``run.json``, ``study.json``).
+
+    A folder whose file holds another spec is refused (``error``, naming the keys that differ)
+    unless ``overwrite``, which empties it; the same spec resumes. Keys in ``ignore`` say how a
+    job runs, not what it is, and never count as a difference. Every process reads the file
+    before process 0 changes anything.
+    """
+    spec = json.loads(json.dumps(spec))
+    path = folder / name
+    old = json.loads(path.read_text()) if path.exists() else None
+    sh.sync(f"jaxmem-claim-read-{name}")
+    diff = sorted(k for k in set(spec) | set(old or {})
+                  if k not in ignore and (old or {}).get(k) != spec.get(k))
+    if old is not None and diff:
+        if not overwrite:
+            raise (error or CheckpointError)(
+                f"{folder} holds a different {what} (differs in: {', '.join(diff)}). Use another "
+                "directory, or overwrite=True (--overwrite) to replace it.")
+        if sh.is_main_process():
+            shutil.rmtree(folder)
+    if sh.is_main_process():
+        folder.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, json.dumps(spec, indent=1))
+    sh.sync(f"jaxmem-claimed-{name}")
+
+
 def _run_spec(model_name, cfg, mcfg, tcfg, n_train, n_val) -> dict:
     return {"model": str(model_name), "model_config": cfg.to_dict(),
             "method": dataclasses.asdict(mcfg), "train": tcfg.to_dict(),
@@ -235,8 +263,7 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
         on any other mesh or on one device. With several processes
         (:func:`jaxmem.sharding.initialize_distributed`), every process calls ``train`` with the
         same arguments, transfers its own devices' rows of every batch, and process 0 writes
-        the files;
-        ``run_dir`` must be on a filesystem all processes share.
+        the files; ``run_dir`` must be on a filesystem all processes share.
 
     Returns:
       :class:`TrainResult` with the final params and labels and per-epoch metrics.
@@ -256,26 +283,11 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
         raise ValueError(f"batch_size {tcfg.batch_size} cannot be split over the mesh's "
                          f"{sh.batch_split(mesh)} devices; use a multiple of "
                          f"{sh.batch_split(mesh)} (raise grad_accum to keep the step size).")
-    main = sh.is_main_process()
-    progress = progress and main
+    progress = progress and sh.is_main_process()
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     spec = _run_spec(model_name, cfg, mcfg, tcfg, len(train_texts), len(val_texts))
-    spec_file = run_dir / "run.json"
-    old = json.loads(spec_file.read_text()) if spec_file.exists() else None
-    sh.sync("jaxmem-train-read")  # every process decides on the same files before any change
-    if old is not None and old != json.loads(json.dumps(spec)):
-        if not overwrite:
-            diff = sorted(k for k in spec if old.get(k) != json.loads(json.dumps(spec))[k])
-            raise CheckpointError(
-                f"{run_dir} holds a different run (differs in: {', '.join(diff)}). Use "
-                "another directory, or overwrite=True (--overwrite) to replace it.")
-        if main:
-            shutil.rmtree(run_dir)
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(spec_file, json.dumps(spec, indent=1))
-    sh.sync("jaxmem-train-start")
+    claim_dir(run_dir, "run.json", spec, overwrite=overwrite, what="run")
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     seqs, _ = encode_texts(tokenizer, train_texts, tcfg.block_size)
