@@ -243,7 +243,7 @@ def score_sequences(params: dict, cfg: ModelConfig, seqs: Sequence[Sequence[int]
 
         split = sh.batch_split(mesh)
         batch_size = -(-batch_size // split) * split
-        params = sh.place_params(params, mesh)
+        params = sh.place_params(params, mesh, cfg)
         fn = sharded_token_stats(mesh)
     batches = make_batches(seqs, batch_size, buckets, pad_id)
     if progress and jax.process_index() == 0:

@@ -7,21 +7,24 @@ inputs, so the trainer's jitted step and :func:`jaxmem.scoring.token_stats` run 
 handed sharded params, optimizer state and batches. The recipe ``train`` follows::
 
     mesh = make_mesh(data=4, fsdp=2)                        # 8 devices
-    p_sh = param_shardings(params, mesh, labels)            # big weights split over "fsdp"
+    p_sh = param_shardings(params, mesh, cfg)               # big weights split over "fsdp"
     params = jax.device_put(params, p_sh)
     opt_state, o_sh = init_opt_state(tx, params, p_sh)      # Adam moments follow their weight
     step = shard_step(make_train_step(cfg, tx, labels), p_sh, o_sh, mesh)
     params, opt_state, loss = step(params, opt_state, *shard_batch(ids, mask, mesh), rng)
 
-Layout:
+Layout: every weight carries logical axis names (the decoder's modules declare them, see
+:mod:`jaxmem.models.transformer`), and :data:`LOGICAL_RULES`, the one table of this module, maps
+them onto the mesh, as MaxText does:
 
-* Weight matrices (frozen, or trainable under full fine-tuning) are split along their largest
-  dimension divisible by the "fsdp" size. The stacked layer axis 0 of ``layers`` leaves is never
-  split: ``lax.scan`` slices it every iteration, so each layer's slice stays split along a weight
-  dimension and is gathered just in time (FSDP). Embedding tables and the head are split along
-  the model dimension, not the vocabulary.
-* Vectors, small leaves and a tuning method's own trainable leaves (LoRA, IA3, prefix, soft
-  prompt) are replicated: they are tiny, and their gradients are all-reduced every step anyway.
+* Weight matrices (frozen, or trainable under full fine-tuning) are split over "fsdp" along their
+  model dimension ("embed"). The stacked layer axis of ``layers`` leaves is never split:
+  ``lax.scan`` slices it every iteration, so each layer's slice stays split along a weight
+  dimension and is gathered just in time (FSDP). The vocabulary axis is never split either, so
+  token lookups and the vocabulary reductions of scoring need no resharding.
+* Norm scales, small leaves and a tuning method's own leaves (LoRA, IA3, prefix, soft prompt:
+  logical axis "adapter") are replicated: they are tiny, and their gradients are all-reduced
+  every step anyway.
 * The batch is split over both mesh axes by default: "fsdp" is a data-parallel axis too (as in
   ZeRO-3), so every device sees different examples. Pass ``axes="data"`` to split over "data" only.
 
@@ -38,15 +41,29 @@ import math
 import os
 from typing import Sequence
 
+import flax.linen as nn
 import jax
 import numpy as np
+from flax import traverse_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXES = ("data", "fsdp")
 BATCH_AXES = ("data", "fsdp")
-# Leaves a tuning method adds to the base params (see jaxmem.models.transformer / adapters).
-ADAPTER_KEYS = frozenset({"lora_a", "lora_b", "lora_scale", "ia3_in", "ia3_out", "prefix",
-                          "soft_prompt"})
+# Logical axis -> mesh axis (None: not split). The decoder's weights name their axes; this table
+# alone decides the layout.
+LOGICAL_RULES = (
+    ("batch", BATCH_AXES),
+    ("embed", "fsdp"),    # the model dimension of every weight matrix: FSDP / ZeRO-3
+    ("vocab", None),      # token lookups and vocabulary reductions stay local
+    ("positions", None),
+    ("heads", None),
+    ("kv", None),
+    ("mlp", None),
+    ("layers", None),     # lax.scan slices it every iteration
+    ("norm", None),
+    ("adapter", None),    # a tuning method's own leaves: tiny, replicated
+    ("adapter_out", None),
+)
 
 
 # ----------------------------------------------------------------------------- mesh
@@ -138,58 +155,48 @@ def _path(keypath) -> tuple[str, ...]:
     return tuple(_key_name(k) for k in keypath)
 
 
-# The looked-up axis of embedding tables and the vocabulary axis of the head: never split.
-_TABLE_AXIS = {("wte",): 0, ("wpe",): 0, ("lm_head", "kernel"): 1}
-
-
-def fsdp_spec(path: Sequence[str], shape: Sequence[int], fsdp_size: int,
+def mesh_spec(logical: Sequence[str | None], shape: Sequence[int], mesh,
               min_size: int = 2 ** 14) -> P:
-    """The partition spec of one weight: its largest dimension divisible by ``fsdp_size``.
+    """The partition spec of one weight from its logical axis names (:data:`LOGICAL_RULES`).
 
     Args:
-      path: the leaf's keys in the params tree (``("layers", "attn", "q_proj", "kernel")``).
-      shape: the leaf's shape.
-      fsdp_size: devices on the "fsdp" axis.
+      logical: the weight's logical axis names, e.g. ``("layers", "embed", "mlp")``.
+      shape: its shape.
+      mesh: a ``Mesh`` or ``AbstractMesh`` with axes ("data", "fsdp").
       min_size: leaves with fewer elements are replicated.
 
     Returns:
-      ``P()`` (replicated) for vectors, small leaves and leaves with no divisible dimension;
-      otherwise a spec naming "fsdp" on one dimension. Never chosen: axis 0 of ``layers``
-      leaves (the stacked layer axis that ``lax.scan`` slices), and the vocabulary / position
-      axis of ``wte``, ``wpe`` and ``lm_head`` (their model dimension is split instead, so token
-      lookups and the vocabulary reductions of scoring need no resharding).
+      The spec (one entry per dimension), with every dimension that its mesh axis does not
+      divide (or a mesh axis of size 1) left whole; ``P()`` when nothing is split.
     """
-    first = 1 if path and path[0] == "layers" else 0
-    avoid = _TABLE_AXIS.get(tuple(path))
-    dims = [d for d in range(first, len(shape)) if shape[d] % fsdp_size == 0 and d != avoid]
-    if fsdp_size == 1 or len(shape) - first < 2 or math.prod(shape) < min_size or not dims:
+    if math.prod(shape) < min_size:
         return P()
-    d = max(dims, key=lambda d: (shape[d], d))  # ties: the later (output) dimension
-    return P(*[("fsdp" if i == d else None) for i in range(len(shape))])
+    axes = tuple(nn.logical_to_mesh_axes(tuple(logical), LOGICAL_RULES))
+    split = []
+    for dim, axis in zip(shape, axes):
+        names = () if axis is None else (axis,) if isinstance(axis, str) else tuple(axis)
+        size = math.prod(mesh.shape[a] for a in names)
+        split.append(axis if size > 1 and dim % size == 0 else None)
+    return P(*split) if any(a is not None for a in split) else P()
 
 
-def param_shardings(params, mesh: Mesh, labels=None, *, min_size: int = 2 ** 14):
-    """A ``NamedSharding`` per leaf of ``params`` (same tree structure).
+def param_shardings(params, mesh: Mesh, cfg, *, min_size: int = 2 ** 14):
+    """A ``NamedSharding`` per leaf of ``params`` (same tree structure), from the logical axes
+    the decoder gives each leaf (:func:`jaxmem.models.transformer.logical_axes`).
 
     Args:
-      params: the params tree (arrays or anything with ``.shape``).
+      params: the params tree (arrays or anything with ``.shape``), with any method's leaves.
       mesh: a mesh from :func:`make_mesh`.
-      labels: the tuning method's label tree (``"trainable"`` / ``"frozen"``), optional. A leaf
-        under one of :data:`ADAPTER_KEYS` is replicated when its label is ``"trainable"`` (or
-        always, without labels); every other matrix is sharded FSDP-style, trainable or not.
+      cfg: the model's ``ModelConfig``.
       min_size: leaves with fewer elements are replicated.
     """
-    fsdp_size = mesh.shape["fsdp"]
+    from jaxmem.models.transformer import logical_axes
 
-    def one(keypath, x, label=None):
-        path = _path(keypath)
-        adapter = bool(ADAPTER_KEYS.intersection(path)) and label in (None, "trainable")
-        spec = P() if adapter else fsdp_spec(path, np.shape(x), fsdp_size, min_size)
-        return NamedSharding(mesh, spec)
-
-    if labels is None:
-        return jax.tree_util.tree_map_with_path(one, params)
-    return jax.tree_util.tree_map_with_path(one, params, labels)
+    axes = traverse_util.flatten_dict(logical_axes(params, cfg))
+    flat = traverse_util.flatten_dict(params)
+    return traverse_util.unflatten_dict({
+        path: NamedSharding(mesh, mesh_spec(axes[path], np.shape(x), mesh, min_size))
+        for path, x in flat.items()})
 
 
 def place(tree, shardings):
@@ -211,9 +218,9 @@ def place(tree, shardings):
     return jax.tree.map(one, tree, shardings)
 
 
-def place_params(params, mesh: Mesh, labels=None, **kwargs):
+def place_params(params, mesh: Mesh, cfg, **kwargs):
     """``params`` laid out by :func:`param_shardings` (see :func:`place`)."""
-    return place(params, param_shardings(params, mesh, labels, **kwargs))
+    return place(params, param_shardings(params, mesh, cfg, **kwargs))
 
 
 def opt_state_shardings(opt_state, params_shardings):
@@ -394,7 +401,7 @@ def restore_checkpoint(path: str | os.PathLike, like, shardings=None):
         return ckptr.restore(os.path.abspath(path), abstract)
 
 
-__all__ = ["ADAPTER_KEYS", "AXES", "BATCH_AXES", "batch_split", "device_bytes", "fsdp_spec",
+__all__ = ["AXES", "BATCH_AXES", "LOGICAL_RULES", "batch_split", "device_bytes", "mesh_spec",
            "init_opt_state", "initialize_distributed", "is_main_process", "make_mesh",
            "opt_state_shardings", "param_shardings", "parse_mesh", "place", "place_params", "replicated",
            "restore_checkpoint", "save_checkpoint", "shard_batch", "shard_step", "sync"]

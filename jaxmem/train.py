@@ -305,7 +305,7 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
         opt_state = tx.init(params)
         place = lambda ids, mask: (jnp.asarray(ids), jnp.asarray(mask))  # noqa: E731
     else:
-        p_sh = sh.param_shardings(params, mesh, labels)
+        p_sh = sh.param_shardings(params, mesh, cfg)
         params = sh.place(params, p_sh)
         opt_state, o_sh = sh.init_opt_state(tx, params, p_sh)
         step_fn = sh.shard_step(step_fn, p_sh, o_sh, mesh)
@@ -400,6 +400,6 @@ def load_checkpoint(run_dir, params: dict, cfg: ModelConfig, tokenizer=None,
     params, labels = init_method(mcfg, params, cfg, jax.random.fold_in(
         jax.random.PRNGKey(tcfg.seed), 1), tokenizer)
     params = (jax.tree.map(jnp.asarray, params) if mesh is None
-              else sh.place_params(params, mesh, labels))
+              else sh.place_params(params, mesh, cfg))
     params, _ = _restore(run_dir / "checkpoints", epoch, params, labels)
     return params, labels

@@ -96,3 +96,21 @@ def test_gguf_of_another_architecture(tmp_path):
     w.close()
     with pytest.raises(ValueError, match="architecture 'gpt2'.*only Llama-architecture"):
         load_model(str(path))
+
+
+def test_directory_without_tokenizer_names_the_fix(tmp_path):
+    """Weights without tokenizer files: a clear error naming the directory and --tokenizer
+    (transformers would otherwise load a 1-token tokenizer and every score is NaN)."""
+    from conftest import save_tiny_tokenizer, tiny_hf_model
+
+    from jaxmem.models import load_model
+
+    tiny_hf_model("gpt2").save_pretrained(tmp_path / "model")
+    with pytest.raises(ValueError, match="has weights but no tokenizer files") as e:
+        load_model(str(tmp_path / "model"))
+    assert str(tmp_path / "model") in str(e.value) and "--tokenizer PATH" in str(e.value)
+    save_tiny_tokenizer(tmp_path / "tok")
+    params, cfg, tok = load_model(str(tmp_path / "model"), tokenizer=str(tmp_path / "tok"))
+    assert tok("w1 w2")["input_ids"] == [1, 2] and cfg.arch == "gpt2"
+    with pytest.raises(ValueError, match="no tokenizer files"):
+        load_model(str(tmp_path / "model"), tokenizer=str(tmp_path / "model"))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import rel_err, save_tiny_tokenizer, tiny_hf_model, to_jaxmem
-from jaxmem.models import load_model, logits, transformer
+from jaxmem.models import attention, load_model, logits, transformer
 from jaxmem.models.config import ModelConfig
 from jaxmem.tuning import init_method, method_config
 
@@ -190,7 +190,7 @@ def _attention_grads(impl, q, k, v, mask, real):
     """Gradients of a loss over real query rows only (as the training loss ignores padding):
     NaN or inf anywhere in the forward, padding rows included, would reach them."""
     def loss(q, k, v, mask, real):
-        out = transformer.attention(q, k, v, mask, impl).astype(jnp.float32)
+        out = attention.attention(q, k, v, mask, impl).astype(jnp.float32)
         return ((out ** 2).sum(-1) * real).sum()
 
     # a fresh function each call: an emulated kernel must not stay in a jit cache
@@ -211,7 +211,7 @@ def test_cudnn_mask_lengths():
     t = 6
     am = jnp.array([[1] * 6, [1, 1, 1, 0, 0, 0], [0, 0, 1, 1, 1, 1], [0] * 6, [1, 0, 1, 1, 1, 1]])
     mask = jnp.tril(jnp.ones((t, t), bool))[None] & am.astype(bool)[:, None, :]
-    lengths, ok = transformer.cudnn_lengths(mask)
+    lengths, ok = attention.cudnn_lengths(mask)
     assert lengths.tolist() == [6, 3, 4, 0, 5]
     assert ok.tolist() == [True, True, False, True, False]  # left and inner padding are not
 
@@ -265,7 +265,7 @@ def test_cudnn_branch_emulated_on_cpu(monkeypatch):
         assert implementation == "cudnn" and "mask" not in kw and kw["is_causal"]
         return real(*args, implementation="xla", **kw)
 
-    monkeypatch.setattr(transformer, "_gpu_backend", lambda: True)
+    monkeypatch.setattr(attention, "_gpu_backend", lambda: True)
     monkeypatch.setattr(jax.nn, "dot_product_attention", as_xla)
     _check_cudnn_against_einsum("llama-gqa")
 

@@ -215,8 +215,8 @@ def _encoder_to_jaxmem(pm):
             return {"w_ih": g("weight_ih").T, "w_hh": g("weight_hh").T,
                     "b_ih": g("bias_ih"), "b_hh": g("bias_hh")}
 
-        sub["lstm"] = [{"fwd": direction(i, ""), "bwd": direction(i, "_reverse")}
-                       for i in range(lstm.num_layers)]
+        sub["lstm"] = {str(i): {"fwd": direction(i, ""), "bwd": direction(i, "_reverse")}
+                       for i in range(lstm.num_layers)}
         sub["mlp"] = {"0": lin(enc.mlp_head[0]), "2": lin(enc.mlp_head[2])}
     elif hasattr(enc, "mlp_head"):
         sub["mlp"] = {k: lin(enc.mlp_head[int(k)]) for k in ("0", "2", "4")}

@@ -14,6 +14,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from flax import traverse_util
 from jax.sharding import PartitionSpec as P
 
 from jaxmem import sharding as sh
@@ -98,7 +99,7 @@ for method in ("full", "lora"):
         p1, o1, l1 = compiled(p1, o1, ids, mask, k)
 
     # sharded, the trainer's jitted step as it is: it follows the input shardings
-    psh = sh.param_shardings(params, mesh, labels, min_size=0)
+    psh = sh.param_shardings(params, mesh, cfg, min_size=0)
     p2 = jax.device_put(params, psh)
     o2 = tx.init(p2)
     osh = sh.opt_state_shardings(o2, psh)
@@ -151,7 +152,7 @@ for method in ("full", "lora"):
 t = time.perf_counter()
 sids, smask = ids.reshape(16, 16)[:8], mask.reshape(16, 16)[:8]
 ref = jax.device_get(token_stats(jax.device_put(base, dev0), cfg, sids, smask))
-psh = sh.param_shardings(base, mesh, min_size=0)
+psh = sh.param_shardings(base, mesh, cfg, min_size=0)
 pb = jax.device_put(base, psh)
 out["score"] = {}
 for name, axes in (("data+fsdp", sh.BATCH_AXES), ("data", "data")):
@@ -175,7 +176,7 @@ for name, target in (("2x4", sh.make_mesh(2, 4)), ("8x1", sh.make_mesh(8, 1)), (
         shard = jax.sharding.SingleDeviceSharding(jax.devices()[3])
         shardings = jax.tree.map(lambda _: shard, full_state)
     else:
-        p_sh = sh.param_shardings(full_params, target, full_labels, min_size=0)
+        p_sh = sh.param_shardings(full_params, target, cfg, min_size=0)
         shardings = {"params": p_sh,
                      "opt_state": sh.opt_state_shardings(full_state["opt_state"], p_sh)}
     got = sh.restore_checkpoint(path, full_state, shardings)
@@ -237,46 +238,54 @@ def test_make_mesh_needs_all_devices():
         sh.make_mesh(data=n, fsdp=2)
 
 
-def test_fsdp_spec_rules():
-    kernel = ("layers", "mlp", "up_proj", "kernel")
-    assert sh.fsdp_spec(kernel, (30, 64, 256), 4, min_size=0) == P(None, None, "fsdp")
-    assert sh.fsdp_spec(kernel, (32, 64, 250), 4, min_size=0) == P(None, "fsdp", None)
-    # the stacked layer axis is never split, even when it is the only divisible one
-    assert sh.fsdp_spec(kernel, (32, 63, 250), 4, min_size=0) == P()
-    assert sh.fsdp_spec(("layers", "attn_norm", "scale"), (32, 64), 4, min_size=0) == P()
+def test_logical_rules():
+    """LOGICAL_RULES on logical names: the model dimension ("embed") goes to "fsdp"."""
+    mesh = jax.sharding.AbstractMesh((2, 4), ("data", "fsdp"))
+    up = ("layers", "embed", "mlp")
+    assert sh.mesh_spec(up, (30, 64, 256), mesh, min_size=0) == P(None, "fsdp", None)
+    assert sh.mesh_spec(("layers", "mlp", "embed"), (30, 256, 64), mesh, min_size=0) == \
+        P(None, None, "fsdp")
+    # a dimension the mesh does not divide stays whole; the layer axis is never split
+    assert sh.mesh_spec(up, (32, 63, 256), mesh, min_size=0) == P()
+    assert sh.mesh_spec(("layers", "norm"), (32, 64), mesh, min_size=0) == P()
+    assert sh.mesh_spec(("layers", "adapter", "adapter_out"), (32, 64, 8), mesh, min_size=0) == P()
     # embedding tables and the head: the model dimension, never the vocabulary
-    assert sh.fsdp_spec(("wte",), (1000, 64), 4, min_size=0) == P(None, "fsdp")
-    assert sh.fsdp_spec(("lm_head", "kernel"), (64, 1000), 4, min_size=0) == P("fsdp", None)
-    assert sh.fsdp_spec(("wte",), (100, 64), 4) == P()  # under min_size
-    assert sh.fsdp_spec(("wte",), (1000, 64), 1, min_size=0) == P()
+    assert sh.mesh_spec(("vocab", "embed"), (1000, 64), mesh, min_size=0) == P(None, "fsdp")
+    assert sh.mesh_spec(("embed", "vocab"), (64, 1000), mesh, min_size=0) == P("fsdp", None)
+    assert sh.mesh_spec(("vocab", "embed"), (100, 64), mesh) == P()  # under min_size
+    one = jax.sharding.AbstractMesh((8, 1), ("data", "fsdp"))
+    assert sh.mesh_spec(("vocab", "embed"), (1000, 64), one, min_size=0) == P()
+    assert sh.mesh_spec(("batch", None), (16, 8), mesh, min_size=0) == P(("data", "fsdp"), None)
 
 
 @pytest.mark.parametrize("method", ["full", "lora", "ia3", "prefix", "prompt", "ptuning"])
 def test_layout_of_params_and_optimizer_state(method):
     """The layout rules on real trees, on an abstract 4 x 2 mesh (no devices needed)."""
-    from jaxmem.models import ModelConfig, init_params
+    from jaxmem.models import ModelConfig, init_params, logical_axes
     from jaxmem.tuning import OptimConfig, init_method, make_optimizer
 
     cfg = ModelConfig(arch="llama", vocab_size=256, d_model=64, n_layers=2, n_heads=4,
                       n_kv_heads=2, d_ff=128, max_positions=64, tie_embeddings=False)
     params, labels = init_method(method, init_params(cfg, jax.random.PRNGKey(0)), cfg)
     mesh = jax.sharding.AbstractMesh((4, 2), ("data", "fsdp"))
-    p_sh = sh.param_shardings(params, mesh, labels, min_size=0)
-    for keypath, s in jax.tree_util.tree_leaves_with_path(p_sh):
-        path = sh._path(keypath)
-        if sh.ADAPTER_KEYS.intersection(path) or path[-1] == "scale":
+    p_sh = sh.param_shardings(params, mesh, cfg, min_size=0)
+    logical = traverse_util.flatten_dict(logical_axes(params, cfg))
+    n_adapter = 0
+    for path, s in traverse_util.flatten_dict(p_sh).items():
+        if "adapter" in logical[path] or path[-1] in ("scale", "lora_scale"):
             assert s.spec == P(), path  # adapters and norm scales: replicated
-        elif path[-1] == "kernel" and path[0] == "layers":  # [L, in, out]: the larger dim
-            shape = np.shape(params["layers"][path[1]][path[2]]["kernel"])
-            d = 1 if shape[1] > shape[2] else 2
+            n_adapter += "adapter" in logical[path]
+        elif path[-1] == "kernel" and path[0] == "layers":  # [L, in, out]: the model dim
+            d = list(logical[path]).index("embed")
             assert s.spec == P(*[("fsdp" if i == d else None) for i in range(3)]), path
+    assert n_adapter > 0 or method == "full"
     assert p_sh["wte"].spec == P(None, "fsdp") and p_sh["lm_head"]["kernel"].spec == P("fsdp", None)
     tx = make_optimizer(OptimConfig(), labels, 10)
     o_sh = sh.opt_state_shardings(jax.eval_shape(tx.init, params), p_sh)
     moments = {sh._path(k)[-4:]: s.spec for k, s in jax.tree_util.tree_leaves_with_path(o_sh)}
     q = ("layers", "attn", "q_proj", "kernel")
     if method == "full":  # Adam moments follow their weight
-        assert moments[q] == P(None, None, "fsdp")
+        assert moments[q] == P(None, "fsdp", None)
     else:  # no moment exists for a frozen weight, and the adapters' are replicated
         assert q not in moments and all(v == P() for v in moments.values())
 

@@ -1,7 +1,10 @@
-"""Models: the one decoder, its config, and checkpoint loading."""
+"""Models: the one decoder (Flax Linen), its config, and checkpoint loading."""
+from jaxmem.models.adapters import Adapters, PrefixSpec, PromptSpec
 from jaxmem.models.checkpoints import ALIASES, DEFAULT_MODEL, LoadedModel, load_model
 from jaxmem.models.config import ModelConfig
-from jaxmem.models.transformer import hidden_states, init_params, logits
+from jaxmem.models.transformer import (Decoder, abstract_params, hidden_states, init_params,
+                                       logical_axes, logits)
 
-__all__ = ["ALIASES", "DEFAULT_MODEL", "LoadedModel", "ModelConfig", "hidden_states",
-           "init_params", "load_model", "logits"]
+__all__ = ["ALIASES", "Adapters", "DEFAULT_MODEL", "Decoder", "LoadedModel", "ModelConfig",
+           "PrefixSpec", "PromptSpec", "abstract_params", "hidden_states", "init_params",
+           "load_model", "logical_axes", "logits"]

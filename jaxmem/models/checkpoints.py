@@ -149,8 +149,39 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def load_hf_directory(path: str | os.PathLike) -> LoadedModel:
-    """Loads a local Hugging Face model directory (config.json + safetensors, single or sharded)."""
+# Files any of which makes a directory loadable by AutoTokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json",
+                   "spiece.model", "tokenizer.tiktoken")
+
+
+def load_tokenizer(source: str | os.PathLike, model_dir: Path | None = None):
+    """A tokenizer from a directory with tokenizer files or a hub id.
+
+    Raises:
+      ValueError: when ``source`` is a directory without tokenizer files (naming it and
+        ``--tokenizer``), or the tokenizer it holds is empty.
+    """
+    from transformers import AutoTokenizer
+
+    where = Path(os.path.expanduser(str(source)))
+    if where.is_dir() and not any((where / f).exists() for f in TOKENIZER_FILES):
+        what = (f"The model directory {where} has weights but no tokenizer files"
+                if model_dir is not None and where == model_dir
+                else f"{where} has no tokenizer files")
+        raise ValueError(f"{what} (one of {', '.join(TOKENIZER_FILES)}). Supply one with "
+                         "--tokenizer PATH (a directory holding the model's tokenizer files, or "
+                         "a hub id), or load_model(..., tokenizer=PATH); or copy the tokenizer "
+                         f"files into {where}.")
+    tok = AutoTokenizer.from_pretrained(str(where) if where.exists() else str(source))
+    if len(tok) < 2:
+        raise ValueError(f"The tokenizer read from {source} has {len(tok)} token(s); its files are "
+                         "incomplete. Supply a complete tokenizer with --tokenizer PATH.")
+    return tok
+
+
+def load_hf_directory(path: str | os.PathLike, tokenizer=None) -> LoadedModel:
+    """Loads a local Hugging Face model directory (config.json + safetensors, single or sharded);
+    the tokenizer from the same directory unless ``tokenizer`` (a path or hub id) is given."""
     path = Path(path)
     cfg_file = path / "config.json"
     if not cfg_file.exists():
@@ -173,9 +204,7 @@ def load_hf_directory(path: str | os.PathLike) -> LoadedModel:
         if not f.exists():
             raise FileNotFoundError(f"Shard {f.name} listed in the index is missing from {path}.")
         state.update(_read_safetensors(f))
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(path))
+    tok = load_tokenizer(tokenizer if tokenizer is not None else path, model_dir=path)
     return LoadedModel(params_from_hf_state_dict(state, cfg), cfg, tok)
 
 
@@ -270,33 +299,41 @@ def download_from_hub(repo_id: str) -> str:
             "Gated models (Llama) also need `huggingface-cli login`.") from e
 
 
-def load_model(name_or_path: str = DEFAULT_MODEL) -> LoadedModel:
+def _existing(name: str) -> Path:
+    path = Path(os.path.expanduser(name))
+    if not path.exists():
+        raise FileNotFoundError(f"No such model file or directory: {path}")
+    return path
+
+
+def load_model(name_or_path: str = DEFAULT_MODEL, tokenizer: str | None = None) -> LoadedModel:
     """Loads a base model from an alias, a local path (HF directory or .gguf file) or a hub id.
 
     Args:
       name_or_path: one of :data:`ALIASES` / the embedded default ``"smollm2-135m"``, a path to a
         Hugging Face directory or a ``.gguf`` file, or a hub id like ``"openai-community/gpt2"``.
+      tokenizer: where to read the tokenizer from (a directory or hub id) when the model's own
+        directory has none; by default the model's.
 
     Returns:
       ``LoadedModel(params, config, tokenizer)``; params are float32 numpy arrays.
     """
     name = str(name_or_path)
-    if name in EMBEDDED:
-        return load_gguf(EMBEDDED[name]())
+    if name in EMBEDDED or name.endswith(".gguf"):
+        model = load_gguf(EMBEDDED[name]() if name in EMBEDDED else _existing(name))
+        return model._replace(tokenizer=load_tokenizer(tokenizer)) if tokenizer else model
     if name in ALIASES:
-        return load_hf_directory(download_from_hub(ALIASES[name]))
+        return load_hf_directory(download_from_hub(ALIASES[name]), tokenizer)
     path = Path(os.path.expanduser(name))
     if path.exists():
         if path.is_dir():
-            return load_hf_directory(path)
-        if path.suffix == ".gguf":
-            return load_gguf(path)
+            return load_hf_directory(path, tokenizer)
         raise ValueError(f"{path} is a file but not a .gguf; pass a HF model directory or a .gguf.")
     if name.startswith((".", "/", "~")) or name.endswith((".gguf", ".safetensors")) or name.count(
             "/") > 1:
         raise FileNotFoundError(f"No such model file or directory: {path}")
     if name.count("/") == 1:
-        return load_hf_directory(download_from_hub(name))
+        return load_hf_directory(download_from_hub(name), tokenizer)
     known = sorted([*EMBEDDED, *ALIASES])
     raise ValueError(f"Unknown model {name!r}: not an alias ({', '.join(known)}), not an existing "
                      "path, and not a hub id of the form 'org/name'.")

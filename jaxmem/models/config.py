@@ -10,8 +10,11 @@ from typing import Any, Optional
 SUPPORTED_MODEL_TYPES = ("gpt2", "llama", "mistral")
 # How attention is computed (see transformer.attention); an execution choice, not architecture.
 ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
+# Rematerialization of each block in the backward pass (see transformer.REMAT_POLICIES):
+# "none" keeps every activation, "full" recomputes the block, "dots" keeps matmul outputs.
+REMAT_MODES = ("none", "full", "dots")
 # Fields that choose how the model runs, not what it computes: left out of to_dict().
-EXECUTION_FIELDS = ("attention_impl",)
+EXECUTION_FIELDS = ("attention_impl", "remat")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +30,8 @@ class ModelConfig:
     ``implementation="xla"``) or ``"cudnn"`` (cuDNN flash attention: GPU only, bfloat16/float16
     compute, no prefix tuning, right padding only). It is left out of :meth:`to_dict`, so a run
     resumed with another kernel is the same run. Select it on a loaded config with
-    ``dataclasses.replace(cfg, attention_impl="cudnn")``.
+    ``dataclasses.replace(cfg, attention_impl="cudnn")``. ``remat`` ("none", "full" or "dots")
+    trades compute for activation memory in training; it is an execution choice too.
 
     Example:
         >>> cfg = ModelConfig.from_hf({"model_type": "gpt2", "n_embd": 64, "n_layer": 2,
@@ -56,8 +60,12 @@ class ModelConfig:
     bos_token_id: Optional[int] = None
     eos_token_id: Optional[int] = None
     attention_impl: str = "einsum"
+    remat: str = "none"
 
     def __post_init__(self):
+        if self.remat not in REMAT_MODES:
+            raise ValueError(f"remat must be one of {', '.join(map(repr, REMAT_MODES))}; got "
+                             f"{self.remat!r}.")
         if self.attention_impl not in ATTENTION_IMPLS:
             allowed = ", ".join(map(repr, ATTENTION_IMPLS))
             raise ValueError(f"attention_impl must be one of {allowed}; got "

@@ -1,227 +1,265 @@
-"""The one decoder: GPT-2 and Llama as a pure function of (params, token ids).
+"""The one decoder: GPT-2 and Llama as Flax Linen modules over a plain params pytree.
 
-Params are plain nested dicts. Per-layer weights are stacked on a leading axis of length
-``n_layers`` and the blocks run under ``jax.lax.scan``, so compile time does not grow with depth.
-Linear kernels are stored ``(in, out)``; module names follow Hugging Face's, so LoRA target
-patterns read the same as in PEFT::
+``Decoder(cfg).apply({"params": params}, ids, mask)`` is a pure function of the params, so
+label trees and ``optax.multi_transform`` work on them unchanged. The blocks are stacked with
+``nn.scan`` (every per-layer weight keeps a leading axis of length ``n_layers``; compile time
+does not grow with depth), optionally under ``nn.remat`` (``ModelConfig.remat``). Linear kernels
+are ``(in, out)``, and module names follow Hugging Face's, so LoRA target names read as in PEFT::
 
     {"wte": [V, D], "wpe": [P, D] (GPT-2),
      "layers": {"attn_norm": {"scale", "bias"?},
                 "attn": {"c_attn", "c_proj"} (GPT-2) | {"q_proj", "k_proj", "v_proj", "o_proj"},
                 "mlp_norm": {...},
                 "mlp": {"c_fc", "c_proj"} (GPT-2) | {"gate_proj", "up_proj", "down_proj"}},
-     "final_norm": {...}, "lm_head": {"kernel": [D, V]} (untied heads only)}
+     "final_norm": {...}, "lm_head": {"kernel": [D, V]} (untied heads only),
+     "prefix": {...}, "soft_prompt": {...} (prompt-based methods)}
 
-Every linear layer is a dict ``{"kernel", "bias"?}`` applied by :func:`dense`; a bias is used
-where present, so the checkpoint decides.
+Every weight carries logical axis names ("vocab", "embed", "heads", "kv", "mlp", "norm",
+"layers", and "adapter" / "adapter_out" for a tuning method's own leaves); :data:`jaxmem.sharding.LOGICAL_RULES`
+maps them onto the device mesh. A tuning method is what the modules create when
+:class:`~jaxmem.models.adapters.Adapters` asks (see there).
+
+Example:
+    >>> params = init_params(cfg, jax.random.PRNGKey(0))
+    >>> h = hidden_states(params, cfg, ids, mask)                 # [B, T, D]
+    >>> out = logits(params, cfg, ids, mask)                      # [B, T, V], float32
 """
 
 from __future__ import annotations
 
 import functools
-import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
+from flax import traverse_util
 
-from jaxmem.models import adapters
+from jaxmem.models.adapters import (ADAPTER_AXES, IA3_IN, IA3_OUT, LORA_A, LORA_B, LORA_SCALE,
+                                    PREFIX, SOFT_PROMPT, Adapters, Prefix, SoftPrompt,
+                                    torch_uniform)
+from jaxmem.models.attention import apply_rope, attention, rope_inv_freq
 from jaxmem.models.config import ModelConfig
 
-_NEG_INF = -1e30  # finite, so fully masked rows (padding queries) give no NaN
+INIT_STD = 0.02  # random weights (tests, tiny experiments): N(0, 0.02), unit norms
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,  # recompute the whole block
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
+}
 
 
-def dense(p: dict, x: jax.Array, dropout: tuple | None = None) -> jax.Array:
-    """A linear layer plus whatever adapters it carries.
+def _param(module: nn.Module, name: str, init, axes: tuple, shape: tuple):
+    return module.param(name, nn.with_logical_partitioning(init, axes), shape)
 
-    LoRA (Hu et al., 2021; PEFT's layout): y = W x + b + s * B A drop(x), with A ``lora_a`` [in, r],
-    B ``lora_b`` [r, out] and s ``lora_scale`` (alpha/r or alpha/sqrt(r)). IA3 (Liu et al., 2022):
-    ``ia3_out`` scales the output (keys, values), ``ia3_in`` the input (feed-forward layers).
-    ``dropout`` is (rate, key) during training, applied to the LoRA branch's input only.
+
+class Dense(nn.Module):
+    """A linear layer plus whatever adapters it is asked to own.
+
+    LoRA (Hu et al., 2021; PEFT's layout): y = W x + b + s * B A drop(x), with A ``lora_a``
+    [in, r] (kaiming-uniform, U(-1/sqrt(in), 1/sqrt(in))), B ``lora_b`` [r, out] (zeros) and s
+    ``lora_scale`` (alpha/r or alpha/sqrt(r); a constant). IA3 (Liu et al., 2022): ``ia3_out``
+    scales the output (keys, values), ``ia3_in`` the input (feed-forward layers); both start at 1.
     """
-    if "ia3_in" in p:
-        x = x * p["ia3_in"].astype(x.dtype)
-    y = x @ p["kernel"].astype(x.dtype)
-    if "bias" in p:
-        y = y + p["bias"].astype(x.dtype)
-    if "lora_a" in p:
-        xd = x
-        if dropout is not None and dropout[0] > 0:
-            rate, key = dropout
-            keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-            xd = jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
-        lora = (xd @ p["lora_a"].astype(x.dtype)) @ p["lora_b"].astype(x.dtype)
-        y = y + lora * p["lora_scale"].astype(x.dtype)
-    if "ia3_out" in p:
-        y = y * p["ia3_out"].astype(x.dtype)
-    return y
+
+    features: int
+    axes: tuple  # logical names of (in, out)
+    use_bias: bool = False
+    lora_rank: int = 0
+    lora_init_scale: float = 1.0
+    ia3: str | None = None  # "in" or "out"
+    lora_dropout: float = 0.0
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        din, dtype = x.shape[-1], x.dtype
+        normal = nn.initializers.normal(INIT_STD)
+        if self.ia3 == "in":
+            x = x * _param(self, IA3_IN, nn.initializers.ones, ADAPTER_AXES[:1],
+                           (din,)).astype(dtype)
+        y = x @ _param(self, "kernel", normal, self.axes, (din, self.features)).astype(dtype)
+        if self.use_bias:
+            y = y + _param(self, "bias", normal, self.axes[1:], (self.features,)).astype(dtype)
+        if self.lora_rank:
+            a = _param(self, LORA_A, torch_uniform(din), ADAPTER_AXES, (din, self.lora_rank))
+            b = _param(self, LORA_B, nn.initializers.zeros, ADAPTER_AXES,
+                       (self.lora_rank, self.features))
+            scale = _param(self, LORA_SCALE, nn.initializers.constant(self.lora_init_scale),
+                           (), ())
+            xd = x
+            if self.lora_dropout > 0 and not self.deterministic:
+                keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.lora_dropout,
+                                            x.shape)
+                xd = jnp.where(keep, x / (1.0 - self.lora_dropout), 0).astype(dtype)
+            y = y + (xd @ a.astype(dtype)) @ b.astype(dtype) * scale.astype(dtype)
+        if self.ia3 == "out":
+            y = y * _param(self, IA3_OUT, nn.initializers.ones, ADAPTER_AXES[:1],
+                           (self.features,)).astype(dtype)
+        return y
 
 
-def norm(p: dict, x: jax.Array, cfg: ModelConfig) -> jax.Array:
+class Norm(nn.Module):
     """LayerNorm (GPT-2) or RMSNorm (Llama), computed in float32 as Hugging Face does."""
-    x32 = x.astype(jnp.float32)
-    if cfg.arch == "gpt2":
-        mean = x32.mean(-1, keepdims=True)
-        var = ((x32 - mean) ** 2).mean(-1, keepdims=True)
-        y = (x32 - mean) * jax.lax.rsqrt(var + cfg.norm_eps)
-        return (y * p["scale"] + p["bias"]).astype(x.dtype)
-    y = x32 * jax.lax.rsqrt((x32 * x32).mean(-1, keepdims=True) + cfg.norm_eps)
-    return p["scale"].astype(x.dtype) * y.astype(x.dtype)
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x):
+        d, x32 = x.shape[-1], x.astype(jnp.float32)
+        scale = _param(self, "scale", nn.initializers.ones, ("norm",), (d,))
+        if self.cfg.arch == "gpt2":
+            bias = _param(self, "bias", nn.initializers.zeros, ("norm",), (d,))
+            mean = x32.mean(-1, keepdims=True)
+            var = ((x32 - mean) ** 2).mean(-1, keepdims=True)
+            y = (x32 - mean) * jax.lax.rsqrt(var + self.cfg.norm_eps)
+            return (y * scale + bias).astype(x.dtype)
+        y = x32 * jax.lax.rsqrt((x32 * x32).mean(-1, keepdims=True) + self.cfg.norm_eps)
+        return scale.astype(x.dtype) * y.astype(x.dtype)
 
 
-def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
-    """RoPE inverse frequencies, with Llama-3 ``rope_scaling`` applied when configured."""
-    d = cfg.head_dim
-    inv_freq = 1.0 / (cfg.rope_theta ** (np.arange(0, d, 2, dtype=np.int64).astype(np.float32) / d))
-    inv_freq = inv_freq.astype(np.float32)
-    if cfg.rope_scaling:
-        s = dict(cfg.rope_scaling)
-        factor, lo, hi = s["factor"], s["low_freq_factor"], s["high_freq_factor"]
-        old_ctx = s["original_max_position_embeddings"]
-        wavelen = 2 * math.pi / inv_freq
-        scaled = np.where(wavelen > old_ctx / lo, inv_freq / factor, inv_freq)
-        smooth = (old_ctx / wavelen - lo) / (hi - lo)
-        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-        medium = ~(wavelen < old_ctx / hi) & ~(wavelen > old_ctx / lo)
-        inv_freq = np.where(medium, smoothed, scaled).astype(np.float32)
-    return inv_freq
+class _Section(nn.Module):
+    """Shared by Attention and MLP: builds their linear layers with the adapters asked for."""
+
+    cfg: ModelConfig
+    adapters: Adapters = Adapters()
+    lora_dropout: float = 0.0
+    deterministic: bool = True
+
+    def dense(self, section: str, name: str, features: int, axes: tuple, bias: bool) -> Dense:
+        module = f"{section}.{name}"
+        return Dense(features, axes, bias, self.adapters.lora_rank(module),
+                     self.adapters.lora_init_scale, self.adapters.ia3_mode(module),
+                     self.lora_dropout, self.deterministic, name=name)
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
-    """Rotates [B, T, H, Dh] by position, in Hugging Face's half-split (rotate_half) layout."""
-    freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)  # [B, T, Dh/2]
-    emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
-    cos, sin = jnp.cos(emb).astype(x.dtype), jnp.sin(emb).astype(x.dtype)
-    x1, x2 = jnp.split(x, 2, axis=-1)
-    return x * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
+class Attention(_Section):
+    """Grouped-query self-attention (MHA, GQA, MQA); RoPE (Llama) or none (GPT-2 adds learned
+    positions to the input). ``prefix`` [2, n, KV, Dh]: prefix-tuning keys and values, prepended
+    and never rotated."""
+
+    @nn.compact
+    def __call__(self, x, positions, mask, prefix=None):
+        cfg = self.cfg
+        b, t, _ = x.shape
+        h, kvh, dh = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        if cfg.arch == "gpt2":
+            qkv = self.dense("attn", "c_attn", 3 * h * dh, ("embed", "heads"), True)(x)
+            q, k, v = jnp.split(qkv, 3, axis=-1)
+        else:
+            bias = cfg.attention_bias
+            q = self.dense("attn", "q_proj", h * dh, ("embed", "heads"), bias)(x)
+            k = self.dense("attn", "k_proj", kvh * dh, ("embed", "kv"), bias)(x)
+            v = self.dense("attn", "v_proj", kvh * dh, ("embed", "kv"), bias)(x)
+        q, k, v = q.reshape(b, t, h, dh), k.reshape(b, t, kvh, dh), v.reshape(b, t, kvh, dh)
+        if cfg.arch != "gpt2":
+            inv_freq = rope_inv_freq(cfg)
+            q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
+        if prefix is not None:
+            pk, pv = (jnp.broadcast_to(z.astype(k.dtype), (b, *z.shape)) for z in prefix)
+            k, v = jnp.concatenate([pk, k], axis=1), jnp.concatenate([pv, v], axis=1)
+        out = attention(q, k, v, mask, cfg.attention_impl)
+        name = "c_proj" if cfg.arch == "gpt2" else "o_proj"
+        return self.dense("attn", name, cfg.d_model, ("heads", "embed"),
+                          cfg.attention_bias or cfg.arch == "gpt2")(out)
 
 
-def attention(q, k, v, mask, impl: str = "einsum"):
-    """Grouped-query attention. q [B,T,H,Dh]; k, v [B,S,KV,Dh]; mask [B,T,S] (True = attend).
+class MLP(_Section):
+    """GELU (GPT-2: c_fc, c_proj) or SwiGLU (Llama: gate_proj, up_proj, down_proj)."""
 
-    ``mask`` is what :func:`hidden_states` builds: causal, times key padding, with S - T leading
-    all-True columns for prefix-tuning keys. ``impl`` (the config's ``attention_impl``) picks how
-    it is computed; the outputs of real tokens agree, and no padding row gives a NaN:
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.cfg
+        up, down = ("embed", "mlp"), ("mlp", "embed")
+        if cfg.arch == "gpt2":
+            y = self.dense("mlp", "c_fc", cfg.d_ff, up, True)(x)
+            y = jax.nn.gelu(y, approximate=cfg.activation == "gelu_tanh")
+            return self.dense("mlp", "c_proj", cfg.d_model, down, True)(y)
+        gate = self.dense("mlp", "gate_proj", cfg.d_ff, up, cfg.mlp_bias)(x)
+        y = jax.nn.silu(gate) * self.dense("mlp", "up_proj", cfg.d_ff, up, cfg.mlp_bias)(x)
+        return self.dense("mlp", "down_proj", cfg.d_model, down, cfg.mlp_bias)(y)
 
-    * ``"einsum"`` (default): scores by einsum, float32 softmax, one masked ``where``; a fully
-      masked row (a left-padding query) gets uniform weights, so finite values and gradients.
-    * ``"xla"``: ``jax.nn.dot_product_attention(..., implementation="xla")`` given the boolean
-      mask (float32 logits and softmax; any mask, prefix tuning included; fully masked rows as
-      above).
-    * ``"cudnn"``: ``jax.nn.dot_product_attention(..., implementation="cudnn")``, cuDNN flash
-      attention. A boolean mask would reach cuDNN only as a dense [B, 1, T, S] additive bias,
-      which keeps the kernel from skipping the causal half and whose gradient jax's cuDNN path
-      refuses unless the bias is [1, H, T, S] (jax-ml/jax#30593). So the mask is given as what
-      the kernel does natively: ``is_causal=True`` plus per-row lengths
-      (``query_seq_lengths`` = ``key_value_seq_lengths``, cuDNN's PADDING_CAUSAL), read off the
-      mask (:func:`cudnn_lengths`). Outputs past a row's length are set to zero; an empty row
-      (a batch's filler row) is given length 1, so no softmax runs over zero keys. Limits:
 
-      - GPU only, bfloat16 or float16 compute (float32 raises a ValueError, a CPU backend a
-        RuntimeError, at trace time); cuDNN itself needs a head dim that is a multiple of 8
-        and at most 128 (256 on Hopper) and raises otherwise.
-      - Prefix tuning (S > T) raises a ValueError: its keys need the causal diagonal shifted by
-        the prefix length (bottom-right aligned), which jax's cuDNN call cannot set. Soft
-        prompts (prompt tuning, P-tuning) are fine: they are ordinary leading tokens.
-      - Right padding (or none) only, which is what scoring and training build. The mask is
-        checked on the device; a row that is not causal-plus-length (left or inner padding)
-        gets NaN outputs, so a wrong result cannot pass unnoticed.
+class Block(_Section):
+    """One pre-norm transformer block: attention then MLP, each with a residual. Written as a
+    scan body: (x, this layer's prefix) -> (x, None)."""
+
+    @nn.compact
+    def __call__(self, x, prefix, positions, mask):
+        kw = dict(cfg=self.cfg, adapters=self.adapters, lora_dropout=self.lora_dropout,
+                  deterministic=self.deterministic)
+        y = Norm(self.cfg, name="attn_norm")(x)
+        x = x + Attention(**kw, name="attn")(y, positions, mask, prefix)
+        y = Norm(self.cfg, name="mlp_norm")(x)
+        return x + MLP(**kw, name="mlp")(y), None
+
+
+class LMHead(nn.Module):
+    """Declares an untied output projection ``lm_head.kernel`` [D, V] and returns it (scoring
+    applies it in vocabulary-sized chunks, see :func:`head_weight`)."""
+
+    vocab_size: int
+
+    @nn.compact
+    def __call__(self, d_model: int):
+        return _param(self, "kernel", nn.initializers.normal(INIT_STD), ("embed", "vocab"),
+                      (d_model, self.vocab_size))
+
+
+class Decoder(_Section):
+    """The causal decoder: embeddings, soft prompt, prefix, scanned blocks, final norm.
+
+    Returns the final-normed hidden states [B, T, D] of the real tokens (``input_ids`` [B, T];
+    ``attention_mask`` [B, T], 1 for real tokens and 0 for padding on any side). Positions count
+    real tokens, so a left-padded row sees the same positions as the row alone. Virtual tokens
+    (soft prompts) take positions 0..n-1 and are dropped from the output; prefix tuning shifts
+    real positions by n as a cache of n tokens would, as PEFT does. The compute dtype is the
+    params' dtype (:func:`hidden_states` casts them).
     """
-    b, t, h, dh = q.shape
-    if impl == "einsum":
-        kv = k.shape[2]
-        q = q.reshape(b, t, kv, h // kv, dh)
-        scores = jnp.einsum("btkgd,bskd->bkgts", q, k).astype(jnp.float32) / math.sqrt(dh)
-        scores = jnp.where(mask[:, None, None], scores, _NEG_INF)
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        return jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, h * dh)
-    if impl == "xla":
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation="xla")
-    elif impl == "cudnn":
-        out = _cudnn_attention(q, k, v, mask)
-    else:
-        raise ValueError(f"Unknown attention implementation {impl!r}; "
-                         "use 'einsum', 'xla' or 'cudnn'.")
-    return out.reshape(b, t, h * dh)
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask=None):
+        cfg, ad = self.cfg, self.adapters
+        b, t = input_ids.shape
+        if attention_mask is None:
+            attention_mask = jnp.ones((b, t), jnp.int32)
+        attention_mask = attention_mask.astype(bool)
+        normal = nn.initializers.normal(INIT_STD)
+        x = _param(self, "wte", normal, ("vocab", "embed"), (cfg.vocab_size, cfg.d_model))[input_ids]
+
+        n_virtual = 0
+        if ad.soft_prompt is not None:
+            virt = SoftPrompt(ad.soft_prompt, cfg.d_model, name=SOFT_PROMPT)().astype(x.dtype)
+            n_virtual = virt.shape[0]
+            x = jnp.concatenate([jnp.broadcast_to(virt, (b, *virt.shape)), x], axis=1)
+            attention_mask = jnp.concatenate([jnp.ones((b, n_virtual), bool), attention_mask], 1)
+        n_prefix, prefix = 0, None
+        if ad.prefix is not None:
+            prefix = Prefix(ad.prefix, cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, name=PREFIX)()
+            n_prefix = prefix.shape[2]
+        positions = n_prefix + jnp.maximum(jnp.cumsum(attention_mask, axis=-1) - 1, 0)
+        if cfg.arch == "gpt2":
+            wpe = _param(self, "wpe", normal, ("positions", "embed"), (cfg.max_positions, cfg.d_model))
+            x = x + wpe[positions]
+
+        s = x.shape[1]
+        mask = jnp.tril(jnp.ones((s, s), bool))[None] & attention_mask[:, None, :]
+        if n_prefix:
+            mask = jnp.concatenate([jnp.ones((b, s, n_prefix), bool), mask], axis=-1)
+        block = Block
+        if cfg.remat != "none":
+            block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
+        layers = nn.scan(block, variable_axes={"params": 0},
+                         split_rngs={"params": True, "dropout": True},
+                         in_axes=(nn.broadcast if prefix is None else 0, nn.broadcast,
+                                  nn.broadcast),
+                         length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+        x, _ = layers(cfg, ad, self.lora_dropout, self.deterministic, name="layers")(
+            x, prefix, positions, mask)
+        if not cfg.tie_embeddings or ad.untied_head:
+            LMHead(cfg.vocab_size, name="lm_head")(cfg.d_model)
+        return Norm(cfg, name="final_norm")(x[:, n_virtual:])
 
 
-def cudnn_lengths(mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(lengths int32 [B], expressible bool [B]) of a [B, T, T] mask for cuDNN's
-    causal-plus-lengths masking: under a causal mask the last query row sees every real key, so
-    it is the key padding; a row is expressible when its mask is exactly causal & (key < length),
-    i.e. right-padded (or unpadded)."""
-    _, t, s = mask.shape
-    lengths = mask[:, -1, :].sum(-1, dtype=jnp.int32)
-    causal = jnp.tril(jnp.ones((t, s), bool))
-    expected = causal[None] & (jnp.arange(s) < lengths[:, None])[:, None, :]
-    return lengths, (mask == expected).all(axis=(1, 2))
-
-
-def _gpu_backend() -> bool:
-    return jax.default_backend() == "gpu"
-
-
-def _cudnn_attention(q, k, v, mask):
-    """The ``"cudnn"`` branch of :func:`attention` (see there for what it can express)."""
-    t, s = mask.shape[1:]
-    if s != t:
-        raise ValueError(
-            f"attention_impl='cudnn' cannot express prefix tuning ({s - t} prefix keys before "
-            f"{t} queries): jax's cuDNN call aligns the causal mask top-left only. Use "
-            "attention_impl='xla' or 'einsum' with prefix tuning.")
-    if q.dtype not in (jnp.bfloat16, jnp.float16):
-        raise ValueError(
-            f"attention_impl='cudnn' needs bfloat16 or float16 compute, got {q.dtype}; pass "
-            "dtype=jnp.bfloat16, or use attention_impl='xla' or 'einsum' for float32.")
-    if not _gpu_backend():
-        raise RuntimeError(
-            f"attention_impl='cudnn' needs an NVIDIA GPU with cuDNN; the default backend is "
-            f"{jax.default_backend()!r}. Use attention_impl='xla' or 'einsum' here.")
-    lengths, row_ok = cudnn_lengths(mask)
-    lengths = jnp.maximum(lengths, 1)  # an empty (filler) row: no softmax over zero keys
-    out = jax.nn.dot_product_attention(q, k, v, is_causal=True, query_seq_lengths=lengths,
-                                       key_value_seq_lengths=lengths, implementation="cudnn")
-    # Rows past a length are padding: zero them whatever the kernel left there.
-    real = jnp.arange(t)[None, :] < lengths[:, None]
-    out = jnp.where(real[:, :, None, None], out, jnp.zeros((), out.dtype))
-    return jnp.where(row_ok[:, None, None, None], out, jnp.asarray(jnp.nan, out.dtype))
-
-
-def block(cfg: ModelConfig, lp: dict, x: jax.Array, positions, mask, inv_freq,
-          prefix=None, dropout=None) -> jax.Array:
-    """One pre-norm transformer block (attention then MLP, each with a residual).
-
-    ``prefix`` is this layer's prefix-tuning keys and values [2, n, KV, Dh] (or None); they are
-    prepended to the keys/values and never rotated. ``dropout`` is (rate, key) for LoRA.
-    """
-    b, t, _ = x.shape
-    h, kvh, dh = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    keys = iter(jax.random.split(dropout[1], 8)) if dropout is not None else None
-    lin = lambda p, y: dense(p, y, None if keys is None else (dropout[0], next(keys)))  # noqa: E731
-    a = lp["attn"]
-    y = norm(lp["attn_norm"], x, cfg)
-    if cfg.arch == "gpt2":
-        q, k, v = jnp.split(lin(a["c_attn"], y), 3, axis=-1)
-    else:
-        q, k, v = lin(a["q_proj"], y), lin(a["k_proj"], y), lin(a["v_proj"], y)
-    q, k, v = q.reshape(b, t, h, dh), k.reshape(b, t, kvh, dh), v.reshape(b, t, kvh, dh)
-    if cfg.arch != "gpt2":
-        q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
-    if prefix is not None:
-        pk, pv = (jnp.broadcast_to(z.astype(k.dtype), (b, *z.shape)) for z in prefix)
-        k, v = jnp.concatenate([pk, k], axis=1), jnp.concatenate([pv, v], axis=1)
-    out = attention(q, k, v, mask, cfg.attention_impl)
-    x = x + lin(a["c_proj"] if cfg.arch == "gpt2" else a["o_proj"], out)
-
-    m = lp["mlp"]
-    y = norm(lp["mlp_norm"], x, cfg)
-    if cfg.arch == "gpt2":
-        y = jax.nn.gelu(lin(m["c_fc"], y), approximate=cfg.activation == "gelu_tanh")
-        y = lin(m["c_proj"], y)
-    else:
-        y = lin(m["down_proj"], jax.nn.silu(lin(m["gate_proj"], y)) * lin(m["up_proj"], y))
-    return x + y
-
+# ----------------------------------------------------------------------------- functional API
 
 def cast_params(params, dtype):
     """Casts floating-point leaves to the compute dtype (float32 master weights stay outside)."""
@@ -232,58 +270,23 @@ def cast_params(params, dtype):
 def hidden_states(params: dict, cfg: ModelConfig, input_ids: jax.Array,
                   attention_mask: jax.Array | None = None, *, dtype=jnp.float32,
                   dropout_rng: jax.Array | None = None, lora_dropout: float = 0.0) -> jax.Array:
-    """Runs the decoder and returns the final-normed hidden states [B, T, D] of the real tokens.
+    """:class:`Decoder` applied to ``params`` with the adapters they carry.
 
     Args:
-      params: nested dict as described in the module docstring, with any tuning method's
-        subtrees (soft prompt, prefix, LoRA, IA3; see :mod:`jaxmem.models.adapters`).
+      params: the params tree (module docstring), with any tuning method's leaves.
       cfg: the architecture.
       input_ids: int [B, T].
-      attention_mask: [B, T], 1 for real tokens and 0 for padding (any side). Positions count
-        real tokens only, so a left-padded row sees the same positions as the row alone.
+      attention_mask: [B, T], 1 for real tokens and 0 for padding (any side).
       dtype: compute dtype (float32 or bfloat16); norms and softmax stay float32.
       dropout_rng, lora_dropout: LoRA dropout during training (off when ``dropout_rng`` is None).
 
-    Virtual tokens (soft prompts) take positions 0..n-1 and are dropped from the output; prefix
-    tuning shifts real positions by n as a cache of n tokens would, as PEFT does.
+    Returns:
+      The final-normed hidden states [B, T, D] of the real tokens.
     """
-    b, t = input_ids.shape
-    if attention_mask is None:
-        attention_mask = jnp.ones((b, t), jnp.int32)
-    attention_mask = attention_mask.astype(bool)
-    p = cast_params(params, dtype)
-    x = p["wte"][input_ids]
-
-    n_virtual = 0
-    if "soft_prompt" in p:
-        virt = adapters.soft_prompt(p["soft_prompt"]).astype(dtype)
-        n_virtual = virt.shape[0]
-        x = jnp.concatenate([jnp.broadcast_to(virt, (b, *virt.shape)), x], axis=1)
-        attention_mask = jnp.concatenate([jnp.ones((b, n_virtual), bool), attention_mask], 1)
-    n_prefix, prefix = 0, None
-    if "prefix" in p:
-        prefix = adapters.prefix_kv(p["prefix"], cfg.n_layers, cfg.n_kv_heads, cfg.head_dim)
-        n_prefix = prefix.shape[2]
-    positions = n_prefix + jnp.maximum(jnp.cumsum(attention_mask, axis=-1) - 1, 0)
-    if cfg.arch == "gpt2":
-        x = x + p["wpe"][positions]
-
-    s = x.shape[1]
-    causal = jnp.tril(jnp.ones((s, s), bool))
-    mask = causal[None] & attention_mask[:, None, :]
-    if n_prefix:
-        mask = jnp.concatenate([jnp.ones((b, s, n_prefix), bool), mask], axis=-1)
-    inv_freq = rope_inv_freq(cfg) if cfg.arch != "gpt2" else None
-    layer_keys = (jax.random.split(dropout_rng, cfg.n_layers) if dropout_rng is not None
-                  else None)
-
-    def step(x, xs):
-        lp, pre, key = xs
-        drop = None if key is None else (lora_dropout, key)
-        return block(cfg, lp, x, positions, mask, inv_freq, pre, drop), None
-
-    x, _ = jax.lax.scan(step, x, (p["layers"], prefix, layer_keys))
-    return norm(p["final_norm"], x[:, n_virtual:], cfg)
+    train = dropout_rng is not None and lora_dropout > 0
+    model = Decoder(cfg, Adapters.of(params), lora_dropout, deterministic=not train)
+    return model.apply({"params": cast_params(params, dtype)}, input_ids, attention_mask,
+                       rngs={"dropout": dropout_rng} if train else None)
 
 
 def head_weight(params: dict) -> tuple[jax.Array, str]:
@@ -308,41 +311,48 @@ def logits(params: dict, cfg: ModelConfig, input_ids, attention_mask=None, *,
     return project(h, *head_weight(params)).astype(jnp.float32)
 
 
-def init_params(cfg: ModelConfig, key: jax.Array, std: float = 0.02) -> dict:
-    """Random parameters (normal(0, std) weights, unit norms), for tests and tiny experiments."""
-    d, f, L = cfg.d_model, cfg.d_ff, cfg.n_layers
-    dq, dkv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
-    keys = iter(jax.random.split(key, 16))
+def _init(cfg: ModelConfig, adapters: Adapters, key):
+    ids = jnp.zeros((1, 1), jnp.int32)
+    return Decoder(cfg, adapters).init(key, ids)["params"]
 
-    def lin(din, dout, bias):
-        p = {"kernel": std * jax.random.normal(next(keys), (L, din, dout), jnp.float32)}
-        if bias:
-            p["bias"] = std * jax.random.normal(next(keys), (L, dout), jnp.float32)
-        return p
 
-    def nrm(n, layers=True):
-        shape = (L, n) if layers else (n,)
-        p = {"scale": jnp.ones(shape, jnp.float32)}
-        if cfg.arch == "gpt2":
-            p["bias"] = jnp.zeros(shape, jnp.float32)
-        return p
+def abstract_params(cfg: ModelConfig, adapters: Adapters = Adapters()) -> dict:
+    """The params tree as boxed ``jax.ShapeDtypeStruct`` s with their logical axes (no memory)."""
+    return jax.eval_shape(functools.partial(_init, cfg, adapters), jax.random.PRNGKey(0))
 
-    if cfg.arch == "gpt2":
-        attn = {"c_attn": lin(d, 3 * d, True), "c_proj": lin(d, d, True)}
-        mlp = {"c_fc": lin(d, f, True), "c_proj": lin(f, d, True)}
-    else:
-        ab, mb = cfg.attention_bias, cfg.mlp_bias
-        attn = {"q_proj": lin(d, dq, ab), "k_proj": lin(d, dkv, ab), "v_proj": lin(d, dkv, ab),
-                "o_proj": lin(dq, d, ab)}
-        mlp = {"gate_proj": lin(d, f, mb), "up_proj": lin(d, f, mb), "down_proj": lin(f, d, mb)}
-    params = {
-        "wte": std * jax.random.normal(next(keys), (cfg.vocab_size, d), jnp.float32),
-        "layers": {"attn_norm": nrm(d), "attn": attn, "mlp_norm": nrm(d), "mlp": mlp},
-        "final_norm": nrm(d, layers=False),
-    }
-    if cfg.arch == "gpt2":
-        params["wpe"] = std * jax.random.normal(next(keys), (cfg.max_positions, d), jnp.float32)
-    if not cfg.tie_embeddings:
-        params["lm_head"] = {
-            "kernel": std * jax.random.normal(next(keys), (d, cfg.vocab_size), jnp.float32)}
-    return params
+
+def logical_axes(params: dict, cfg: ModelConfig) -> dict:
+    """A tree like ``params`` holding each leaf's logical axis names (a ``PartitionSpec``).
+
+    Raises:
+      ValueError: if ``params`` do not have the structure this architecture creates.
+    """
+    boxed = abstract_params(cfg, Adapters.of(params))
+    axes = nn.get_partition_spec(boxed)
+    want = set(traverse_util.flatten_dict(nn.unbox(boxed)))
+    have = set(traverse_util.flatten_dict(params))
+    if want != have:
+        odd = sorted("/".join(p) for p in want ^ have)[:4]
+        raise ValueError(f"These params do not fit the {cfg.arch} decoder of this config "
+                         f"(leaves present in one but not the other: {odd}).")
+    return axes
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "adapters"))
+def init_params(cfg: ModelConfig, key: jax.Array, adapters: Adapters = Adapters()) -> dict:
+    """Random parameters (N(0, 0.02) weights, unit norms; adapters at their own inits), for
+    tests and tiny experiments."""
+    return nn.unbox(_init(cfg, adapters, key))
+
+
+def init_adapter_params(cfg: ModelConfig, adapters: Adapters, key: jax.Array) -> dict:
+    """The leaves ``adapters`` add to the base params, at their initial values (a nested dict
+    holding only those leaves; the base weights are never materialized: jit drops them)."""
+    base = set(traverse_util.flatten_dict(nn.unbox(abstract_params(cfg))))
+
+    @jax.jit
+    def added(key):
+        flat = traverse_util.flatten_dict(nn.unbox(_init(cfg, adapters, key)))
+        return traverse_util.unflatten_dict({p: v for p, v in flat.items() if p not in base})
+
+    return added(key)

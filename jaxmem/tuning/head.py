@@ -12,7 +12,7 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from jaxmem.tuning.partition import FROZEN, TRAINABLE, label_all
+from jaxmem.tuning.partition import labels_where
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,9 +25,5 @@ def init(params, cfg, mcfg: HeadConfig, key, tokenizer=None):
     params = dict(params)
     if "lm_head" not in params and mcfg.untie:
         params["lm_head"] = {"kernel": jnp.asarray(params["wte"]).T.copy()}
-    labels = label_all(params, FROZEN)
-    if "lm_head" in params:
-        labels["lm_head"] = label_all(params["lm_head"], TRAINABLE)
-    else:
-        labels["wte"] = TRAINABLE
-    return params, labels
+    head = ("lm_head",) if "lm_head" in params else ("wte",)
+    return params, labels_where(params, lambda path: path[:1] == head)

@@ -1,9 +1,9 @@
 """LoRA (Hu et al., 2021) in PEFT's conventions.
 
-For each targeted linear layer W (kernel [in, out]) it adds ``lora_a`` [in, r] (PEFT's A,
-transposed; kaiming-uniform, i.e. U(-1/sqrt(in), 1/sqrt(in))), ``lora_b`` [r, out] (zeros) and the
-constant ``lora_scale`` = alpha / r (or alpha / sqrt(r) with rsLoRA, Kalajdzievski 2023); the
-decoder computes W x + scale * B A dropout(x). GPT-2's fused ``c_attn`` is one layer, as in PEFT.
+For each targeted linear layer W (kernel [in, out]) the decoder's ``Dense`` layer creates
+``lora_a`` [in, r] (PEFT's A, transposed; kaiming-uniform, i.e. U(-1/sqrt(in), 1/sqrt(in))),
+``lora_b`` [r, out] (zeros) and the constant ``lora_scale`` = alpha / r (or alpha / sqrt(r) with
+rsLoRA, Kalajdzievski 2023), and computes W x + scale * B A dropout(x). GPT-2's fused ``c_attn`` is one layer, as in PEFT.
 
 Targets are module names as in Hugging Face / PEFT: ``q_proj`` (suffix match, as PEFT matches a
 list), ``self_attn.o_proj``, or a regex matched in full against names like ``mlp.down_proj``;
@@ -20,10 +20,11 @@ import dataclasses
 import math
 import re
 
-import jax
 import jax.numpy as jnp
 
-from jaxmem.tuning.partition import FROZEN, TRAINABLE, label_all
+from jaxmem.models.adapters import LORA_A, LORA_B, LORA_SCALE, Adapters
+from jaxmem.models.transformer import init_adapter_params
+from jaxmem.tuning.partition import with_added
 
 PRESETS = {
     "llama": {"peft": ("q_proj", "v_proj"),
@@ -84,36 +85,24 @@ def resolve_targets(target, params, cfg) -> list[str]:
 
 
 def init(params, cfg, mcfg: LoraConfig, key, tokenizer=None):
+    """Adds LoRA to the targeted layers (the decoder's Dense layers create the leaves)."""
     if mcfg.r <= 0:
         raise ValueError(f"LoRA rank r must be a positive integer, got {mcfg.r}.")
     if not 0 <= mcfg.dropout < 1:
         raise ValueError(f"LoRA dropout must be in [0, 1), got {mcfg.dropout}.")
     names = module_names(params, cfg)
     targets = resolve_targets(mcfg.target, params, cfg)
-    labels = label_all(params, FROZEN)
-    params = jax.tree.map(lambda x: x, params)  # a fresh container; leaves are shared
-    L = cfg.n_layers
-    for name, k in zip(targets, jax.random.split(key, len(targets))):
-        section, mod = names[name]
-        layer = dict(params["layers"][section][mod])
-        din, dout = layer["kernel"].shape[1:]
-        bound = 1.0 / math.sqrt(din)
-        layer["lora_a"] = jax.random.uniform(k, (L, din, mcfg.r), jnp.float32, -bound, bound)
-        layer["lora_b"] = jnp.zeros((L, mcfg.r, dout), jnp.float32)
-        layer["lora_scale"] = jnp.full((L,), mcfg.scale, jnp.float32)
-        params["layers"][section][mod] = layer
-        lab = label_all(layer, FROZEN)
-        lab["lora_a"] = lab["lora_b"] = TRAINABLE
-        labels["layers"][section][mod] = lab
-    return params, labels
+    adapters = Adapters(lora=tuple((".".join(names[t]), mcfg.r) for t in targets),
+                        lora_init_scale=mcfg.scale)
+    return with_added(params, init_adapter_params(cfg, adapters, key))
 
 
 def merge_into_base(params):
     """Folds every LoRA update into its kernel (W + scale * A B) and drops the LoRA leaves."""
     def fold(node):
-        if isinstance(node, dict) and "lora_a" in node:
+        if isinstance(node, dict) and LORA_A in node:
             node = dict(node)
-            a, b, s = node.pop("lora_a"), node.pop("lora_b"), node.pop("lora_scale")
+            a, b, s = node.pop(LORA_A), node.pop(LORA_B), node.pop(LORA_SCALE)
             node["kernel"] = node["kernel"] + s[:, None, None] * jnp.einsum("lir,lro->lio", a, b)
             return node
         if isinstance(node, dict):

@@ -16,15 +16,45 @@ from __future__ import annotations
 
 import dataclasses
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import optax
+from flax import traverse_util
+
+from jaxmem.models.adapters import CONSTANTS
 
 TRAINABLE, FROZEN = "trainable", "frozen"
 
 
 def label_all(tree, label: str):
     return jax.tree.map(lambda _: label, tree)
+
+
+def labels_where(params, trainable: Callable[[tuple], bool]):
+    """A label tree with ``trainable`` where ``trainable(path)`` holds, ``frozen`` elsewhere;
+    a path is the tuple of keys leading to a leaf (``("lm_head", "kernel")``)."""
+    flat = traverse_util.flatten_dict(params)
+    return traverse_util.unflatten_dict(
+        {path: TRAINABLE if trainable(path) else FROZEN for path in flat})
+
+
+def with_added(params, added):
+    """Merges a method's own leaves into the base params; returns (params, labels).
+
+    The labels come from the paths alone: a leaf the method added trains (unless it is one of
+    the decoder's constants, such as ``lora_scale``), every base leaf is frozen.
+
+    Raises:
+      ValueError: if ``params`` already hold one of the added leaves (an adapter on an adapter).
+    """
+    flat, new = traverse_util.flatten_dict(params), traverse_util.flatten_dict(added)
+    clash = sorted("/".join(p) for p in set(flat) & set(new))
+    if clash:
+        raise ValueError(f"The params already carry {clash[0]}; pass the base model's params.")
+    merged = traverse_util.unflatten_dict({**flat, **new})
+    return merged, labels_where(merged, lambda p: p in new and p[-1] not in CONSTANTS)
 
 
 def split(params, labels):

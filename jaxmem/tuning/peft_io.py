@@ -38,11 +38,14 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from flax import traverse_util
 
 from jaxmem.models import adapters
+from jaxmem.models.adapters import (IA3_IN, IA3_OUT, LORA_A, LORA_B, LORA_SCALE, PREFIX,
+                                    SOFT_PROMPT, Adapters)
 from jaxmem.models.config import ModelConfig
 from jaxmem.tuning import ia3, lora, method_config, prompts
-from jaxmem.tuning.partition import FROZEN, TRAINABLE, label_all
+from jaxmem.tuning.partition import with_added
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -50,7 +53,6 @@ PEFT_TYPES = {"lora": "LORA", "ia3": "IA3", "prefix": "PREFIX_TUNING",
               "prompt": "PROMPT_TUNING", "ptuning": "P_TUNING"}
 _PREFIX = "base_model.model."  # PEFT's key prefix for tuner layers inside the wrapped model
 _LAYER_PATH = {"gpt2": "transformer.h", "llama": "model.layers"}
-_ADAPTER_LEAVES = ("lora_a", "lora_b", "lora_scale", "ia3_in", "ia3_out")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -100,14 +102,14 @@ def _prompt_learning_config(peft_type: str, base: str, n: int, token_dim: int, h
 # ----------------------------------------------------------------------------- export
 
 def _export_lora(params, cfg, mcfg, base):
-    found = _adapted_modules(params, cfg, ("lora_a",))
+    found = _adapted_modules(params, cfg, (LORA_A,))
     if not found:
         raise ValueError("The params carry no LoRA weights (lora_a / lora_b); initialize or "
                          "train a LoRA adapter first.")
     tensors, rank_pattern, alpha_pattern = {}, {}, {}
     for name, layer in found:
-        a, b = np.asarray(layer["lora_a"], np.float32), np.asarray(layer["lora_b"], np.float32)
-        scale = np.asarray(layer["lora_scale"], np.float64)
+        a, b = np.asarray(layer[LORA_A], np.float32), np.asarray(layer[LORA_B], np.float32)
+        scale = np.asarray(layer[LORA_SCALE], np.float64)
         r = a.shape[-1]
         if not np.allclose(scale, scale[0], rtol=1e-6, atol=0):
             raise ValueError(f"LoRA on {name} has different scales per layer ({scale.tolist()}); "
@@ -134,16 +136,16 @@ def _export_lora(params, cfg, mcfg, base):
 
 
 def _export_ia3(params, cfg, mcfg, base):
-    found = _adapted_modules(params, cfg, ("ia3_in", "ia3_out"))
+    found = _adapted_modules(params, cfg, (IA3_IN, IA3_OUT))
     if not found:
         raise ValueError("The params carry no IA3 vectors (ia3_in / ia3_out); initialize or "
                          "train an IA3 adapter first.")
     tensors, feedforward = {}, []
     for name, layer in found:
-        if "ia3_in" in layer and "ia3_out" in layer:
+        if IA3_IN in layer and IA3_OUT in layer:
             raise ValueError(f"{name} scales both its input and its output; PEFT's IA3 does one.")
-        ff = "ia3_in" in layer
-        v = np.asarray(layer["ia3_in" if ff else "ia3_out"], np.float32)
+        ff = IA3_IN in layer
+        v = np.asarray(layer[IA3_IN if ff else IA3_OUT], np.float32)
         if ff:
             feedforward.append(name)
         for i in range(cfg.n_layers):
@@ -163,7 +165,7 @@ def _subtree(params, key, method):
 
 
 def _export_prefix(params, cfg, mcfg, base):
-    p = _subtree(params, "prefix", "prefix-tuning")
+    p = _subtree(params, PREFIX, "prefix-tuning")
     prefix_kv = jax.jit(adapters.prefix_kv, static_argnums=(1, 2, 3))  # one compile, not many
     kv = np.asarray(prefix_kv(p, cfg.n_layers, cfg.n_kv_heads, cfg.head_dim), np.float32)
     n = kv.shape[2]
@@ -179,8 +181,8 @@ def _export_prefix(params, cfg, mcfg, base):
 
 
 def _export_soft_prompt(params, cfg, mcfg, base):
-    p = _subtree(params, "soft_prompt", "soft-prompt")
-    emb = np.asarray(jax.jit(adapters.soft_prompt)(p), np.float32)
+    p = _subtree(params, SOFT_PROMPT, "soft-prompt")
+    emb = np.asarray(jax.jit(adapters.soft_prompt, static_argnums=1)(p, cfg.d_model), np.float32)
     n = emb.shape[0]
     if mcfg.name == "prompt":
         init = {"random": "RANDOM", "sample_vocab": "SAMPLE_VOCAB", "text": "TEXT"}.get(
@@ -195,7 +197,7 @@ def _export_soft_prompt(params, cfg, mcfg, base):
                   "tokenizer_kwargs": None}
     else:
         if "lstm" in p:
-            hidden = p["lstm"][0]["fwd"]["w_hh"].shape[0]
+            hidden = p["lstm"]["0"]["fwd"]["w_hh"].shape[0]
         elif "mlp" in p:
             hidden = p["mlp"]["0"]["kernel"].shape[1]
         else:
@@ -371,15 +373,12 @@ def _import_lora(params, cfg, config, tensors):
     rank_pattern = config.get("rank_pattern") or {}
     alpha_pattern = config.get("alpha_pattern") or {}
     rslora = bool(config.get("use_rslora", False))
-    labels = label_all(params, FROZEN)
-    params = dict(params, layers={s: dict(v) for s, v in params["layers"].items()})
-    labels = dict(labels, layers={s: dict(v) for s, v in labels["layers"].items()})
+    added = {}
     modules = sorted({name for name, _ in A})
     for name in modules:
         _check_module(name, names, cfg, {i for n, i in A if n == name})
         section, mod = names[name]
-        layer = dict(params["layers"][section][mod])
-        _, din, dout = np.shape(layer["kernel"])
+        _, din, dout = np.shape(params["layers"][section][mod]["kernel"])
         a_list, b_list, scales = [], [], []
         for i in range(cfg.n_layers):
             a, b = A[(name, i)], B[(name, i)]
@@ -401,17 +400,13 @@ def _import_lora(params, cfg, config, tensors):
             a_list.append(a.T)
             b_list.append(b.T)
             scales.append(alpha / (math.sqrt(r) if rslora else r))
-        layer["lora_a"] = np.stack(a_list)
-        layer["lora_b"] = np.stack(b_list)
-        layer["lora_scale"] = np.asarray(scales, np.float32)
-        params["layers"][section] = dict(params["layers"][section], **{mod: layer})
-        lab = label_all(layer, FROZEN)
-        lab["lora_a"] = lab["lora_b"] = TRAINABLE
-        labels["layers"][section] = dict(labels["layers"][section], **{mod: lab})
+        added[("layers", section, mod, LORA_A)] = np.stack(a_list)
+        added[("layers", section, mod, LORA_B)] = np.stack(b_list)
+        added[("layers", section, mod, LORA_SCALE)] = np.asarray(scales, np.float32)
     mcfg = lora.LoraConfig(r=r_default, alpha=alpha_default,
                            dropout=float(config.get("lora_dropout", 0.0) or 0.0),
                            use_rslora=rslora, target=tuple(modules))
-    return params, labels, mcfg
+    return (*with_added(params, traverse_util.unflatten_dict(added)), mcfg)
 
 
 def _import_ia3(params, cfg, config, tensors):
@@ -419,16 +414,13 @@ def _import_ia3(params, cfg, config, tensors):
     if not vecs:
         raise ValueError("The IA3 adapter has no ia3_l tensors.")
     names = lora.module_names(params, cfg)
-    labels = label_all(params, FROZEN)
-    params = dict(params, layers={s: dict(v) for s, v in params["layers"].items()})
-    labels = dict(labels, layers={s: dict(v) for s, v in labels["layers"].items()})
+    added = {}
     modules = sorted({name for name, _ in vecs})
     feedforward = []
     for name in modules:
         _check_module(name, names, cfg, {i for n, i in vecs if n == name})
         section, mod = names[name]
-        layer = dict(params["layers"][section][mod])
-        _, din, dout = np.shape(layer["kernel"])
+        _, din, dout = np.shape(params["layers"][section][mod]["kernel"])
         rows = []
         for i in range(cfg.n_layers):
             v = vecs[(name, i)]
@@ -446,16 +438,11 @@ def _import_ia3(params, cfg, config, tensors):
                                  "only.")
             rows.append((ff, v.reshape(-1)))
         ff = rows[0][0]
-        leaf = "ia3_in" if ff else "ia3_out"
-        layer[leaf] = np.stack([v for _, v in rows])
+        added[("layers", section, mod, IA3_IN if ff else IA3_OUT)] = np.stack([v for _, v in rows])
         if ff:
             feedforward.append(name)
-        params["layers"][section] = dict(params["layers"][section], **{mod: layer})
-        lab = label_all(layer, FROZEN)
-        lab[leaf] = TRAINABLE
-        labels["layers"][section] = dict(labels["layers"][section], **{mod: lab})
-    return params, labels, ia3.IA3Config(target=tuple(modules),
-                                         feedforward=tuple(feedforward) or None)
+    mcfg = ia3.IA3Config(target=tuple(modules), feedforward=tuple(feedforward) or None)
+    return (*with_added(params, traverse_util.unflatten_dict(added)), mcfg)
 
 
 def _prompt_tensor(config, tensors, cfg, width, heads, what):
@@ -490,13 +477,13 @@ def _import_prompt_learning(params, cfg, config, tensors):
         width = cfg.n_kv_heads * cfg.head_dim
         emb, n = _prompt_tensor(config, tensors, cfg, width, cfg.n_kv_heads,
                                 "prefix width = KV heads x head dim")
-        key, sub = "prefix", {"embedding": emb}
+        key, sub = PREFIX, {"embedding": emb}
         mcfg = prompts.PrefixConfig(num_virtual_tokens=n,
                                     prefix_projection=bool(config.get("prefix_projection")),
                                     encoder_hidden_size=config.get("encoder_hidden_size"))
     else:
         emb, n = _prompt_tensor(config, tensors, cfg, cfg.d_model, cfg.n_heads, "hidden size")
-        key, sub = "soft_prompt", {"embedding": emb}
+        key, sub = SOFT_PROMPT, {"embedding": emb}
         if peft_type == "PROMPT_TUNING":
             init = str(config.get("prompt_tuning_init") or "RANDOM").lower()
             mcfg = prompts.PromptConfig(num_virtual_tokens=n, init=init,
@@ -507,20 +494,17 @@ def _import_prompt_learning(params, cfg, config, tensors):
                 encoder=str(config.get("encoder_reparameterization_type") or "MLP").lower(),
                 encoder_hidden_size=config.get("encoder_hidden_size"),
                 encoder_num_layers=int(config.get("encoder_num_layers") or 2))
-    labels = label_all(params, FROZEN)
-    params, labels = dict(params, **{key: sub}), dict(labels, **{key: label_all(sub, TRAINABLE)})
-    return params, labels, mcfg
+    return (*with_added(params, {key: sub}), mcfg)
 
 
 def _check_base(params: dict) -> None:
-    if "prefix" in params or "soft_prompt" in params:
-        raise ValueError("The params already carry a prompt adapter ('prefix' / 'soft_prompt'); "
-                         "pass the base model's params.")
-    for section in params["layers"].values():
-        for layer in section.values():
-            if isinstance(layer, dict) and any(leaf in layer for leaf in _ADAPTER_LEAVES):
-                raise ValueError("The params already carry LoRA or IA3 leaves; pass the base "
-                                 "model's params.")
+    found = Adapters.of(params)
+    if found.prefix or found.soft_prompt:
+        raise ValueError(f"The params already carry a prompt adapter ('{PREFIX}' / "
+                         f"'{SOFT_PROMPT}'); pass the base model's params.")
+    if found.lora or found.ia3:
+        raise ValueError("The params already carry LoRA or IA3 leaves; pass the base "
+                         "model's params.")
 
 
 def import_adapter(params: dict, cfg: ModelConfig, adapter_dir: str | os.PathLike):

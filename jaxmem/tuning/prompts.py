@@ -10,8 +10,10 @@
 * P-tuning (Liu et al., 2021): soft embeddings through a prompt encoder, an MLP
   (Linear-ReLU-Linear-ReLU-Linear) or a 2-layer bidirectional LSTM with an MLP head.
 
-Virtual-token positions are never scored (the decoder drops them); see
-:mod:`jaxmem.models.adapters` for how the decoder reads these parameters.
+The parameters are created by the decoder's ``SoftPrompt`` and ``Prefix`` modules
+(:mod:`jaxmem.models.adapters`, which also holds their layouts); this module picks their
+configuration and, for prompt tuning from vocabulary or text, their initial values.
+Virtual-token positions are never scored (the decoder drops them).
 """
 
 from __future__ import annotations
@@ -23,15 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmem.tuning.partition import FROZEN, TRAINABLE, label_all
-
-
-def torch_linear(key, din, dout):
-    """torch.nn.Linear's default init: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias."""
-    k1, k2 = jax.random.split(key)
-    b = 1.0 / math.sqrt(din)
-    return {"kernel": jax.random.uniform(k1, (din, dout), jnp.float32, -b, b),
-            "bias": jax.random.uniform(k2, (dout,), jnp.float32, -b, b)}
+from jaxmem.models.adapters import SOFT_PROMPT, Adapters, PrefixSpec, PromptSpec
+from jaxmem.models.transformer import init_adapter_params
+from jaxmem.tuning.partition import with_added
 
 
 def _check_length(n, cfg, extra=0):
@@ -40,14 +36,6 @@ def _check_length(n, cfg, extra=0):
     if n + extra >= cfg.max_positions:
         raise ValueError(f"{n} virtual tokens leave no room in the model's context of "
                          f"{cfg.max_positions} positions; use fewer.")
-
-
-def _with(params, labels, key, sub):
-    params = dict(params)
-    params[key] = sub
-    labels = dict(labels)
-    labels[key] = label_all(sub, TRAINABLE)
-    return params, labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,16 +48,10 @@ class PrefixConfig:
 
 def init_prefix(params, cfg, mcfg: PrefixConfig, key, tokenizer=None):
     _check_length(mcfg.num_virtual_tokens, cfg)
-    n, tdim = mcfg.num_virtual_tokens, cfg.n_kv_heads * cfg.head_dim
-    k1, k2, k3 = jax.random.split(key, 3)
-    if mcfg.prefix_projection:
-        h = mcfg.encoder_hidden_size or tdim
-        sub = {"embedding": jax.random.normal(k1, (n, tdim), jnp.float32),
-               "transform": {"0": torch_linear(k2, tdim, h),
-                             "2": torch_linear(k3, h, cfg.n_layers * 2 * tdim)}}
-    else:
-        sub = {"embedding": jax.random.normal(k1, (n, cfg.n_layers * 2 * tdim), jnp.float32)}
-    return _with(params, label_all(params, FROZEN), "prefix", sub)
+    width = cfg.n_kv_heads * cfg.head_dim
+    hidden = (mcfg.encoder_hidden_size or width) if mcfg.prefix_projection else None
+    adapters = Adapters(prefix=PrefixSpec(mcfg.num_virtual_tokens, hidden))
+    return with_added(params, init_adapter_params(cfg, adapters, key))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,9 +63,10 @@ class PromptConfig:
 
 
 def _prompt_embedding(params, cfg, n, how, text, key, tokenizer):
+    """Prompt tuning's initial embedding from the vocabulary (None: keep the module's N(0, 1))."""
     wte = np.asarray(params["wte"])
     if how == "random":
-        return jax.random.normal(key, (n, cfg.d_model), jnp.float32)
+        return None
     if how == "sample_vocab":
         ids = np.asarray(jax.random.randint(key, (n,), 0, cfg.vocab_size))
         return jnp.asarray(wte[ids])
@@ -97,10 +80,14 @@ def _prompt_embedding(params, cfg, n, how, text, key, tokenizer):
 
 
 def init_prompt(params, cfg, mcfg: PromptConfig, key, tokenizer=None):
-    _check_length(mcfg.num_virtual_tokens, cfg)
-    emb = _prompt_embedding(params, cfg, mcfg.num_virtual_tokens, mcfg.init, mcfg.init_text,
-                            key, tokenizer)
-    return _with(params, label_all(params, FROZEN), "soft_prompt", {"embedding": emb})
+    n = mcfg.num_virtual_tokens
+    _check_length(n, cfg)
+    k_init, k_vocab = jax.random.split(key)
+    emb = _prompt_embedding(params, cfg, n, mcfg.init, mcfg.init_text, k_vocab, tokenizer)
+    added = init_adapter_params(cfg, Adapters(soft_prompt=PromptSpec(n)), k_init)
+    if emb is not None:
+        added[SOFT_PROMPT]["embedding"] = emb
+    return with_added(params, added)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,31 +99,10 @@ class PTuningConfig:
     encoder_num_layers: int = 2
 
 
-def _lstm_layer(key, din, h):
-    b = 1.0 / math.sqrt(h)
-    ks = jax.random.split(key, 4)
-    u = lambda k, shape: jax.random.uniform(k, shape, jnp.float32, -b, b)  # noqa: E731
-    return {"w_ih": u(ks[0], (din, 4 * h)), "w_hh": u(ks[1], (h, 4 * h)),
-            "b_ih": u(ks[2], (4 * h,)), "b_hh": u(ks[3], (4 * h,))}
-
-
 def init_ptuning(params, cfg, mcfg: PTuningConfig, key, tokenizer=None):
     _check_length(mcfg.num_virtual_tokens, cfg)
-    d, h = cfg.d_model, mcfg.encoder_hidden_size or cfg.d_model
-    keys = iter(jax.random.split(key, 16))
-    sub = {"embedding": jax.random.normal(next(keys), (mcfg.num_virtual_tokens, d), jnp.float32)}
-    if mcfg.encoder == "mlp":
-        sub["mlp"] = {"0": torch_linear(next(keys), d, h), "2": torch_linear(next(keys), h, h),
-                      "4": torch_linear(next(keys), h, d)}
-    elif mcfg.encoder == "lstm":
-        layers, din = [], d
-        for _ in range(mcfg.encoder_num_layers):
-            layers.append({"fwd": _lstm_layer(next(keys), din, h),
-                           "bwd": _lstm_layer(next(keys), din, h)})
-            din = 2 * h
-        sub["lstm"] = layers
-        sub["mlp"] = {"0": torch_linear(next(keys), 2 * h, 2 * h),
-                      "2": torch_linear(next(keys), 2 * h, d)}
-    else:
+    if mcfg.encoder not in ("mlp", "lstm"):
         raise ValueError(f"Unknown P-tuning encoder {mcfg.encoder!r}; use mlp or lstm.")
-    return _with(params, label_all(params, FROZEN), "soft_prompt", sub)
+    spec = PromptSpec(mcfg.num_virtual_tokens, mcfg.encoder, mcfg.encoder_hidden_size,
+                      mcfg.encoder_num_layers)
+    return with_added(params, init_adapter_params(cfg, Adapters(soft_prompt=spec), key))
