@@ -49,6 +49,7 @@ Example:
     (100, 100)
     >>> set(corpus.members) <= set(corpus.train)
     True
+
 Modules:
 
 * :mod:`jaxmem.data.sources`: resolve ``name_or_path`` and read every example
@@ -60,7 +61,8 @@ Modules:
   embedded Wikipedia corpus and the MediaWiki markup cleaner.
 * :mod:`jaxmem.data.overlap`: the one text normaliser, exact and
   near-duplicate detection (:func:`find_overlaps`).
-* :mod:`jaxmem.data.split`: default sizes, seeded train / held-out pools.
+* :mod:`jaxmem.data.split`: default sizes, the seeded split and sampling into
+  train / members / non-members / validation.
 """
 
 from __future__ import annotations
@@ -74,22 +76,9 @@ import numpy as np
 from jaxmem.data import embedded
 from jaxmem.data.embedded import EMBEDDED_INSTALL
 from jaxmem.data.files import read_text_file
-from jaxmem.data.overlap import (
-    check_threshold,
-    dedupe,
-    drop_exact_copies,
-    find_overlaps,
-    pick_nonmembers,
-)
+from jaxmem.data.overlap import check_threshold, dedupe, find_overlaps
 from jaxmem.data.sources import KNOWN_CORPORA, resolve
-from jaxmem.data.split import (
-    PAPER_SIZES,
-    pools,
-    requested_sizes,
-    sample,
-    seeded_rng,
-    share_heldout,
-)
+from jaxmem.data.split import PAPER_SIZES, draw_heldout, draw_train, pools, requested_sizes
 from jaxmem.data.units import Source, Unit
 
 __all__ = [
@@ -230,28 +219,33 @@ def load_corpus(
         "n_nonmembers": n_nonmembers,
     }
     _check_arguments(sizes, min_chars, seed, near_dup_threshold, text_column)
+    # 1. Resolve the source and read every example, by split.
     source = resolve(os.fspath(name_or_path), text_column)
     warnings = list(source.warnings)
     want, explicit, soft = requested_sizes(source.name, sizes)
+    # 2. Clean: drop short and repeated texts.
     if min_chars is None:
         min_chars = embedded.MIN_CHARS if source.name == "wiki-gensim" else 1
     splits, pool_info = _clean(source, min_chars, text_column)
+    # 3. Split into train and held-out pools (by group where a source has one split).
     train_pool, heldout, val_pool, split_info, n_merged = pools(
         source, splits, want, seed, warnings
     )
     pool_info["dropped_repeats"] += n_merged
-    train, member_idx = _draw_train(train_pool, want, seed)
-    nonmembers, validation, overlap = _draw_heldout(
+    # 4. Sample train and members, then non-members and validation that copy no training text.
+    train, member_idx = draw_train(train_pool, want, seed)
+    members = [train[k] for k in member_idx]
+    nonmembers, validation, overlap_info = draw_heldout(
         train, member_idx, heldout, val_pool, want, soft, seed, near_dup_threshold
     )
-    members = [train[k] for k in member_idx]
+    # 5. Report sizes against the request, and record how the corpus was made.
     actual = {
         "n_train": len(train),
         "n_validation": len(validation),
         "n_members": len(members),
         "n_nonmembers": len(nonmembers),
     }
-    warnings += _size_warnings(want, explicit, soft, actual, overlap, strict)
+    warnings += _size_warnings(want, explicit, soft, actual, overlap_info, strict)
     info = {
         "name": source.name,
         "source": source.origin,
@@ -268,7 +262,7 @@ def load_corpus(
         },
         "min_chars": min_chars,
         "split": split_info,
-        "overlap": overlap,
+        "overlap": overlap_info,
         "warnings": warnings,
         **source.extra,
     }
@@ -320,52 +314,6 @@ def _clean(source: Source, min_chars: int, text_column: str) -> tuple[dict[str, 
             )
         )
     return splits, {"read": total_before, "dropped_short": n_short, "dropped_repeats": n_repeats}
-
-
-def _draw_train(train_pool: list[Unit], want: dict, seed: int) -> tuple[list[str], list[int]]:
-    """The training texts, and which of them (by index) are members."""
-    train = [u.text for u in sample(train_pool, want["n_train"], seeded_rng(seed, 1))]
-    member_idx = [int(k) for k in seeded_rng(seed, 2).permutation(len(train))[: want["n_members"]]]
-    return train, member_idx
-
-
-def _draw_heldout(
-    train: list[str],
-    member_idx: list[int],
-    heldout: list[Unit],
-    val_pool: list[Unit] | None,
-    want: dict,
-    soft: set[str],
-    seed: int,
-    threshold: float | None,
-) -> tuple[list[str], list[str], dict]:
-    """Non-members and validation texts, none a duplicate of a training text; the overlap report."""
-    if val_pool is None:
-        k_want, v_want = share_heldout(want, soft, len(heldout))
-    else:
-        k_want, v_want = want["n_nonmembers"], None
-    candidates = sample(heldout, None, seeded_rng(seed, 3))
-    picked, overlap = pick_nonmembers(
-        train, set(member_idx), candidates, k_want + (v_want or 0), threshold
-    )
-    nonmembers = [u.text for u in picked[:k_want]]
-    if val_pool is None:
-        validation = [u.text for u in picked[k_want : k_want + v_want]]
-    else:
-        # Validation perplexity must not be measured on training or non-member texts.
-        usable = drop_exact_copies(
-            [u.text for u in sample(val_pool, None, seeded_rng(seed, 4))], train + nonmembers
-        )
-        overlap["validation_dropped"] = len(val_pool) - len(usable)
-        validation = usable[: want["n_validation"]]
-    if candidates and not nonmembers:
-        raise ValueError(
-            f"all {overlap['checked']} non-member candidates are exact or near duplicates of "
-            "training texts: the held-out data is the same as the training data. Check that "
-            "the test split is not a copy of the train split"
-            + ("" if threshold is None else ", or raise near_dup_threshold")
-        )
-    return nonmembers, validation, overlap
 
 
 def _size_warnings(

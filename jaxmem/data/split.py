@@ -5,8 +5,11 @@ the paper for the named corpora, see :data:`PAPER_SIZES`). :func:`pools`
 decides which examples may become training texts and which are held out
 (non-member candidates), using the given splits when there are enough,
 else splitting one pool by group (article, triple set) with the seed.
-:func:`share_heldout` divides a small held-out pool between non-members and
-validation. Every random choice draws from its own stream (:func:`seeded_rng`).
+:func:`draw_train` and :func:`draw_heldout` then sample train, members,
+non-members and validation; non-member and validation candidates that copy
+a training text are skipped. Every random choice draws from its own stream
+(:func:`seeded_rng`), so e.g. changing ``n_nonmembers`` leaves the members as
+they are.
 """
 
 from __future__ import annotations
@@ -16,10 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from jaxmem.data.overlap import dedupe
+from jaxmem.data.overlap import dedupe, drop_exact_copies, pick_nonmembers
 from jaxmem.data.units import Source, Unit
 
-__all__ = ["PAPER_SIZES", "requested_sizes", "seeded_rng", "sample", "pools", "share_heldout"]
+__all__ = [
+    "PAPER_SIZES",
+    "requested_sizes",
+    "seeded_rng",
+    "sample",
+    "pools",
+    "draw_train",
+    "draw_heldout",
+]
 
 #: Table 1 of the paper: fine-tuning examples, members, non-members.
 PAPER_SIZES = {
@@ -146,7 +157,7 @@ def pools(
     return train_pool, heldout, val_pool, split_info, n_repeats
 
 
-def share_heldout(want: dict, soft: set[str], n_heldout: int) -> tuple[int, int]:
+def _share_heldout(want: dict, soft: set[str], n_heldout: int) -> tuple[int, int]:
     """Non-member and validation counts when validation is carved from ``n_heldout`` units."""
     k_want, v_want = want["n_nonmembers"], want["n_validation"]
     if n_heldout < k_want + v_want:  # too little: share held-out
@@ -156,3 +167,49 @@ def share_heldout(want: dict, soft: set[str], n_heldout: int) -> tuple[int, int]
             k_want = min(k_want, max(1, round(n_heldout * k_want / (k_want + v_want))))
         v_want = min(v_want, n_heldout - k_want)
     return k_want, v_want
+
+
+def draw_train(train_pool: list[Unit], want: dict, seed: int) -> tuple[list[str], list[int]]:
+    """The training texts, and which of them (by index) are members."""
+    train = [u.text for u in sample(train_pool, want["n_train"], seeded_rng(seed, 1))]
+    member_idx = [int(k) for k in seeded_rng(seed, 2).permutation(len(train))[: want["n_members"]]]
+    return train, member_idx
+
+
+def draw_heldout(
+    train: list[str],
+    member_idx: list[int],
+    heldout: list[Unit],
+    val_pool: list[Unit] | None,
+    want: dict,
+    soft: set[str],
+    seed: int,
+    threshold: float | None,
+) -> tuple[list[str], list[str], dict]:
+    """Non-members and validation texts, none a duplicate of a training text; the overlap report."""
+    if val_pool is None:
+        k_want, v_want = _share_heldout(want, soft, len(heldout))
+    else:
+        k_want, v_want = want["n_nonmembers"], None
+    candidates = sample(heldout, None, seeded_rng(seed, 3))
+    picked, overlap = pick_nonmembers(
+        train, set(member_idx), candidates, k_want + (v_want or 0), threshold
+    )
+    nonmembers = [u.text for u in picked[:k_want]]
+    if val_pool is None:
+        validation = [u.text for u in picked[k_want : k_want + v_want]]
+    else:
+        # Validation perplexity must not be measured on training or non-member texts.
+        usable = drop_exact_copies(
+            [u.text for u in sample(val_pool, None, seeded_rng(seed, 4))], train + nonmembers
+        )
+        overlap["validation_dropped"] = len(val_pool) - len(usable)
+        validation = usable[: want["n_validation"]]
+    if candidates and not nonmembers:
+        raise ValueError(
+            f"all {overlap['checked']} non-member candidates are exact or near duplicates of "
+            "training texts: the held-out data is the same as the training data. Check that "
+            "the test split is not a copy of the train split"
+            + ("" if threshold is None else ", or raise near_dup_threshold")
+        )
+    return nonmembers, validation, overlap
