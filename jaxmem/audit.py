@@ -24,6 +24,7 @@ import numpy as np
 
 from jaxmem import attacks as A
 from jaxmem import metrics as M
+from jaxmem.data.overlap import drop_exact_copies
 from jaxmem.scoring import score_texts
 
 
@@ -44,9 +45,7 @@ def check_member_sets(members: Sequence[str], nonmembers: Sequence[str]) -> tupl
     if not members or not nonmembers:
         raise ValueError(f"Need both members and non-members (got {len(members)} and "
                          f"{len(nonmembers)}).")
-    norm = lambda t: " ".join(t.split()).lower()  # noqa: E731
-    member_set = {norm(t) for t in members}
-    keep = [t for t in nonmembers if norm(t) not in member_set]
+    keep = drop_exact_copies(nonmembers, members)
     if not keep:
         raise ValueError("Every non-member is also a member: the two sets are identical, so no "
                          "attack can tell them apart. Draw non-members from held-out data.")

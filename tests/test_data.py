@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jaxmem import data
+from jaxmem.data import embedded, overlap
 from jaxmem.data import KNOWN_CORPORA, Corpus, find_overlaps, load_corpus, read_text_file
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -103,7 +104,7 @@ def test_find_overlaps_matches_brute_force():
     b = [
         " ".join(w[: len(w) - rng.randint(0, 3)]) for w in base[30:] + base[:30]
     ]  # some near copies
-    sa, sb = [data._shingles(t) for t in a], [data._shingles(t) for t in b]
+    sa, sb = [overlap.shingles(t) for t in a], [overlap.shingles(t) for t in b]
     for threshold in (0.3, 0.5, 0.8, 1.0):
         expected = [
             (i, j, len(x & y) / len(x | y))
@@ -716,7 +717,7 @@ def embedded_cache(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("JAXMEM_CACHE", str(cache))
     start = time.perf_counter()
-    articles, meta = data._embedded_articles()
+    articles, meta = embedded.embedded_articles()
     first = time.perf_counter() - start
     yield {"dir": cache, "articles": articles, "meta": meta, "first_s": first}
     mp.undo()
@@ -729,12 +730,12 @@ def test_embedded_corpus_is_cached(embedded_cache, monkeypatch):
     files = list(embedded_cache["dir"].iterdir())
     assert [f.suffix for f in files] == [".json"]  # no temp file left behind
     start = time.perf_counter()
-    articles, meta = data._embedded_articles()
+    articles, meta = embedded.embedded_articles()
     assert meta["cache_hit"] is True and articles == embedded_cache["articles"]
     assert time.perf_counter() - start < max(1.0, embedded_cache["first_s"] / 2)
     # A corrupt cache is ignored and rewritten.
     files[0].write_text("{ not json")
-    articles, meta = data._embedded_articles()
+    articles, meta = embedded.embedded_articles()
     assert meta["cache_hit"] is False and articles == embedded_cache["articles"]
     assert json.loads(files[0].read_text())["sha256"] == meta["sha256"]
 
@@ -776,7 +777,7 @@ def test_embedded_corpus_default(embedded_cache, monkeypatch):
 
 
 def test_embedded_corpus_missing_packages(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_EMBEDDED_DIST", "surely-not-an-installed-dist")
+    monkeypatch.setattr(embedded, "_EMBEDDED_DIST", "surely-not-an-installed-dist")
     with pytest.raises(ImportError, match="pip install gensim==4.4.0 --no-deps mwparserfromhell"):
         load_corpus("default")
     monkeypatch.undo()
