@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -274,3 +275,70 @@ def test_cudnn_branch_emulated_on_cpu(monkeypatch):
 @pytest.mark.parametrize("kind", ["gpt2", "llama-gqa"])
 def test_cudnn_attention_on_gpu(kind):
     _check_cudnn_against_einsum(kind, with_model_grads=True)
+
+
+# ----------------------------------------------------------------------------- Flax layout
+
+def _tiny_llama():
+    return ModelConfig(arch="llama", vocab_size=64, d_model=32, n_layers=3, n_heads=4,
+                       n_kv_heads=2, d_ff=48, max_positions=64, tie_embeddings=False)
+
+
+@pytest.mark.parametrize("remat", ["full", "dots"])
+def test_remat_gives_the_same_loss_and_gradients(remat):
+    """nn.remat changes what the backward pass keeps, never what it computes."""
+    cfg = _tiny_llama()
+    params, _ = init_method("lora:r=4,target=all", transformer.init_params(
+        cfg, jax.random.PRNGKey(0)), cfg, jax.random.PRNGKey(1))
+    ids, mask = (jnp.asarray(x) for x in _inputs(cfg.vocab_size, t=16))
+    grad = lambda c: jax.grad(_nll, has_aux=True)(params, c, ids, mask)  # noqa: E731
+    (g0, out0), (g1, out1) = grad(cfg), grad(dataclasses.replace(cfg, remat=remat))
+    assert rel_err(out1, out0) < 1e-6
+    flat0, flat1 = jax.tree.leaves(g0), jax.tree.leaves(g1)
+    assert len(flat0) == len(flat1) and all(rel_err(b, a) < 1e-5 for a, b in zip(flat0, flat1))
+    with pytest.raises(ValueError, match="remat must be one of"):
+        dataclasses.replace(cfg, remat="some")
+
+
+@pytest.mark.parametrize("method", ["lora:target=all", "ia3", "prefix:prefix_projection=true",
+                                    "prompt", "ptuning:encoder=lstm", "head"])
+def test_methods_are_what_the_modules_create(method):
+    """A method's leaves come from the decoder's own modules: re-initializing the decoder with
+    the adapters read off the tuned params gives the same tree (paths, shapes, logical axes),
+    and exactly the added leaves train (lora_scale, a constant, does not)."""
+    from flax import traverse_util
+
+    from jaxmem.models import Adapters, abstract_params, logical_axes
+
+    cfg = dataclasses.replace(_tiny_llama(), tie_embeddings=True)
+    base = transformer.init_params(cfg, jax.random.PRNGKey(0))
+    params, labels = init_method(method, base, cfg, jax.random.PRNGKey(1))
+    ad = Adapters.of(params)
+    fresh = jax.tree.map(jnp.shape, flax.linen.unbox(abstract_params(cfg, ad)))
+    assert fresh == jax.tree.map(jnp.shape, params)
+    axes = traverse_util.flatten_dict(logical_axes(params, cfg))
+    flat_base = traverse_util.flatten_dict(base)
+    for path, label in traverse_util.flatten_dict(labels).items():
+        added = path not in flat_base
+        assert (label == "trainable") == ((added and path[-1] != "lora_scale")
+                                          or (method == "head" and path[0] == "lm_head")), path
+        if added and method != "head":  # a method's own leaves: replicated logical axes
+            assert set(axes[path]) <= {"layers", "adapter", "adapter_out"}, (path, axes[path])
+
+
+def test_param_table_and_info():
+    from jaxmem.models.summary import format_param_table, param_table
+
+    cfg = _tiny_llama()
+    params, labels = init_method("lora", transformer.init_params(cfg, jax.random.PRNGKey(0)),
+                                 cfg)
+    rows = param_table(params, cfg, labels)
+    by_name = {r["name"]: r for r in rows}
+    q = by_name["layers/attn/q_proj/lora_a"]
+    assert q["shape"] == (3, 32, 8) and q["trains"] and q["logical axes"] == (
+        "layers", "adapter", "adapter_out")
+    assert by_name["layers/attn/q_proj/kernel"]["logical axes"] == ("layers", "embed", "heads")
+    assert by_name["wte"]["logical axes"] == ("vocab", "embed") and not by_name["wte"]["trains"]
+    assert sum(r["count"] for r in rows) == sum(x.size for x in jax.tree.leaves(params))
+    text = format_param_table(rows)
+    assert "layers/mlp/down_proj/kernel" in text and "trainable: 2,688 " in text
