@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import types
+import sys
 import typing
-import warnings
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -77,8 +77,7 @@ class _DeprecatedFlag(argparse.Action):
         super().__init__(*args, **kw)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        warnings.warn(f"{option_string} is deprecated; use {self.canonical}.", FutureWarning,
-                      stacklevel=2)
+        print(f"warning: {option_string} is deprecated; use {self.canonical}.", file=sys.stderr)
         setattr(namespace, self.dest, self.convert(values))
 
 
@@ -115,10 +114,10 @@ def add_dataclass_args(parser, cls, *, only=None, skip=(), defaults=None, meta=N
     """Adds one ``--flag`` per field of dataclass ``cls`` (nested dataclasses flattened).
 
     The flag is ``--field-name`` (a nested field ``optim.lr`` gives ``--lr``) unless the field's
-    metadata names another (``flag``); deprecated ``aliases`` still parse, with a warning. Every
-    flag defaults to None, so :func:`dataclass_from_args` keeps the dataclass's own default when
-    a flag is not given. The help text comes from the field's ``metadata["help"]`` (see
-    :func:`field`) and shows the default.
+    metadata names another (``flag``); deprecated ``aliases`` still parse, with a warning. A
+    flag's default is the field's (or this command's, ``defaults``); its help text comes from the
+    field's ``metadata["help"]`` (see :func:`field`) and shows the default. The parsed value's
+    ``dest`` is the dotted field name; :func:`dataclass_from_args` builds the dataclass back.
 
     Args:
       only, skip: dotted field names to include / leave out.
@@ -142,7 +141,7 @@ def add_dataclass_args(parser, cls, *, only=None, skip=(), defaults=None, meta=N
         default = defaults.get(name, own[name])
         flag = m.get("flag") or "--" + name.rpartition(".")[2].replace("_", "-")
         shown = ",".join(default) if isinstance(default, tuple) else default
-        kw = dict(dest=name, default=None, help=f"{m['help']} (default: {shown})")
+        kw = dict(dest=name, default=default, help=f"{m['help']} (default: {shown})")
         if is_bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         else:
@@ -150,15 +149,10 @@ def add_dataclass_args(parser, cls, *, only=None, skip=(), defaults=None, meta=N
             metavar = "{" + ",".join(choices) + "}" if choices else name.rpartition(".")[2].upper()
             parser.add_argument(flag, type=convert, choices=choices, metavar=metavar, **kw)
             for alias in m.get("aliases", ()):
-                parser.add_argument(alias, dest=name, default=None, help=argparse.SUPPRESS,
+                parser.add_argument(alias, dest=name, default=default, help=argparse.SUPPRESS,
                                     action=_DeprecatedFlag, canonical=flag, convert=convert)
-        if name in defaults:
-            parser.set_defaults(**{_DEFAULT + name: defaults[name]})
         names.append(name)
     return names
-
-
-_DEFAULT = "_command_default_"
 
 
 def _defaults(cls) -> dict:
@@ -173,18 +167,12 @@ def _defaults(cls) -> dict:
     return out
 
 
-def dataclass_from_args(cls, args, base=None, **fixed):
-    """A ``cls`` instance from parsed arguments: flags given override ``base`` (default
-    ``cls()``), then command defaults set by :func:`add_dataclass_args`, then ``fixed``."""
-    values = {}
+def dataclass_from_args(cls, args, **fixed):
+    """The ``cls`` instance that flags added by :func:`add_dataclass_args` describe (fields
+    without a flag keep their defaults); ``fixed`` (dotted names) overrides."""
     ns = vars(args)
-    for name, _, _ in iter_fields(cls):
-        if ns.get(name) is not None:
-            values[name] = ns[name]
-        elif _DEFAULT + name in ns:
-            values[name] = ns[_DEFAULT + name]
-    values.update(fixed)
-    return replace_nested(base if base is not None else cls(), values)
+    values = {name: ns[name] for name, _, _ in iter_fields(cls) if name in ns}
+    return replace_nested(cls(), {**values, **fixed})
 
 
 def replace_nested(obj, values: dict):

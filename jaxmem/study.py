@@ -43,7 +43,7 @@ from jaxmem.train import TrainConfig
 EXECUTION_FIELDS = ("mesh",)
 STUDY_ATTACKS = tuple(a for a in DEFAULT_ATTACKS if a != "lowercase")
 
-# The flat options of jaxmem before 0.2 (and of study.json files it wrote) -> their nested homes.
+# The flat study options of earlier versions (and of study.json files they wrote) -> their homes.
 FLAT_OPTIONS = {
     "epochs": ("train.epochs",), "batch_size": ("train.batch_size",),
     "grad_accum": ("train.grad_accum",), "lr_default": ("train.optim.lr",),
@@ -197,7 +197,7 @@ def migrate_study_json(out: Path) -> None:
             new = StudyConfig.from_dict(old, flat_ok=True).to_dict()
         except (ValueError, TypeError) as e:
             raise ValueError(
-                f"{path} was written by jaxmem before 0.2, whose study options were flat "
+                f"{path} was written by an older jaxmem, whose study options were flat "
                 f"(epochs, block_size, ...; now under train: and audit:), and cannot be "
                 f"converted ({e}). Use another --out-dir, or --overwrite to start over.") from e
         if is_main_process():
@@ -247,6 +247,11 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
 
     Returns:
       The result rows (also in ``results.csv`` / ``results.json``).
+
+    Example:
+        >>> import jaxmem
+        >>> cfg = jaxmem.StudyConfig.from_yaml("experiments/demo.yaml", ["train.epochs=2"])
+        >>> rows = jaxmem.run_study(cfg, "results/demo")  # resumes if stopped
     """
     from jaxmem.audit import run_attacks_on
     from jaxmem.data import load_corpus

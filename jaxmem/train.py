@@ -25,7 +25,9 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
+import types
 from pathlib import Path
 from typing import Sequence
 
@@ -431,3 +433,14 @@ def load_checkpoint(run_dir, params: dict, cfg: ModelConfig, tokenizer=None,
               else sh.place_params(params, mesh, labels))
     params, _ = _restore(run_dir / "checkpoints", epoch, params, labels)
     return params, labels
+
+
+class _CallableModule(types.ModuleType):
+    """``jaxmem.train`` is both this module and, called, the function :func:`train`: Python sets
+    a package's attribute to its submodule on import, so the two cannot be told apart by name."""
+
+    def __call__(self, *args, **kwargs) -> TrainResult:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
