@@ -159,7 +159,7 @@ def bench_scoring(model, params, cfg, ids: np.ndarray, args, device) -> dict:
     out, first = {}, {}
     for side, c in jax_sides(cfg, args).items():
         run = lambda s, c=c: score_sequences(  # noqa: E731
-            on_device, c, s, batch_size=args.score_batch, max_length=ids.shape[1],
+            on_device, c, s, batch_size=args.score_batch, block_size=ids.shape[1],
             dtype=args.dtype)
         t = time.perf_counter()
         first[side] = run(seqs[:args.score_batch])

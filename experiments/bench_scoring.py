@@ -94,7 +94,7 @@ def compiled_token_stats(params, cfg, ids: np.ndarray, dtype: str, min_tokens: i
     def step() -> float:
         for _ in range(calls):
             out = jax.block_until_ready(compiled(params, x, mask))
-        return float(out["logp"][0, 0])
+        return float(out.logp[0, 0])
 
     return step, calls, compile_s
 
@@ -232,12 +232,12 @@ def main() -> None:
 
     t = time.perf_counter()
     score_sequences(params, cfg, seqs[: args.batch_size], batch_size=args.batch_size,
-                    max_length=args.seq_len, dtype=args.dtype)
+                    block_size=args.seq_len, dtype=args.dtype)
     compile_s = time.perf_counter() - t
     best = float("inf")
     for _ in range(3):
         t = time.perf_counter()
-        score_sequences(params, cfg, seqs, batch_size=args.batch_size, max_length=args.seq_len,
+        score_sequences(params, cfg, seqs, batch_size=args.batch_size, block_size=args.seq_len,
                         dtype=args.dtype)
         best = min(best, time.perf_counter() - t)
     results["jaxmem (jit, batched)"] = best
