@@ -40,7 +40,7 @@ class AuditConfig:
     batch_size: int = field(16, help="texts per scoring batch")
     dtype: str = field("float32", choices=DTYPES, help="compute dtype of the scoring passes")
     n_boot: int = field(1000, help="bootstrap resamples for the confidence intervals")
-    seed: int = field(0, help="seed of the bootstrap")
+    seed: int = field(0, help="seed of the bootstrap (jaxmem attack: also of the corpus split)")
     nan_policy: str = field("raise", choices=("raise", "drop"),
                             help="NaN scores: raise, or drop them and count them")
 

@@ -118,8 +118,7 @@ def cmd_train(args) -> int:
     params, cfg, tok = _load(args, args.model)
     res = train(params, cfg, tok, args.method, corpus.train, corpus.validation, args.run_dir,
                 dataclass_from_args(TrainConfig, args), model_name=args.model,
-                overwrite=args.overwrite,
-                mesh=args.mesh)
+                overwrite=args.overwrite, mesh=args.mesh)
     if not _main_process():
         return 0
     (Path(args.run_dir) / "corpus.json").write_text(json.dumps(

@@ -9,8 +9,9 @@
 * :func:`field` : a dataclass field with its help text (and optional choices / CLI spelling).
 
 Example:
+    >>> from jaxmem.train import OPTIM_FIELDS, TrainConfig
     >>> p = argparse.ArgumentParser()
-    >>> add_dataclass_args(p, TrainConfig)
+    >>> add_dataclass_args(p, TrainConfig, meta=OPTIM_FIELDS)
     >>> tcfg = dataclass_from_args(TrainConfig, p.parse_args(["--epochs", "2"]))
 """
 
@@ -18,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import types
 import sys
+import types
 import typing
 
 DTYPES = ("float32", "bfloat16", "float16")
