@@ -24,7 +24,7 @@ the same. Inputs are random token ids (throughput does not depend on them), ever
 ``--seq-len`` long, so nothing is padded. Mixed precision on both sides: float32 weights and
 optimizer state, bfloat16 compute (scoring: bfloat16 weights on the PyTorch side, as usual).
 
-% of peak divides model FLOPs (``bench_scoring.scoring_flops``, ``bench_training.train_flops``)
+% of peak divides model FLOPs (``bench_common.forward_flops``, ``bench_training.train_flops``)
 by the best bf16 n x n x n matmul measured in the same run (the faster of jax and PyTorch).
 Parts that would start after ``--budget-s`` seconds are skipped and listed, so the whole run stays
 within about five minutes on a GPU (model loading and compilation included).
@@ -53,10 +53,10 @@ import numpy as np
 # jax must not take most of the GPU up front: PyTorch runs in the same process.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_scoring import (matmul_peak, print_results, scoring_flops,  # noqa: E402
-                           torch_reference, torch_stats)
-from bench_training import (jaxmem_step, time_interleaved, torch_matmul_peak,  # noqa: E402
-                            torch_step, train_flops)
+from bench_common import (forward_flops, matmul_peak, print_results,  # noqa: E402
+                          time_interleaved, torch_matmul_peak, torch_reference)
+from bench_scoring import torch_stats  # noqa: E402
+from bench_training import jaxmem_step, torch_step, train_flops  # noqa: E402
 
 MODELS = ("gpt2", "smollm2-135m")
 METHODS = ("full", "lora")
@@ -159,7 +159,7 @@ def bench_scoring(model, params, cfg, ids: np.ndarray, args, device) -> dict:
     out, first = {}, {}
     for side, c in jax_sides(cfg, args).items():
         run = lambda s, c=c: score_sequences(  # noqa: E731
-            on_device, c, s, batch_size=args.score_batch, max_length=ids.shape[1],
+            on_device, c, s, batch_size=args.score_batch, block_size=ids.shape[1],
             dtype=args.dtype)
         t = time.perf_counter()
         first[side] = run(seqs[:args.score_batch])
@@ -306,7 +306,7 @@ def main() -> None:
             if method is None:
                 res = bench_scoring(torch_model, params, cfg, ids, args, device)
                 tokens = args.score_texts * (args.seq_len - 1)
-                flops = {k: scoring_flops(cfg, args.score_texts * args.seq_len, args.seq_len)
+                flops = {k: forward_flops(cfg, args.score_texts * args.seq_len, args.seq_len)
                          for k in res}
             else:
                 batch = ids[:args.train_batch]

@@ -35,45 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def texts_for_bench(n: int) -> tuple[list[str], str]:
-    wiki = SHARED / "wikitext-2-raw" / "wiki.test.raw"
-    if wiki.exists():
-        paras = [ln.strip() for ln in wiki.read_text().splitlines()
-                 if len(ln.strip()) > 600 and not ln.strip().startswith("=")]
-        return paras[:n], "WikiText-2 test paragraphs"
-    from jaxmem.data import load_corpus
-    return load_corpus("default", seed=0).train[:n], "embedded default corpus"
-
-
-def matmul_peak(dtype: str, n: int = 2048, reps: int = 10) -> float:
-    """Best FLOP/s of an n x n x n matmul under jax (the same XLA backend scoring uses)."""
-    import jax
-    import jax.numpy as jnp
-
-    dt = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dt)
-    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), dt)
-    f = jax.jit(lambda x, y: x @ y)
-    f(a, b).block_until_ready()
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        f(a, b).block_until_ready()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
-
-
-def scoring_flops(cfg, n_tokens_padded: int, seq_len: int) -> float:
-    """Forward FLOPs for n padded token positions: 2 x (block + head params) + attention."""
-    d, f, L = cfg.d_model, cfg.d_ff, cfg.n_layers
-    dq, dkv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
-    mlp = (3 if cfg.arch != "gpt2" else 2) * d * f
-    per_layer = d * dq + 2 * d * dkv + dq * d + mlp
-    attn = 2 * 2 * seq_len * dq  # QK^T and PV per query position (full square, as computed)
-    return n_tokens_padded * (2 * L * per_layer + L * attn + 2 * d * cfg.vocab_size)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import (forward_flops, machine, matmul_peak, print_results,  # noqa: E402
+                          real_batch, texts_for_bench, time_interleaved, torch_reference)
 
 
 def load_bench_model(name: str):
@@ -84,28 +48,6 @@ def load_bench_model(name: str):
 
     params, cfg, tok = load_model(name)
     return jax.device_put(params), cfg, tok
-
-
-def machine() -> str:
-    import jax
-
-    return (f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} backend "
-            f"{jax.default_backend()} ({jax.devices()[0].device_kind})")
-
-
-def torch_reference(model_name: str):
-    """The same weights as a transformers PyTorch model (GGUF loader or HF directory)."""
-    import torch
-    import transformers
-
-    from jaxmem.models.checkpoints import ALIASES, EMBEDDED
-
-    if model_name in EMBEDDED:
-        path = EMBEDDED[model_name]()
-        return transformers.AutoModelForCausalLM.from_pretrained(
-            os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
-    return transformers.AutoModelForCausalLM.from_pretrained(
-        ALIASES.get(model_name, model_name), dtype=torch.float32).eval()
 
 
 def torch_stats(logits, ids):
@@ -120,9 +62,7 @@ def torch_stats(logits, ids):
 
 
 def bench_ids(tok, vocab_size: int, batch: int, seq_len: int) -> tuple[np.ndarray, str]:
-    """batch x seq_len real token ids (``bench_training.real_batch``), random ids if too few."""
-    from bench_training import real_batch
-
+    """batch x seq_len real token ids (``bench_common.real_batch``), random ids if too few."""
     try:
         return real_batch(tok, batch, seq_len)
     except SystemExit:
@@ -131,7 +71,7 @@ def bench_ids(tok, vocab_size: int, batch: int, seq_len: int) -> tuple[np.ndarra
 
 
 def compiled_token_stats(params, cfg, ids: np.ndarray, dtype: str, min_tokens: int):
-    """A timed step for ``bench_training.time_interleaved`` over the jitted scoring pass on ids.
+    """A timed step for ``bench_common.time_interleaved`` over the jitted scoring pass on ids.
 
     Lowers and compiles ``token_stats`` ahead of time, so compile time is measured alone. One step
     runs ``calls`` back-to-back calls, enough to cover ``min_tokens`` tokens.
@@ -154,7 +94,7 @@ def compiled_token_stats(params, cfg, ids: np.ndarray, dtype: str, min_tokens: i
     def step() -> float:
         for _ in range(calls):
             out = jax.block_until_ready(compiled(params, x, mask))
-        return float(out["logp"][0, 0])
+        return float(out.logp[0, 0])
 
     return step, calls, compile_s
 
@@ -198,7 +138,6 @@ def run_sweep(args) -> None:
                          f"({cfg.max_positions}).")
     ids, source = bench_ids(tok, cfg.vocab_size, max(batch_sizes), max(seq_lens))
     peaks = [matmul_peak(args.dtype)]  # measured again at the end; the better one is the peak
-    from bench_training import time_interleaved
 
     sides = {}
     for seq_len in seq_lens:
@@ -213,7 +152,7 @@ def run_sweep(args) -> None:
     for (seq_len, batch), side in sides.items():
         per_call = [t / side["calls"] for t in side["times"]]
         secs = float(np.median(per_call))
-        flops = scoring_flops(cfg, batch * seq_len, seq_len)
+        flops = forward_flops(cfg, batch * seq_len, seq_len)
         rows.append({"seq_len": seq_len, "batch": batch, "tokens_per_call": batch * (seq_len - 1),
                      "ms_per_batch": 1e3 * secs, "tokens_per_s": batch * (seq_len - 1) / secs,
                      "best_tokens_per_s": batch * (seq_len - 1) / min(per_call),
@@ -225,7 +164,7 @@ def run_sweep(args) -> None:
     for r in rows:
         r["pct_of_peak"] *= peaks[0] / peak
     # scored tokens/s if every FLOP ran at the measured matmul peak
-    peak_tps = {t: peak / scoring_flops(cfg, t, t) * (t - 1) for t in seq_lens}
+    peak_tps = {t: peak / forward_flops(cfg, t, t) * (t - 1) for t in seq_lens}
     meta = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "model": args.model,
             "dtype": args.dtype, "tokens": source, "matmul_peak_gflops": peak / 1e9,
             "matmul_peak_gflops_start_end": [round(p / 1e9, 1) for p in peaks],
@@ -253,24 +192,6 @@ def run_sweep(args) -> None:
                     "best tokens/s": f"{r['best_tokens_per_s']:.0f}",
                     "% of matmul peak": f"{r['pct_of_peak']:.0f}%",
                     "compile (s)": f"{r['compile_s']:.1f}"} for r in rows])
-
-
-def print_results(meta: dict, table: list[dict], *more_tables: list[dict], json_path=None,
-                  rows=None, meta_fmt: str = ".1f") -> None:
-    """Prints a run's facts as a list, then each table (rows of formatted cells) in Markdown.
-
-    With ``json_path``, ``{"meta": meta, "rows": rows}`` (the unformatted figures) goes there.
-    Shared by every benchmark under ``experiments/``.
-    """
-    from jaxmem.report import markdown_table
-
-    print("\n".join(f"- {k}: {v:{meta_fmt}}" if isinstance(v, float) else f"- {k}: {v}"
-                    for k, v in meta.items()))
-    for t in (table, *more_tables):
-        print()
-        print(markdown_table(t))
-    if json_path:
-        Path(json_path).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
 
 
 def main() -> None:
@@ -306,17 +227,17 @@ def main() -> None:
     n = len(seqs)
     tokens = n * (args.seq_len - 1)
     peak = matmul_peak(args.dtype)
-    flops = scoring_flops(cfg, n * args.seq_len, args.seq_len)
+    flops = forward_flops(cfg, n * args.seq_len, args.seq_len)
     results = {}
 
     t = time.perf_counter()
     score_sequences(params, cfg, seqs[: args.batch_size], batch_size=args.batch_size,
-                    max_length=args.seq_len, dtype=args.dtype)
+                    block_size=args.seq_len, dtype=args.dtype)
     compile_s = time.perf_counter() - t
     best = float("inf")
     for _ in range(3):
         t = time.perf_counter()
-        score_sequences(params, cfg, seqs, batch_size=args.batch_size, max_length=args.seq_len,
+        score_sequences(params, cfg, seqs, batch_size=args.batch_size, block_size=args.seq_len,
                         dtype=args.dtype)
         best = min(best, time.perf_counter() - t)
     results["jaxmem (jit, batched)"] = best

@@ -52,62 +52,20 @@ import numpy as np
 # jax must not grab most of a GPU's memory up front: PyTorch runs in the same process afterwards.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_scoring import (matmul_peak, print_results, texts_for_bench,  # noqa: E402
-                           torch_reference)
+from bench_common import (forward_flops, matmul_peak, print_results, real_batch,  # noqa: E402
+                          time_interleaved, torch_matmul_peak, torch_reference)
 
 METHODS = ("full", "lora", "prefix")
 N_VIRTUAL = 20
 
 
-def forward_flops(cfg, batch: int, seq_len: int, n_prefix: int = 0) -> float:
-    """Forward FLOPs of the base model for batch x seq_len tokens (n_prefix extra keys)."""
-    d, f, L = cfg.d_model, cfg.d_ff, cfg.n_layers
-    dq, dkv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
-    mlp = (3 if cfg.arch != "gpt2" else 2) * d * f
-    per_layer = d * dq + 2 * d * dkv + dq * d + mlp
-    attn = 2 * 2 * (seq_len + n_prefix) * dq
-    return batch * seq_len * (2 * L * per_layer + L * attn + 2 * d * cfg.vocab_size)
-
-
 def train_flops(cfg, method: str, batch: int, seq_len: int, n_trainable: int) -> float:
     """Model FLOPs of one training step (see the module docstring)."""
     if method == "full":
-        return 3 * forward_flops(cfg, batch, seq_len)
+        return 3 * forward_flops(cfg, batch * seq_len, seq_len)
     n_prefix = N_VIRTUAL if method == "prefix" else 0
-    return 2 * forward_flops(cfg, batch, seq_len, n_prefix) + 6 * n_trainable * batch * seq_len
-
-
-def real_batch(tok, batch: int, seq_len: int) -> tuple[np.ndarray, str]:
-    """batch x seq_len token ids: the first seq_len tokens of texts at least that long."""
-    n = 4 * batch
-    while True:
-        texts, source = texts_for_bench(n)
-        seqs = [s[:seq_len] for s in tok(texts)["input_ids"] if len(s) >= seq_len]
-        if len(seqs) >= batch:
-            return np.asarray(seqs[:batch], np.int32), source
-        if len(texts) < n:
-            raise SystemExit(f"Only {len(seqs)} texts of the bench data reach {seq_len} tokens; "
-                             f"lower --seq-len or --batch-size.")
-        n *= 4
-
-
-def torch_matmul_peak(dtype: str, device: str, n: int = 2048, reps: int = 10) -> float:
-    """Best FLOP/s of an n x n x n matmul under PyTorch (its own BLAS / cuBLAS)."""
-    import torch
-
-    dt = torch.bfloat16 if dtype == "bfloat16" else torch.float32
-    a = torch.randn(n, n, dtype=dt, device=device)
-    b = torch.randn(n, n, dtype=dt, device=device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    (a @ b).sum().item()
-    best = float("inf")
-    for _ in range(reps):
-        sync()
-        t = time.perf_counter()
-        a @ b
-        sync()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
+    return (2 * forward_flops(cfg, batch * seq_len, seq_len + n_prefix)
+            + 6 * n_trainable * batch * seq_len)
 
 
 def jaxmem_step(model, method: str, ids: np.ndarray, args):
@@ -172,27 +130,6 @@ def torch_step(base, method: str, ids: np.ndarray, args, device: str):
         return float(loss.item())
 
     return step, sum(p.numel() for p in params)
-
-
-def time_interleaved(sides: dict, warmup: int, steps: int) -> None:
-    """Times each side's ``step()`` (which returns the loss) in place.
-
-    ``warmup`` steps per side come first; the first is timed and its loss kept (``first_step_s``,
-    ``first_loss``). Then ``steps`` rounds run the sides interleaved, so both see the same machine
-    load; per-step seconds go to ``times`` and the final loss to ``last_loss``.
-    """
-    for side in sides.values():
-        side["times"] = []
-        for i in range(max(warmup, 1)):
-            t = time.perf_counter()
-            loss = side["step"]()
-            if i == 0:
-                side["first_step_s"], side["first_loss"] = time.perf_counter() - t, loss
-    for _ in range(steps):
-        for side in sides.values():
-            t = time.perf_counter()
-            side["last_loss"] = side["step"]()
-            side["times"].append(time.perf_counter() - t)
 
 
 def run_method(method: str, model, base, ids: np.ndarray, args, device) -> dict:

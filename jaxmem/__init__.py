@@ -1,2 +1,71 @@
-"""jaxmem: how much does a fine-tuning method make a language model memorize?"""
+"""jaxmem: how much does a fine-tuning method make a language model memorize?
+
+The public API, imported lazily (``import jaxmem`` does not import JAX):
+
+* :func:`load_model` - a base model: ``(params, config, tokenizer)``
+* :func:`load_corpus` - fine-tuning, validation, member and non-member texts
+* :func:`score_texts` - per-token statistics (:class:`TokenStats`) of texts under a model
+* :func:`train` (with :class:`TrainConfig`) - fine-tune with one method, resumably (the module
+  ``jaxmem.train``, which calls :func:`jaxmem.train.train`)
+* :func:`load_checkpoint` - base params + a run's checkpoint
+* :func:`run_attacks` (with :class:`AuditConfig`) - membership inference on a model
+* :func:`run_study` (with :class:`StudyConfig`) - the whole grid, resumable
+
+Example:
+    >>> import jaxmem
+    >>> params, cfg, tok = jaxmem.load_model("smollm2-135m")
+    >>> stats = jaxmem.score_texts(params, cfg, tok, ["The cat sat on the mat."])
+    >>> stats.nll()
+"""
+
+import importlib
+
 __version__ = "0.1.0"
+
+_API = {
+    "load_corpus": ("jaxmem.data", "load_corpus"),
+    "score_texts": ("jaxmem.scoring", "score_texts"),
+    "TokenStats": ("jaxmem.scoring", "TokenStats"),
+    "train": ("jaxmem.train", None),  # the module, callable as its function train()
+    "TrainConfig": ("jaxmem.train", "TrainConfig"),
+    "load_checkpoint": ("jaxmem.train", "load_checkpoint"),
+    "run_attacks": ("jaxmem.audit", "run_attacks_on"),
+    "AuditConfig": ("jaxmem.audit", "AuditConfig"),
+    "run_study": ("jaxmem.study", "run_study"),
+    "StudyConfig": ("jaxmem.study", "StudyConfig"),
+}
+__all__ = sorted([*_API, "load_model"])
+
+
+def load_model(*args, **kwargs):
+    """Loads a base model (:func:`jaxmem.models.load_model`, same arguments).
+
+    Args:
+      name_or_path: an alias (``"smollm2-135m"``, the embedded default, or ``"gpt2"``...), a
+        Hugging Face directory, a ``.gguf`` file or a hub id.
+
+    Returns:
+      ``LoadedModel(params, config, tokenizer)``; params are float32 numpy arrays.
+
+    Example:
+        >>> import jaxmem
+        >>> params, cfg, tok = jaxmem.load_model("smollm2-135m")
+        >>> cfg.n_layers, cfg.vocab_size
+    """
+    from jaxmem.models import load_model as load
+
+    return load(*args, **kwargs)
+
+
+def __getattr__(name):
+    if name not in _API:
+        raise AttributeError(f"module 'jaxmem' has no attribute {name!r}")
+    module, attr = _API[name]
+    value = importlib.import_module(module)
+    value = value if attr is None else getattr(value, attr)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_API))

@@ -24,19 +24,32 @@ import numpy as np
 
 from jaxmem import attacks as A
 from jaxmem import metrics as M
+from jaxmem.config import DTYPES, dtype_name, field
 from jaxmem.data.overlap import drop_exact_copies
 from jaxmem.scoring import score_texts
 
 
 @dataclasses.dataclass(frozen=True)
 class AuditConfig:
-    attacks: tuple = A.DEFAULT_ATTACKS
-    block_size: int = 128
-    batch_size: int = 16
-    dtype: str = "float32"
-    n_boot: int = 1000
-    seed: int = 0
-    nan_policy: str = "raise"   # or "drop": NaN scores are dropped and counted
+    """How to attack: which attacks, how to score, how to bootstrap. ``dtype`` takes a name or a
+    jax dtype (stored as its name, see :func:`jaxmem.config.dtype_name`)."""
+
+    attacks: tuple = field(A.DEFAULT_ATTACKS, help="attack specs, comma-separated "
+                           "(loss, ref, zlib, min_k:K, min_k_pp:K, lowercase)")
+    block_size: int = field(128, help="tokens per text; longer texts are truncated",
+                            aliases=("--max-length",))
+    batch_size: int = field(16, help="texts per scoring batch")
+    dtype: str = field("float32", choices=DTYPES, help="compute dtype of the scoring passes")
+    n_boot: int = field(1000, help="bootstrap resamples for the confidence intervals")
+    seed: int = field(0, help="seed of the bootstrap (jaxmem attack: also of the corpus split)")
+    nan_policy: str = field("raise", choices=("raise", "drop"),
+                            help="NaN scores: raise, or drop them and count them")
+
+    def __post_init__(self):
+        if isinstance(self.attacks, (list, str)):
+            object.__setattr__(self, "attacks", tuple(
+                [self.attacks] if isinstance(self.attacks, str) else self.attacks))
+        object.__setattr__(self, "dtype", dtype_name(self.dtype))
 
 
 def check_member_sets(members: Sequence[str], nonmembers: Sequence[str]) -> tuple[list, list]:
@@ -76,6 +89,16 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
 
     Returns:
       {"metrics": {attack: summary}, "scores": {attack: array}, "labels": array, "info": {...}}.
+
+    Example:
+        >>> import jaxmem
+        >>> base, cfg, tok = jaxmem.load_model("smollm2-135m")
+        >>> params, _ = jaxmem.load_checkpoint("runs/lora", base, cfg, tok)
+        >>> c = jaxmem.load_corpus("default")
+        >>> res = jaxmem.run_attacks(params, cfg, tok, c.members, c.nonmembers,
+        ...                          jaxmem.AuditConfig(attacks=("loss", "ref")),
+        ...                          reference_params=base, out_dir="results/lora")
+        >>> res["metrics"]["ref"]["auc"]
     """
     if acfg.block_size > cfg.max_positions:
         raise ValueError(f"block_size {acfg.block_size} exceeds the model's context "
@@ -93,7 +116,7 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
         warnings.warn("No reference model given: the ref attack is skipped.", stacklevel=2)
         specs = [s for s in specs if s.partition(":")[0] != "ref"]
         extra.discard("reference")
-    kw = dict(batch_size=acfg.batch_size, max_length=acfg.block_size, dtype=acfg.dtype,
+    kw = dict(batch_size=acfg.batch_size, block_size=acfg.block_size, dtype=acfg.dtype,
               mesh=mesh)
     target = target_stats or score_texts(params, cfg, tokenizer, texts, **kw)
     inputs = A.AttackInputs(

@@ -3,7 +3,7 @@
     jaxmem score FILE [--model smollm2-135m] [--out scores.csv]
     jaxmem train --method lora --run-dir DIR [--corpus default] [--epochs 3]
     jaxmem attack --members M --nonmembers N [--model ...] [--out-dir DIR]
-    jaxmem study CONFIG.yaml --out-dir DIR [--set epochs=3]
+    jaxmem study CONFIG.yaml --out-dir DIR [--set train.epochs=3]
 
 Every command takes --mesh (shard over several devices: auto, DATAxFSDP such as 4x2, or xFSDP)
 and --distributed (several processes: one per TPU host or per GPU, each running this command).
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmem.config import add_dataclass_args, dataclass_from_args
 from jaxmem.report import markdown_table
 
 
@@ -68,7 +69,7 @@ def cmd_score(args) -> int:
               f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     t0 = time.perf_counter()
     stats = score_texts(params, cfg, tok, texts, batch_size=args.batch_size,
-                        max_length=args.max_length, dtype=args.dtype, progress=True,
+                        block_size=args.block_size, dtype=args.dtype, progress=True,
                         mesh=args.mesh)
     if not _main_process():
         return 0
@@ -110,25 +111,14 @@ def _corpus(args):
     return c
 
 
-def _train_config(args):
-    from jaxmem.train import TrainConfig
-    from jaxmem.tuning import OptimConfig
-
-    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
-                       block_size=args.block_size, dtype=args.dtype, seed=args.seed,
-                       optim=OptimConfig(lr=args.lr, weight_decay=args.weight_decay,
-                                         warmup_steps=args.warmup, schedule=args.schedule,
-                                         grad_clip=args.grad_clip or None))
-
-
 def cmd_train(args) -> int:
-    from jaxmem.train import train
+    from jaxmem.train import TrainConfig, train
 
     corpus = _corpus(args)
     params, cfg, tok = _load(args, args.model)
     res = train(params, cfg, tok, args.method, corpus.train, corpus.validation, args.run_dir,
-                _train_config(args), model_name=args.model, overwrite=args.overwrite,
-                mesh=args.mesh)
+                dataclass_from_args(TrainConfig, args), model_name=args.model,
+                overwrite=args.overwrite, mesh=args.mesh)
     if not _main_process():
         return 0
     (Path(args.run_dir) / "corpus.json").write_text(json.dumps(
@@ -171,9 +161,7 @@ def cmd_attack(args) -> int:
         reference, rcfg, _ = _load(args, args.reference)
         if rcfg.vocab_size != cfg.vocab_size:
             raise ValueError("The reference model must share the target's tokenizer/vocabulary.")
-    acfg = AuditConfig(attacks=tuple(a.strip() for a in args.attacks.split(",") if a.strip()),
-                       block_size=args.block_size, batch_size=args.batch_size, dtype=args.dtype,
-                       n_boot=args.n_boot, seed=args.seed, nan_policy=args.nan_policy)
+    acfg = dataclass_from_args(AuditConfig, args)
     if _main_process():
         print(f"attacking {what}: {len(members)} members vs {len(nonmembers)} non-members",
               file=sys.stderr)
@@ -249,11 +237,12 @@ def _add_corpus_args(s):
     for k in ("n-train", "n-validation", "n-members", "n-nonmembers"):
         s.add_argument(f"--{k}", type=int, default=None,
                        help="default: the corpus's (the paper's Table 1, capped by the data)")
-    s.add_argument("--seed", type=int, default=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from jaxmem.audit import AuditConfig
     from jaxmem.models import DEFAULT_MODEL
+    from jaxmem.train import OPTIM_FIELDS, TrainConfig
 
     p = argparse.ArgumentParser(prog="jaxmem", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -264,16 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=DEFAULT_MODEL,
                    help="alias, hub id, HF directory or .gguf file (default: %(default)s)")
     s.add_argument("--text-column", default="text")
-    s.add_argument("--max-length", type=int, default=None,
-                   help="block size in tokens; longer texts are truncated with a warning")
-    s.add_argument("--batch-size", type=int, default=8)
-    s.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    add_dataclass_args(s, AuditConfig, only=("block_size", "batch_size", "dtype"),
+                       defaults={"block_size": None, "batch_size": 8},
+                       meta={"block_size": {"help": "tokens per text; longer texts are "
+                                            "truncated with a warning; None: the model's "
+                                            "context up to 1024"}})
     s.add_argument("--show", type=int, default=20, help="rows to print (0 = all)")
     s.add_argument("--out", help="write every row to .csv / .jsonl / .parquet")
     _add_scale_args(s)
     s.set_defaults(func=cmd_score)
 
-    from jaxmem.audit import AuditConfig
     from jaxmem.tuning import METHODS
 
     t = sub.add_parser("train", help="fine-tune with one method, checkpointing every epoch")
@@ -282,16 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "options after a colon, e.g. lora:r=16,alpha=32,target=mlp")
     _add_corpus_args(t)
     t.add_argument("--run-dir", required=True)
-    t.add_argument("--epochs", type=int, default=3)
-    t.add_argument("--batch-size", type=int, default=8)
-    t.add_argument("--grad-accum", type=int, default=1)
-    t.add_argument("--block-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=1e-4)
-    t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--warmup", type=int, default=0)
-    t.add_argument("--schedule", default="linear", choices=["linear", "cosine", "constant"])
-    t.add_argument("--grad-clip", type=float, default=1.0, help="0 disables")
-    t.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    add_dataclass_args(t, TrainConfig, meta=OPTIM_FIELDS)
     t.add_argument("--overwrite", action="store_true")
     _add_scale_args(t)
     t.set_defaults(func=cmd_train)
@@ -305,12 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--members", help="file of member texts (instead of --corpus)")
     a.add_argument("--nonmembers", help="file of non-member texts")
     _add_corpus_args(a)
-    a.add_argument("--attacks", default=",".join(AuditConfig.attacks))
-    a.add_argument("--block-size", type=int, default=128)
-    a.add_argument("--batch-size", type=int, default=16)
-    a.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    a.add_argument("--n-boot", type=int, default=1000)
-    a.add_argument("--nan-policy", choices=["raise", "drop"], default="raise")
+    add_dataclass_args(a, AuditConfig)
     a.add_argument("--out-dir", required=True)
     a.add_argument("--overwrite", action="store_true")
     _add_scale_args(a)
@@ -320,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("config", nargs="?", default=None,
                     help="YAML config (e.g. experiments/demo.yaml); omitted: all defaults")
     st.add_argument("--set", action="append", metavar="KEY=VALUE",
-                    help="override a config field (YAML value), e.g. --set epochs=3")
+                    help="override a config field (YAML value; nested fields dotted), e.g. "
+                         "--set train.epochs=3")
     st.add_argument("--out-dir", required=True)
     st.add_argument("--overwrite", action="store_true",
                     help="replace a results folder that holds a different study")

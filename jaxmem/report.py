@@ -245,7 +245,7 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
     out = Path(out)
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
-    attack = scfg.attacks[0] if scfg.attacks else "loss"
+    attack = scfg.audit.attacks[0] if scfg.audit.attacks else "loss"
     attack = next((r["attack"] for r in rows if r["attack"].startswith(attack)), attack)
     _auc_vs_epoch(rows, attack, fig_dir / "auc_vs_epoch.png",
                   title=f"{attack} AUC by epoch (paper Fig. 1)")
@@ -268,10 +268,11 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
     lines = [f"# jaxmem study: {scfg.name}", ""]
     if seconds is not None:
         lines.append(f"Run time: {seconds / 60:.1f} min. ")
+    t = scfg.train
     lines += [f"Settings: models {list(scfg.models)}, datasets {list(scfg.datasets)}, "
-              f"{scfg.epochs} epochs, block size {scfg.block_size}, batch {scfg.batch_size} x "
-              f"{scfg.grad_accum}, seed {scfg.seed}, learning rates {dict(scfg.lr) or {}} "
-              f"(default {scfg.lr_default}), {scfg.dtype}. Members are drawn from the "
+              f"{t.epochs} epochs, block size {t.block_size}, batch {t.batch_size} x "
+              f"{t.grad_accum}, seed {t.seed}, learning rates {dict(scfg.lr) or {}} "
+              f"(default {t.optim.lr}), {t.dtype}. Members are drawn from the "
               "fine-tuning set, non-members from held-out data; the reference model is the base "
               "model.", "",
               "![privacy vs utility](figures/privacy_utility.png)", ""]

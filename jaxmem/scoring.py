@@ -33,12 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmem.config import dtype_name, jnp_dtype
 from jaxmem.models.config import ModelConfig
 from jaxmem.models.transformer import head_weight, hidden_states, project
-
-
-def _dtype(name) -> jnp.dtype:
-    return jnp.dtype({"float32": jnp.float32, "bfloat16": jnp.bfloat16}.get(str(name), name))
 
 
 def vocab_stats(h: jax.Array, w: jax.Array, layout: str,
@@ -62,24 +59,55 @@ def vocab_stats(h: jax.Array, w: jax.Array, layout: str,
     return logp, a - log_s, jnp.sqrt(jnp.maximum(b - a * a, 0.0))
 
 
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=("logp", "mu", "sigma", "mask", "token_ids", "truncated"),
+                   meta_fields=())
+@dataclasses.dataclass
+class TokenStats:
+    """Per-token statistics for N examples, right-padded to the longest: arrays [N, Lmax].
+
+    What both the jitted pass (:func:`token_stats`, jax arrays, ``token_ids`` and ``truncated``
+    None) and :func:`score_texts` (numpy arrays) return; a pytree, so ``jax.device_get`` works.
+    ``mask`` marks scored tokens; ``n_tokens`` counts them; ``token_ids`` holds the ids of the
+    scored tokens (for attacks that need the text, e.g. lowercase ratios).
+    """
+
+    logp: np.ndarray
+    mu: np.ndarray
+    sigma: np.ndarray
+    mask: np.ndarray
+    token_ids: np.ndarray | None = None
+    truncated: np.ndarray | None = None
+
+    @property
+    def n_tokens(self) -> np.ndarray:
+        return self.mask.sum(-1)
+
+    def nll(self) -> np.ndarray:
+        """Mean negative log-likelihood per example (NaN where no token is scored)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return -np.where(self.mask, self.logp, 0.0).sum(-1) / self.n_tokens
+
+
 def per_token(params: dict, cfg: ModelConfig, input_ids: jax.Array, attention_mask: jax.Array,
-              *, dtype: str = "float32", chunk: int = 32, **forward_kwargs) -> dict[str, jax.Array]:
+              *, dtype="float32", chunk: int = 32, **forward_kwargs) -> "TokenStats":
     """Per-token statistics for a padded batch (un-jitted: the trainer differentiates it).
 
     Args:
       params: model params (any extra method parameters the decoder reads included).
       cfg: the architecture.
       input_ids: int32 [B, T]; attention_mask: [B, T] with 1 for real tokens (right padding).
-      dtype: compute dtype name, "float32" or "bfloat16".
+      dtype: compute dtype, a name ("float32", "bfloat16") or a jax dtype.
       chunk: positions per vocabulary chunk; bounds the [B, chunk, V] float32 working set.
         Each chunk is rematerialized in the backward pass, so training never holds [B, T, V].
       forward_kwargs: passed to the decoder (LoRA dropout during training).
 
     Returns:
-      dict of float32 [B, T-1] arrays ``logp``, ``mu``, ``sigma`` and a bool ``mask``; column t
-      describes token t+1 predicted from tokens 0..t.
+      :class:`TokenStats` of float32 [B, T-1] arrays ``logp``, ``mu``, ``sigma`` and a bool
+      ``mask`` (``token_ids`` and ``truncated`` None); column t describes token t+1 predicted
+      from tokens 0..t.
     """
-    dt = _dtype(dtype)
+    dt = jnp_dtype(dtype)
     b, t = input_ids.shape
     h = hidden_states(params, cfg, input_ids, attention_mask, dtype=dt, **forward_kwargs)[:, :-1]
     targets = input_ids[:, 1:]
@@ -98,8 +126,8 @@ def per_token(params: dict, cfg: ModelConfig, input_ids: jax.Array, attention_ma
     logp, mu, sigma = jax.lax.map(stats, (hc, tc))
     unchunk = lambda x: x.swapaxes(0, 1).reshape(b, k * c)[:, :n]  # noqa: E731
     m = attention_mask.astype(bool)
-    return {"logp": unchunk(logp), "mu": unchunk(mu), "sigma": unchunk(sigma),
-            "mask": m[:, 1:] & m[:, :-1]}
+    return TokenStats(logp=unchunk(logp), mu=unchunk(mu), sigma=unchunk(sigma),
+                      mask=m[:, 1:] & m[:, :-1])
 
 
 token_stats = jax.jit(per_token, static_argnames=("cfg", "dtype", "chunk"))
@@ -161,12 +189,12 @@ def make_batches(seqs: Sequence[Sequence[int]], batch_size: int, buckets: Sequen
         yield ids, mask, index
 
 
-def encode_texts(tokenizer, texts: Sequence[str], max_length: int,
+def encode_texts(tokenizer, texts: Sequence[str], block_size: int,
                  on_overflow: str = "truncate") -> tuple[list[list[int]], np.ndarray]:
     """Tokenizes texts as the tokenizer does by default (BOS where the model expects it).
 
     Args:
-      max_length: the block size; longer texts are cut to their first ``max_length`` tokens
+      block_size: tokens per text; longer texts are cut to their first ``block_size`` tokens
         (``on_overflow="truncate"``, with one warning counting them) or refused (``"error"``).
 
     Returns:
@@ -175,50 +203,25 @@ def encode_texts(tokenizer, texts: Sequence[str], max_length: int,
     if on_overflow not in ("truncate", "error"):
         raise ValueError(f"on_overflow must be 'truncate' or 'error', got {on_overflow!r}.")
     seqs = [list(x) for x in tokenizer(list(texts))["input_ids"]]
-    truncated = np.array([len(s) > max_length for s in seqs], bool)
+    truncated = np.array([len(s) > block_size for s in seqs], bool)
     if truncated.any():
-        msg = (f"{truncated.sum()} of {len(seqs)} texts are longer than {max_length} tokens "
+        msg = (f"{truncated.sum()} of {len(seqs)} texts are longer than {block_size} tokens "
                f"(longest {max(len(s) for s in seqs)})")
         if on_overflow == "error":
-            raise ValueError(msg + "; raise max_length (up to the model's context) or pass "
+            raise ValueError(msg + "; raise block_size (up to the model's context) or pass "
                              "on_overflow='truncate'.")
-        warnings.warn(msg + f"; they are truncated to their first {max_length} tokens.",
+        warnings.warn(msg + f"; they are truncated to their first {block_size} tokens.",
                       stacklevel=2)
-        seqs = [s[:max_length] for s in seqs]
+        seqs = [s[:block_size] for s in seqs]
     return seqs, truncated
 
 
 # ----------------------------------------------------------------------------- texts in, stats out
 
-@dataclasses.dataclass
-class TokenStats:
-    """Per-token statistics for N examples, right-padded to the longest: arrays [N, Lmax].
-
-    ``mask`` marks scored tokens; ``n_tokens`` counts them; ``token_ids`` holds the ids of the
-    scored tokens (for attacks that need the text, e.g. lowercase ratios).
-    """
-
-    logp: np.ndarray
-    mu: np.ndarray
-    sigma: np.ndarray
-    mask: np.ndarray
-    token_ids: np.ndarray
-    truncated: np.ndarray
-
-    @property
-    def n_tokens(self) -> np.ndarray:
-        return self.mask.sum(-1)
-
-    def nll(self) -> np.ndarray:
-        """Mean negative log-likelihood per example (NaN where no token is scored)."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return -np.where(self.mask, self.logp, 0.0).sum(-1) / self.n_tokens
-
-
 def score_sequences(params: dict, cfg: ModelConfig, seqs: Sequence[Sequence[int]], *,
-                    batch_size: int = 8, max_length: int | None = None, dtype: str = "float32",
+                    batch_size: int = 8, block_size: int | None = None, dtype="float32",
                     pad_id: int = 0, progress: bool = False, mesh=None) -> TokenStats:
-    """Scores already-tokenized sequences (each at most ``max_length`` tokens).
+    """Scores already-tokenized sequences (each at most ``block_size`` tokens).
 
     With a ``mesh`` (:func:`jaxmem.sharding.make_mesh`) each batch is split over all its devices
     and the params are laid out FSDP-style (:func:`jaxmem.sharding.place_params`, a no-op when
@@ -228,16 +231,17 @@ def score_sequences(params: dict, cfg: ModelConfig, seqs: Sequence[Sequence[int]
     """
     if len(seqs) == 0:
         raise ValueError("Nothing to score: the list of texts is empty.")
-    max_length = max_length or max(len(s) for s in seqs)
-    if max_length > cfg.max_positions:
-        raise ValueError(f"max_length {max_length} exceeds the model's context "
+    block_size = block_size or max(len(s) for s in seqs)
+    if block_size > cfg.max_positions:
+        raise ValueError(f"block_size {block_size} exceeds the model's context "
                          f"({cfg.max_positions} positions); lower it.")
-    buckets = length_buckets(max(max_length, 2))
+    buckets = length_buckets(max(block_size, 2))
     lmax = max(max(len(s) for s in seqs) - 1, 1)
     out = {k: np.zeros((len(seqs), lmax), np.float32) for k in ("logp", "mu", "sigma")}
     out["mask"] = np.zeros((len(seqs), lmax), bool)
     token_ids = np.zeros((len(seqs), lmax), np.int32)
     fn = token_stats
+    dtype = dtype_name(dtype)  # one compiled function per dtype, however it was spelled
     if mesh is not None:
         from jaxmem import sharding as sh
 
@@ -257,29 +261,40 @@ def score_sequences(params: dict, cfg: ModelConfig, seqs: Sequence[Sequence[int]
         keep = index >= 0
         w = min(ids.shape[1] - 1, lmax)
         for k in out:
-            out[k][index[keep], :w] = res[k][keep, :w]
+            out[k][index[keep], :w] = getattr(res, k)[keep, :w]
         token_ids[index[keep], :w] = ids[keep, 1:w + 1]
     return TokenStats(**out, token_ids=token_ids, truncated=np.zeros(len(seqs), bool))
 
 
 def score_texts(params: dict, cfg: ModelConfig, tokenizer, texts: Sequence[str], *,
-                batch_size: int = 8, max_length: int | None = None, dtype: str = "float32",
+                batch_size: int = 8, block_size: int | None = None, dtype="float32",
                 on_overflow: str = "truncate", progress: bool = False,
                 mesh=None) -> TokenStats:
     """Tokenizes and scores texts; see :func:`token_stats` for what is computed.
 
     Args:
-      max_length: block size in tokens (default: the model's context, capped at 1024).
+      block_size: tokens per text (default: the model's context, capped at 1024).
+      dtype: compute dtype, a name ("float32", "bfloat16") or a jax dtype.
       on_overflow: "truncate" (default; warns with the count) or "error" for longer texts.
       mesh: split every batch over this mesh's devices (see :func:`score_sequences`).
+
+    Returns:
+      :class:`TokenStats`, numpy arrays [len(texts), longest - 1].
+
+    Example:
+        >>> import jaxmem
+        >>> params, cfg, tok = jaxmem.load_model("smollm2-135m")
+        >>> stats = jaxmem.score_texts(params, cfg, tok, ["The cat sat on the mat."],
+        ...                            block_size=128, dtype="bfloat16")
+        >>> stats.nll()  # mean negative log-likelihood per text
     """
-    max_length = max_length or min(cfg.max_positions, 1024)
-    if max_length > cfg.max_positions:
-        raise ValueError(f"max_length {max_length} exceeds the model's context "
+    block_size = block_size or min(cfg.max_positions, 1024)
+    if block_size > cfg.max_positions:
+        raise ValueError(f"block_size {block_size} exceeds the model's context "
                          f"({cfg.max_positions} positions); lower it.")
-    seqs, truncated = encode_texts(tokenizer, texts, max_length, on_overflow)
+    seqs, truncated = encode_texts(tokenizer, texts, block_size, on_overflow)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    stats = score_sequences(params, cfg, seqs, batch_size=batch_size, max_length=max_length,
+    stats = score_sequences(params, cfg, seqs, batch_size=batch_size, block_size=block_size,
                             dtype=dtype, pad_id=pad_id, progress=progress, mesh=mesh)
     stats.truncated = truncated
     return stats

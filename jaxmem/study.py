@@ -13,8 +13,11 @@ to every attack's AUC and TPR at low FPR with bootstrap CIs. Layout of ``out_dir
 A finished (cell, epoch) has its ``metrics.json`` and is never recomputed; an interrupted
 training continues from its last checkpoint.
 
+A ``study.json`` written before the options were nested (flat ``epochs``, ``block_size``...)
+is converted on the first resumption (:func:`migrate_study_json`).
+
 Example:
-    >>> cfg = StudyConfig.from_yaml("experiments/demo.yaml")
+    >>> cfg = StudyConfig.from_yaml("experiments/demo.yaml", ["train.epochs=2"])
     >>> run_study(cfg, "results/demo")
 """
 
@@ -24,53 +27,69 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 import jax
 import numpy as np
 
 from jaxmem.attacks import DEFAULT_ATTACKS
+from jaxmem.audit import AuditConfig
+from jaxmem.config import iter_fields, replace_nested
 from jaxmem.report import _slug
+from jaxmem.train import TrainConfig
 
 
 EXECUTION_FIELDS = ("mesh",)
+STUDY_ATTACKS = tuple(a for a in DEFAULT_ATTACKS if a != "lowercase")
+
+# The flat study options of earlier versions (and of study.json files they wrote) -> their homes.
+FLAT_OPTIONS = {
+    "epochs": ("train.epochs",), "batch_size": ("train.batch_size",),
+    "grad_accum": ("train.grad_accum",), "lr_default": ("train.optim.lr",),
+    "weight_decay": ("train.optim.weight_decay",), "warmup_steps": ("train.optim.warmup_steps",),
+    "schedule": ("train.optim.schedule",), "attacks": ("audit.attacks",),
+    "n_boot": ("audit.n_boot",), "score_batch_size": ("audit.batch_size",),
+    "block_size": ("train.block_size", "audit.block_size"),
+    "dtype": ("train.dtype", "audit.dtype"), "seed": ("train.seed", "audit.seed"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class StudyConfig:
-    """What to run. ``methods`` are spec strings (``"lora:r=16,target=mlp"``); ``lr`` maps a
-    method spec to its learning rate (``lr_default`` otherwise)."""
+    """What to run: the grid (models x datasets x methods), how each cell trains (``train``, a
+    :class:`jaxmem.train.TrainConfig`) and how it is attacked (``audit``, a
+    :class:`jaxmem.audit.AuditConfig`).
+
+    ``methods`` are spec strings (``"lora:r=16,target=mlp"``); ``lr`` maps a method spec or
+    family to its learning rate (``train.optim.lr`` otherwise). ``train.seed`` also draws the
+    corpus split. In YAML the nested configs are mappings::
+
+        methods: [full, lora]
+        lr: {full: 1.0e-4, lora: 1.0e-3}
+        train: {epochs: 3, batch_size: 8, block_size: 48}
+        audit: {attacks: [loss, ref], block_size: 48, n_boot: 500}
+    """
 
     name: str = "study"
     models: tuple = ("smollm2-135m",)
     datasets: tuple = ("default",)
     methods: tuple = ("full", "head", "lora", "prefix", "prompt", "ptuning")
     lr: dict = dataclasses.field(default_factory=dict)
-    lr_default: float = 1e-4
-    epochs: int = 5
     attack_epochs: tuple | None = None       # None: every epoch
-    attacks: tuple = tuple(a for a in DEFAULT_ATTACKS if a != "lowercase")
     n_train: int | None = None               # None: the corpus default (the paper's Table 1)
     n_validation: int | None = None
     n_members: int | None = None
     n_nonmembers: int | None = None
-    batch_size: int = 8
-    grad_accum: int = 1
-    block_size: int = 128
-    dtype: str = "float32"
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    schedule: str = "linear"
-    seed: int = 0
-    n_boot: int = 1000
-    score_batch_size: int = 16
+    train: TrainConfig = TrainConfig(epochs=5)
+    audit: AuditConfig = AuditConfig(attacks=STUDY_ATTACKS)
     # How to run, not what: "auto", "4x2" (data x fsdp), ... (see jaxmem.sharding.parse_mesh).
     # Not part of the study's identity: a study resumes on another mesh.
     mesh: str | None = None
 
     def __post_init__(self):
         # YAML and the command line give lists; keep the config hashable and comparable.
-        for f in ("models", "datasets", "methods", "attacks", "attack_epochs"):
+        for f in ("models", "datasets", "methods", "attack_epochs"):
             v = getattr(self, f)
             if isinstance(v, (list, str)):
                 object.__setattr__(self, f, tuple([v] if isinstance(v, str) else v))
@@ -82,7 +101,7 @@ class StudyConfig:
             method_config(m)  # fail now, not after hours, on an unknown method
         from jaxmem.attacks import parse_attack
 
-        for a in self.attacks:
+        for a in self.audit.attacks:
             parse_attack(a)
 
     def to_dict(self) -> dict:
@@ -93,19 +112,48 @@ class StudyConfig:
         return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "StudyConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
+    def from_dict(cls, d: dict, *, flat_ok: bool = False) -> "StudyConfig":
+        """A config from nested mappings (``{"train": {"epochs": 3}}``) and/or dotted keys
+        (``{"train.epochs": 3}``).
+
+        The flat options of older versions (``epochs``, ``block_size``, ``score_batch_size``,
+        ...; see :data:`FLAT_OPTIONS`) are mapped to their nested homes, with a FutureWarning
+        unless ``flat_ok``; so is the old spelling ``max_length`` of ``block_size``.
+        """
+        dotted = _dotted(d)
+        renamed = [k for k in dotted if k.rpartition(".")[2] == "max_length"]
+        for k in renamed:
+            head, dot, _ = k.rpartition(".")
+            dotted[head + dot + "block_size"] = dotted.pop(k)
+        flat = [k for k in dotted if k in FLAT_OPTIONS]
+        if (flat and not flat_ok) or renamed:
+            warnings.warn(
+                "Study options moved into train/audit: "
+                + ", ".join(f"{k} -> {' and '.join(FLAT_OPTIONS[k])}" for k in flat)
+                + (f"; max_length is now block_size ({', '.join(renamed)})" if renamed else "")
+                + ". Write them nested (train: {epochs: 3}) or dotted (--set train.epochs=3).",
+                FutureWarning, stacklevel=2)
+        for k in flat:
+            v = dotted.pop(k)
+            for home in FLAT_OPTIONS[k]:
+                dotted.setdefault(home, v)
+        known = {f.name for f in dataclasses.fields(cls)} - {"train", "audit"}
+        known |= {n for n, _, _ in iter_fields(TrainConfig, "train.")}
+        known |= {n for n, _, _ in iter_fields(AuditConfig, "audit.")}
+        unknown = set(dotted) - known
         if unknown:
-            raise ValueError(f"Unknown study options {sorted(unknown)}; known: {sorted(names)}.")
-        return cls(**d)
+            raise ValueError(f"Unknown study options {sorted(unknown)}; known: {sorted(known)}.")
+        top = {k: v for k, v in dotted.items() if "." not in k}
+        return replace_nested(cls(**top), {k: v for k, v in dotted.items() if "." in k})
 
     @classmethod
     def from_yaml(cls, path, overrides: list[str] = ()) -> "StudyConfig":
-        """Loads a YAML config, then applies ``key=value`` overrides (values parsed as YAML)."""
+        """Loads a YAML config, then applies ``key=value`` overrides (values parsed as YAML;
+        nested keys dotted: ``train.epochs=4``)."""
         import yaml
 
         d = yaml.safe_load(Path(path).read_text()) or {} if path else {}
+        d = _dotted(d)
         for item in overrides:
             k, sep, v = item.partition("=")
             if not sep:
@@ -114,9 +162,50 @@ class StudyConfig:
         return cls.from_dict(d)
 
     def lr_for(self, method: str) -> float:
-        return float(self.lr.get(method, self.lr.get(method.partition(":")[0], self.lr_default)))
+        default = self.train.optim.lr
+        return float(self.lr.get(method, self.lr.get(method.partition(":")[0], default)))
+
+    def train_config(self, method: str) -> TrainConfig:
+        """The trainer's config for one method: ``train`` with the method's learning rate."""
+        return replace_nested(self.train, {"optim.lr": self.lr_for(method)})
 
 
+def _dotted(d: dict, prefix: str = "") -> dict:
+    """``{"train": {"optim": {"lr": 1}}}`` -> ``{"train.optim.lr": 1}``; other values as they are."""
+    out = {}
+    for k, v in d.items():
+        if k.rpartition(".")[2] in ("train", "audit", "optim") and isinstance(v, dict):
+            out.update(_dotted(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def migrate_study_json(out: Path) -> None:
+    """Rewrites a ``study.json`` written before the configs were nested (flat ``epochs``,
+    ``block_size``, ...) into today's form, so a study started then resumes.
+
+    Every process reads the file before process 0 rewrites it.
+    """
+    from jaxmem.sharding import is_main_process, sync
+
+    path = Path(out) / "study.json"
+    old = json.loads(path.read_text()) if path.exists() else None
+    sync("jaxmem-study-migrate-read")
+    if old is not None and "train" not in old:
+        try:
+            new = StudyConfig.from_dict(old, flat_ok=True).to_dict()
+        except (ValueError, TypeError) as e:
+            raise ValueError(
+                f"{path} was written by an older jaxmem, whose study options were flat "
+                f"(epochs, block_size, ...; now under train: and audit:), and cannot be "
+                f"converted ({e}). Use another --out-dir, or --overwrite to start over.") from e
+        if is_main_process():
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(new, indent=1))
+            os.replace(tmp, path)
+            print(f"{path}: converted to the nested study options (train:, audit:)")
+    sync("jaxmem-study-migrated")
 
 
 def _claim_folder(out: Path, scfg: StudyConfig, overwrite: bool) -> None:
@@ -158,14 +247,18 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
 
     Returns:
       The result rows (also in ``results.csv`` / ``results.json``).
+
+    Example:
+        >>> import jaxmem
+        >>> cfg = jaxmem.StudyConfig.from_yaml("experiments/demo.yaml", ["train.epochs=2"])
+        >>> rows = jaxmem.run_study(cfg, "results/demo")  # resumes if stopped
     """
-    from jaxmem.audit import AuditConfig, run_attacks_on
+    from jaxmem.audit import run_attacks_on
     from jaxmem.data import load_corpus
     from jaxmem.models import load_model
     from jaxmem.report import write_study_report
     from jaxmem.scoring import encode_texts, score_texts
-    from jaxmem.train import TrainConfig, load_checkpoint, train, validation_loss
-    from jaxmem.tuning import OptimConfig
+    from jaxmem.train import load_checkpoint, train, validation_loss
 
     from jaxmem.sharding import is_main_process
 
@@ -174,20 +267,19 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
 
         mesh = parse_mesh(scfg.mesh or "auto")
     out = Path(out_dir)
+    migrate_study_json(out)
     _claim_folder(out, scfg, overwrite)
     progress = progress and is_main_process()
     rows: list[dict] = []
     done_new = 0
     t_start = time.perf_counter()
-    acfg = AuditConfig(attacks=scfg.attacks, block_size=scfg.block_size,
-                       batch_size=scfg.score_batch_size, dtype=scfg.dtype, n_boot=scfg.n_boot,
-                       seed=scfg.seed)
+    acfg = scfg.audit
     for model_name in scfg.models:
         base, cfg, tok = load_model(model_name)
         cfg = dataclasses.replace(cfg, attention_impl=attention_impl)
         n_params = int(sum(np.size(x) for x in jax.tree.leaves(base)))
         for dataset in scfg.datasets:
-            corpus = load_corpus(dataset, seed=scfg.seed, n_train=scfg.n_train,
+            corpus = load_corpus(dataset, seed=scfg.train.seed, n_train=scfg.n_train,
                                  n_validation=scfg.n_validation, n_members=scfg.n_members,
                                  n_nonmembers=scfg.n_nonmembers)
             texts = corpus.members + corpus.nonmembers
@@ -197,7 +289,7 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
                 nonlocal base_stats
                 if base_stats is None:
                     base_stats = score_texts(base, cfg, tok, texts, batch_size=acfg.batch_size,
-                                             max_length=acfg.block_size, dtype=acfg.dtype,
+                                             block_size=acfg.block_size, dtype=acfg.dtype,
                                              mesh=mesh)
                 return run_attacks_on(params, cfg, tok, corpus.members, corpus.nonmembers, acfg,
                                       reference_params=base, out_dir=where, overwrite=True,
@@ -208,20 +300,16 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
             where = out / "attacks" / _slug(model_name) / _slug(dataset) / "base" / "epoch_0"
             if not _done(where):
                 attack(base, where, f"{model_name} base", is_base=True)
-                val_seqs, _ = encode_texts(tok, corpus.validation, scfg.block_size)
-                val = validation_loss(base, cfg, val_seqs, TrainConfig(
-                    block_size=scfg.block_size, dtype=scfg.dtype), tok.pad_token_id or 0, mesh)
+                val_seqs, _ = encode_texts(tok, corpus.validation, scfg.train.block_size)
+                val = validation_loss(base, cfg, val_seqs, scfg.train, tok.pad_token_id or 0,
+                                      mesh)
                 _add_val(where, val)
             rows += _rows(model_name, n_params, dataset, "base", 0, _val_of(where), _metrics_of(where))
 
             for method in scfg.methods:
                 run_dir = out / "runs" / _slug(model_name) / _slug(dataset) / _slug(method)
-                tcfg = TrainConfig(
-                    epochs=scfg.epochs, batch_size=scfg.batch_size, grad_accum=scfg.grad_accum,
-                    block_size=scfg.block_size, dtype=scfg.dtype, seed=scfg.seed,
-                    optim=OptimConfig(lr=scfg.lr_for(method), weight_decay=scfg.weight_decay,
-                                      warmup_steps=scfg.warmup_steps, schedule=scfg.schedule))
-                epochs = scfg.attack_epochs or tuple(range(1, scfg.epochs + 1))
+                tcfg = scfg.train_config(method)
+                epochs = scfg.attack_epochs or tuple(range(1, tcfg.epochs + 1))
                 todo = [e for e in epochs if not _done(out / "attacks" / _slug(model_name) /
                                                          _slug(dataset) / _slug(method) /
                                                          f"epoch_{e}")]

@@ -25,7 +25,9 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
+import types
 from pathlib import Path
 from typing import Sequence
 
@@ -35,6 +37,7 @@ import numpy as np
 import optax
 
 from jaxmem import sharding as sh
+from jaxmem.config import DTYPES, dtype_name, field
 from jaxmem.models.config import ModelConfig
 from jaxmem.scoring import encode_texts, length_buckets, per_token, score_sequences
 from jaxmem.tuning import init_method, method_config
@@ -45,26 +48,46 @@ from jaxmem.tuning.partition import (OptimConfig, count, make_optimizer, merge, 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """How to train. ``batch_size`` is per micro-batch; the optimizer sees
-    ``batch_size * grad_accum`` examples per step, token-weighted exactly as one big batch."""
+    ``batch_size * grad_accum`` examples per step, token-weighted exactly as one big batch.
+    ``dtype`` takes a name or a jax dtype (stored as its name, see :func:`jaxmem.config.dtype_name`)."""
 
-    epochs: int = 3
-    batch_size: int = 8
-    grad_accum: int = 1
-    block_size: int = 128
-    dtype: str = "float32"     # compute dtype; master weights and optimizer stay float32
-    seed: int = 0
+    epochs: int = field(3, help="passes over the fine-tuning set, one checkpoint each")
+    batch_size: int = field(8, help="examples per micro-batch (a multiple of the device count "
+                                    "with --mesh)")
+    grad_accum: int = field(1, help="micro-batches per optimizer step")
+    block_size: int = field(128, help="tokens per example; longer texts are truncated",
+                            aliases=("--max-length",))
+    dtype: str = field("float32", choices=DTYPES,
+                       help="compute dtype; master weights and optimizer state stay float32")
+    seed: int = field(0, help="seed of the data split, data order, method init and dropout")
     optim: OptimConfig = OptimConfig()
-    eval_batch_size: int = 16
-    log_every: int = 1
+    eval_batch_size: int = field(16, help="batch size of the validation passes")
+    log_every: int = field(1, help="log the loss every this many steps")
+
+    def __post_init__(self):
+        object.__setattr__(self, "dtype", dtype_name(self.dtype))
+        if isinstance(self.optim, dict):
+            object.__setattr__(self, "optim", OptimConfig(**self.optim))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        d = dict(d)
-        d["optim"] = OptimConfig(**d.get("optim", {}))
         return cls(**d)
+
+
+# Command-line help for OptimConfig's fields (jaxmem.tuning's dataclass carries none).
+OPTIM_FIELDS = {
+    "optim.lr": {"help": "peak learning rate"},
+    "optim.weight_decay": {"help": "AdamW weight decay"},
+    "optim.b1": {"help": "Adam beta1"},
+    "optim.b2": {"help": "Adam beta2"},
+    "optim.eps": {"help": "Adam epsilon"},
+    "optim.warmup_steps": {"help": "linear warmup steps", "aliases": ("--warmup",)},
+    "optim.schedule": {"help": "decay after warmup", "choices": ("linear", "cosine", "constant")},
+    "optim.grad_clip": {"help": "global gradient-norm clip; 0 disables"},
+}
 
 
 @dataclasses.dataclass
@@ -82,8 +105,7 @@ class CheckpointError(RuntimeError):
 def _sum_nll(params, cfg, ids, mask, dtype, rng, lora_dropout):
     st = per_token(params, cfg, ids, mask, dtype=dtype, dropout_rng=rng,
                    lora_dropout=lora_dropout)
-    m = st["mask"]
-    return -jnp.sum(jnp.where(m, st["logp"], 0.0)), jnp.sum(m)
+    return -jnp.sum(jnp.where(st.mask, st.logp, 0.0)), jnp.sum(st.mask)
 
 
 def make_train_step(cfg: ModelConfig, tx: optax.GradientTransformation, labels, *,
@@ -190,7 +212,7 @@ def _finished_epochs(ckpt_dir: Path) -> list[int]:
 def validation_loss(params, cfg, seqs, tcfg: TrainConfig, pad_id: int, mesh=None) -> float:
     """Token-weighted mean NLL over the validation sequences (virtual tokens never count)."""
     st = score_sequences(params, cfg, seqs, batch_size=tcfg.eval_batch_size,
-                         max_length=tcfg.block_size, dtype=tcfg.dtype, pad_id=pad_id, mesh=mesh)
+                         block_size=tcfg.block_size, dtype=tcfg.dtype, pad_id=pad_id, mesh=mesh)
     return float(-np.where(st.mask, st.logp, 0.0).sum() / st.mask.sum())
 
 
@@ -270,6 +292,14 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
 
     Raises:
       FloatingPointError: on a NaN/inf loss; the last good checkpoint stays on disk.
+
+    Example:
+        >>> import jaxmem
+        >>> params, cfg, tok = jaxmem.load_model("smollm2-135m")
+        >>> corpus = jaxmem.load_corpus("default")
+        >>> res = jaxmem.train(params, cfg, tok, "lora:r=16", corpus.train, corpus.validation,
+        ...                    "runs/lora", jaxmem.TrainConfig(epochs=3, block_size=128))
+        >>> res.history[-1]["val_ppl"]
     """
     mcfg = method_config(mcfg)
     if not train_texts:
@@ -403,3 +433,14 @@ def load_checkpoint(run_dir, params: dict, cfg: ModelConfig, tokenizer=None,
               else sh.place_params(params, mesh, cfg))
     params, _ = _restore(run_dir / "checkpoints", epoch, params, labels)
     return params, labels
+
+
+class _CallableModule(types.ModuleType):
+    """``jaxmem.train`` is both this module and, called, the function :func:`train`: Python sets
+    a package's attribute to its submodule on import, so the two cannot be told apart by name."""
+
+    def __call__(self, *args, **kwargs) -> TrainResult:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

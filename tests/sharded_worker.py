@@ -101,7 +101,7 @@ def main():
         for name, mesh in (("2x4", m24), ("single", None)):
             p, labels = load_checkpoint(OUT / "full_4x2", base, CFG, mesh=mesh)
             save(f"full_loaded_{name}", p, labels)
-        stats = score_texts(base, CFG, CharTok(), SCORE, batch_size=3, max_length=48, mesh=m42)
+        stats = score_texts(base, CFG, CharTok(), SCORE, batch_size=3, block_size=48, mesh=m42)
         save("score_4x2", stats=stats)
         try:
             train(base, CFG, CharTok(), "lora", TRAIN, VAL, OUT / "bad", TrainConfig(
@@ -114,14 +114,14 @@ def main():
         r = train(base, CFG, CharTok(), "lora", TRAIN, VAL, OUT / "lora_multihost", TCFG,
                   progress=False, mesh=mesh)
         save("lora_multihost", r.params, r.labels, r.history)
-        stats = score_texts(base, CFG, CharTok(), SCORE, batch_size=4, max_length=48, mesh=mesh)
+        stats = score_texts(base, CFG, CharTok(), SCORE, batch_size=4, block_size=48, mesh=mesh)
         save("score_multihost", stats=stats)
         # devices of the two processes interleaved along the batch (as a TPU torus or a GPU id
         # order may place them): each process's rows are not one contiguous block
         by_process = [[d for d in jax.devices() if d.process_index == p] for p in (0, 1)]
         mixed = sh.make_mesh(2, 2, devices=[d for pair in zip(*by_process) for d in pair])
         info["mixed_mesh_processes"] = [d.process_index for d in mixed.devices.flat]
-        stats = score_texts(base, CFG, CharTok(), SCORE, batch_size=4, max_length=48,
+        stats = score_texts(base, CFG, CharTok(), SCORE, batch_size=4, block_size=48,
                             mesh=mixed)
         save("score_multihost_mixed", stats=stats)
         # every process got every example's statistics, not only its own rows

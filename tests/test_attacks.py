@@ -288,7 +288,7 @@ def test_min_k_takes_exact_ceil_despite_float_rounding():
 def test_example_with_no_scored_token_is_nan(target, reference_model):
     (p, c), (rp, rc) = target, reference_model
     seqs = _seqs(c.vocab_size, [8, 1, 5], seed=3)  # the middle one has nothing to score
-    kw = dict(batch_size=3, max_length=16)  # a [3, 16] batch, as compiled for the fixture
+    kw = dict(batch_size=3, block_size=16)  # a [3, 16] batch, as compiled for the fixture
     inputs = AttackInputs(target=score_sequences(p, c, seqs, **kw),
                           texts=["abc", "d", "efgh"],
                           reference=score_sequences(rp, rc, seqs, **kw),

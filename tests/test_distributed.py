@@ -65,7 +65,7 @@ def reference(tmp_path_factory):
         r = train(base, W.CFG, W.CharTok(), method, W.TRAIN, W.VAL, d / method, W.TCFG,
                   progress=False)
         ref[method] = (W.trainable_arrays(r.params, r.labels), r.history)
-    ref["score"] = score_texts(base, W.CFG, W.CharTok(), W.SCORE, batch_size=3, max_length=48)
+    ref["score"] = score_texts(base, W.CFG, W.CharTok(), W.SCORE, batch_size=3, block_size=48)
     return ref
 
 
@@ -184,9 +184,9 @@ def test_cli_study_on_a_mesh_equals_one_device(tmp_path):
     corpus.write_text("\n\n".join(" ".join(f"w{i}" for i in rng.integers(0, 90, rng.integers(8, 20)))
                                   for _ in range(80)))
     spec = dict(name="mesh", models=[str(model_dir)], datasets=[str(corpus)], methods=["lora"],
-                lr={"lora": 1e-2}, epochs=1, n_train=24, n_validation=8, n_members=16,
-                n_nonmembers=16, batch_size=8, score_batch_size=8, block_size=32, n_boot=20,
-                attacks=["loss", "ref"])
+                lr={"lora": 1e-2}, n_train=24, n_validation=8, n_members=16, n_nonmembers=16,
+                train=dict(epochs=1, batch_size=8, block_size=32),
+                audit=dict(batch_size=8, block_size=32, n_boot=20, attacks=["loss", "ref"]))
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(spec))
     proc = subprocess.run([sys.executable, "-m", "jaxmem.cli", "study", str(tmp_path / "study.yaml"),
                            "--out-dir", str(tmp_path / "sharded"), "--mesh", "4x2"],

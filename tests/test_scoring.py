@@ -61,7 +61,7 @@ def test_padded_equals_alone_and_batch_equals_singles(llama):
     ids[1, 10:], mask[1, 10:] = 5, 0  # garbage in the padding
     out = token_stats(params, cfg, jnp.asarray(ids), jnp.asarray(mask))
     for k in ("logp", "mu", "sigma"):
-        np.testing.assert_array_equal(out[k][0, :9], out[k][1, :9])
+        np.testing.assert_array_equal(getattr(out, k)[0, :9], getattr(out, k)[1, :9])
 
 
 def test_chunking_does_not_change_results(llama):
@@ -71,7 +71,7 @@ def test_chunking_does_not_change_results(llama):
     a = token_stats(params, cfg, ids, mask, chunk=7)
     b = token_stats(params, cfg, ids, mask, chunk=128)
     for k in ("logp", "mu", "sigma"):
-        np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(getattr(a, k), getattr(b, k), rtol=1e-6, atol=1e-6)
 
 
 def test_bfloat16_scoring_is_close(llama):
@@ -120,7 +120,7 @@ def test_empty_input_and_too_long_block(llama):
     with pytest.raises(ValueError, match="empty"):
         score_sequences(params, cfg, [])
     with pytest.raises(ValueError, match="exceeds the model's context"):
-        score_sequences(params, cfg, [[1, 2]], max_length=cfg.max_positions + 1)
+        score_sequences(params, cfg, [[1, 2]], block_size=cfg.max_positions + 1)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -141,7 +141,7 @@ def test_vocabulary_logits_never_materialized_whole(dtype):
 
     def loss(p):
         st = per_token(p, cfg, ids, ids, dtype=dtype)
-        return -jnp.sum(st["logp"])
+        return -jnp.sum(st.logp)
 
     bwd = jax.jit(jax.grad(loss)).lower(params).compile().memory_analysis()
     # Chunks of 32 positions: [2, 32, 65536] float32 is 16 MiB, 1/16 of the whole; unchunked,

@@ -157,11 +157,11 @@ pb = jax.device_put(base, psh)
 out["score"] = {}
 for name, axes in (("data+fsdp", sh.BATCH_AXES), ("data", "data")):
     got = jax.device_get(token_stats(pb, cfg, *sh.shard_batch(sids, smask, mesh, axes=axes)))
-    m = ref["mask"]
+    m = ref.mask
     out["score"][name] = {
-        "mask_equal": bool((got["mask"] == m).all()),
-        **{k: max_rel(got[k][m], ref[k][m]) for k in ("logp", "mu", "sigma")},
-        "nll_per_example": max_rel(-(got["logp"] * m).sum(1), -(ref["logp"] * m).sum(1))}
+        "mask_equal": bool((got.mask == m).all()),
+        **{k: max_rel(getattr(got, k)[m], getattr(ref, k)[m]) for k in ("logp", "mu", "sigma")},
+        "nll_per_example": max_rel(-(got.logp * m).sum(1), -(ref.logp * m).sum(1))}
 
 timing["scoring"] = time.perf_counter() - t
 

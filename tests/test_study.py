@@ -7,7 +7,9 @@ import pytest
 import jaxmem.models
 import jaxmem.data
 from conftest import save_tiny_tokenizer, tiny_hf_model
-from jaxmem.study import StudyConfig, run_study
+from jaxmem.audit import AuditConfig
+from jaxmem.study import StudyConfig, migrate_study_json, run_study
+from jaxmem.train import TrainConfig
 
 
 @pytest.fixture
@@ -27,12 +29,24 @@ def tiny_setup(tmp_path, monkeypatch):
 
 
 def _cfg(model, corpus, **kw):
-    d = dict(name="tiny", models=[model], datasets=[corpus], methods=["lora", "prompt"],
-             lr={"lora": 1e-2, "prompt": 1e-1}, epochs=2, n_train=24, n_validation=8,
-             n_members=16, n_nonmembers=16, batch_size=8, block_size=32, n_boot=20,
-             attacks=["loss", "ref", "min_k"])
+    d = {"name": "tiny", "models": [model], "datasets": [corpus], "methods": ["lora", "prompt"],
+         "lr": {"lora": 1e-2, "prompt": 1e-1}, "n_train": 24, "n_validation": 8,
+         "n_members": 16, "n_nonmembers": 16,
+         "train.epochs": 2, "train.batch_size": 8, "train.block_size": 32,
+         "audit.block_size": 32, "audit.n_boot": 20, "audit.attacks": ["loss", "ref", "min_k"]}
     d.update(kw)
     return StudyConfig.from_dict(d)
+
+
+def _flat_study_json(model, corpus) -> dict:
+    """``_cfg(model, corpus)``'s study.json as jaxmem wrote it before the options were nested."""
+    return {"name": "tiny", "models": [model], "datasets": [corpus], "methods": ["lora", "prompt"],
+            "lr": {"lora": 1e-2, "prompt": 1e-1}, "epochs": 2, "n_train": 24,
+            "n_validation": 8, "n_members": 16, "n_nonmembers": 16, "batch_size": 8,
+            "block_size": 32, "n_boot": 20, "attacks": ["loss", "ref", "min_k"],
+            "lr_default": 0.0001, "attack_epochs": None, "grad_accum": 1, "dtype": "float32",
+            "weight_decay": 0.0, "warmup_steps": 0, "schedule": "linear", "seed": 0,
+            "score_batch_size": 16, "mesh": None}
 
 
 def test_tiny_study_end_to_end_and_resume(tiny_setup, tmp_path):
@@ -40,6 +54,8 @@ def test_tiny_study_end_to_end_and_resume(tiny_setup, tmp_path):
     out = tmp_path / "study"
     rows_killed = run_study(_cfg(model, corpus), out, progress=False, stop_after=2)
     assert not (out / "report.md").exists()
+    # the killed study as an earlier jaxmem left it: a flat study.json, converted when it resumes
+    (out / "study.json").write_text(json.dumps(_flat_study_json(model, corpus)))
     done = sorted(p.parent.name for p in (out / "attacks").rglob("metrics.json"))
     stamp = {p: p.stat().st_mtime_ns for p in (out / "attacks").rglob("metrics.json")}
     rows = run_study(_cfg(model, corpus), out, progress=False)
@@ -59,17 +75,18 @@ def test_tiny_study_end_to_end_and_resume(tiny_setup, tmp_path):
     assert len(res) == 3 * (1 + 2 + 2)
     report = (out / "report.md").read_text()
     assert "Claim 1" in report and "lora" in report
-    with pytest.raises(FileExistsError, match="different study.*epochs"):
-        run_study(_cfg(model, corpus, epochs=3), out, progress=False)
+    assert json.loads((out / "study.json").read_text()) == _cfg(model, corpus).to_dict()
+    with pytest.raises(FileExistsError, match="different study.*train"):
+        run_study(_cfg(model, corpus, **{"train.epochs": 3}), out, progress=False)
 
 
 def test_config_from_yaml_with_overrides(tmp_path):
     p = tmp_path / "s.yaml"
-    p.write_text("name: x\nmethods: [full, lora]\nepochs: 2\nlr: {lora: 0.001}\n")
-    cfg = StudyConfig.from_yaml(p, ["epochs=4", "methods=[prefix]"])
-    assert cfg.epochs == 4 and cfg.methods == ("prefix",) and cfg.lr_for("lora") == 1e-3
+    p.write_text("name: x\nmethods: [full, lora]\ntrain: {epochs: 2}\nlr: {lora: 0.001}\n")
+    cfg = StudyConfig.from_yaml(p, ["train.epochs=4", "methods=[prefix]"])
+    assert cfg.train.epochs == 4 and cfg.methods == ("prefix",) and cfg.lr_for("lora") == 1e-3
     with pytest.raises(ValueError, match="Unknown study options"):
-        StudyConfig.from_yaml(p, ["epoch=4"])
+        StudyConfig.from_yaml(p, ["train.epoch=4"])
     with pytest.raises(ValueError, match="Unknown fine-tuning method"):
         StudyConfig.from_yaml(p, ["methods=[dora]"])
 
@@ -86,7 +103,7 @@ def test_report_draws_size_and_placement_figures_when_the_study_has_them(tmp_pat
                                  auc_hi=0.7, n_members=10, n_nonmembers=10,
                                  **{"tpr@10%fpr": 0.1, "tpr@1%fpr": 0.01, "tpr@0.1%fpr": 0.0}))
     cfg = StudyConfig(methods=("lora:target=mlp", "lora:target=attention", "prompt"),
-                      attacks=("loss",))
+                      audit=AuditConfig(attacks=("loss",)))
     report = write_study_report(tmp_path, cfg, rows).read_text()
     assert "figures/auc_vs_size.png" in report and "figures/lora_placement.png" in report
     assert (tmp_path / "figures" / "lora_placement.png").stat().st_size > 0
@@ -99,5 +116,54 @@ def test_mesh_is_how_not_what(tmp_path):
     _claim_folder(tmp_path, StudyConfig(methods=("lora",)), overwrite=False)
     _claim_folder(tmp_path, StudyConfig(methods=("lora",), mesh="auto"), overwrite=False)
     assert StudyConfig(mesh="4x2").identity() == StudyConfig().identity()
-    with pytest.raises(FileExistsError, match="different study.*epochs"):
-        _claim_folder(tmp_path, StudyConfig(methods=("lora",), mesh="auto", epochs=9), False)
+    with pytest.raises(FileExistsError, match="different study.*train"):
+        _claim_folder(tmp_path, StudyConfig(methods=("lora",), mesh="auto",
+                                            train=TrainConfig(epochs=9)), False)
+
+
+# The demo's study.json as jaxmem wrote it before the options were nested (flat).
+DEMO_FLAT_STUDY_JSON = {
+    "name": "demo", "models": ["smollm2-135m"], "datasets": ["default"],
+    "methods": ["full", "head", "lora", "prefix:prefix_projection=true", "prompt", "ptuning"],
+    "lr": {"full": 0.0001, "head": 0.0001, "lora": 0.001, "prefix": 0.01, "prompt": 0.03,
+           "ptuning": 0.001},
+    "lr_default": 0.0001, "epochs": 3, "attack_epochs": None,
+    "attacks": ["loss", "ref", "zlib", "min_k", "min_k_pp"], "n_train": 48, "n_validation": 24,
+    "n_members": 48, "n_nonmembers": 48, "batch_size": 8, "grad_accum": 1, "block_size": 48,
+    "dtype": "float32", "weight_decay": 0.0, "warmup_steps": 0, "schedule": "linear", "seed": 0,
+    "n_boot": 500, "score_batch_size": 16, "mesh": None}
+
+
+def test_old_flat_study_json_becomes_todays_demo(tmp_path):
+    """A demo study started before the options were nested resumes under today's demo.yaml."""
+    from pathlib import Path
+
+    from jaxmem.study import _claim_folder
+
+    (tmp_path / "study.json").write_text(json.dumps(DEMO_FLAT_STUDY_JSON))
+    migrate_study_json(tmp_path)
+    demo = StudyConfig.from_yaml(Path(__file__).parents[1] / "experiments" / "demo.yaml")
+    assert json.loads((tmp_path / "study.json").read_text()) == demo.to_dict()
+    _claim_folder(tmp_path, demo, overwrite=False)  # the same study: no error
+    migrate_study_json(tmp_path)  # already nested: left alone
+    assert json.loads((tmp_path / "study.json").read_text()) == demo.to_dict()
+
+
+def test_old_study_json_that_cannot_be_converted_says_how_to_proceed(tmp_path):
+    (tmp_path / "study.json").write_text(json.dumps({**DEMO_FLAT_STUDY_JSON, "methods": ["dora"]}))
+    with pytest.raises(ValueError, match="older jaxmem.*flat.*--overwrite"):
+        migrate_study_json(tmp_path)
+
+
+def test_flat_and_max_length_study_options_still_parse_with_a_warning(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("methods: [lora]\nepochs: 2\nmax_length: 64\nseed: 3\nscore_batch_size: 4\n")
+    with pytest.warns(FutureWarning, match="epochs -> train.epochs.*max_length is now block_size"):
+        cfg = StudyConfig.from_yaml(p, ["batch_size=16"])
+    assert cfg.train == TrainConfig(epochs=2, block_size=64, seed=3, batch_size=16)
+    assert (cfg.audit.block_size, cfg.audit.seed, cfg.audit.batch_size) == (64, 3, 4)
+    with pytest.warns(FutureWarning, match="max_length is now block_size"):
+        assert StudyConfig.from_dict({"train": {"max_length": 32}}).train.block_size == 32
+    nested = StudyConfig.from_dict({"train": {"epochs": 2, "optim": {"lr": 0.01}}})
+    assert nested.train.epochs == 2 and nested.lr_for("full") == 0.01
+    assert nested.train_config("full").optim.lr == 0.01

@@ -1,0 +1,150 @@
+"""What the benchmarks under ``experiments/`` share: bench texts and token batches, matmul
+peaks (jax and PyTorch), model FLOPs, interleaved timing, the reference PyTorch model, and the
+results printer. ``bench_scoring``, ``bench_training`` and ``bench_gpu`` import it; it imports
+none of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def texts_for_bench(n: int) -> tuple[list[str], str]:
+    wiki = SHARED / "wikitext-2-raw" / "wiki.test.raw"
+    if wiki.exists():
+        paras = [ln.strip() for ln in wiki.read_text().splitlines()
+                 if len(ln.strip()) > 600 and not ln.strip().startswith("=")]
+        return paras[:n], "WikiText-2 test paragraphs"
+    from jaxmem.data import load_corpus
+    return load_corpus("default", seed=0).train[:n], "embedded default corpus"
+
+
+def matmul_peak(dtype: str, n: int = 2048, reps: int = 10) -> float:
+    """Best FLOP/s of an n x n x n matmul under jax (the same XLA backend scoring uses)."""
+    import jax
+    import jax.numpy as jnp
+
+    dt = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dt)
+    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), dt)
+    f = jax.jit(lambda x, y: x @ y)
+    f(a, b).block_until_ready()
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        f(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def forward_flops(cfg, n_tokens: int, n_keys: int) -> float:
+    """Forward FLOPs for ``n_tokens`` (padded) positions, each attending to ``n_keys`` keys:
+    2 x (block + head params) per token, plus QK^T and PV (the full square, as computed)."""
+    d, f, L = cfg.d_model, cfg.d_ff, cfg.n_layers
+    dq, dkv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    mlp = (3 if cfg.arch != "gpt2" else 2) * d * f
+    per_layer = d * dq + 2 * d * dkv + dq * d + mlp
+    attn = 2 * 2 * n_keys * dq
+    return n_tokens * (2 * L * per_layer + L * attn + 2 * d * cfg.vocab_size)
+
+
+def machine() -> str:
+    import jax
+
+    return (f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} backend "
+            f"{jax.default_backend()} ({jax.devices()[0].device_kind})")
+
+
+def torch_reference(model_name: str):
+    """The same weights as a transformers PyTorch model (GGUF loader or HF directory)."""
+    import torch
+    import transformers
+
+    from jaxmem.models.checkpoints import ALIASES, EMBEDDED
+
+    if model_name in EMBEDDED:
+        path = EMBEDDED[model_name]()
+        return transformers.AutoModelForCausalLM.from_pretrained(
+            os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        ALIASES.get(model_name, model_name), dtype=torch.float32).eval()
+
+
+def print_results(meta: dict, table: list[dict], *more_tables: list[dict], json_path=None,
+                  rows=None, meta_fmt: str = ".1f") -> None:
+    """Prints a run's facts as a list, then each table (rows of formatted cells) in Markdown.
+
+    With ``json_path``, ``{"meta": meta, "rows": rows}`` (the unformatted figures) goes there.
+    Shared by every benchmark under ``experiments/``.
+    """
+    from jaxmem.report import markdown_table
+
+    print("\n".join(f"- {k}: {v:{meta_fmt}}" if isinstance(v, float) else f"- {k}: {v}"
+                    for k, v in meta.items()))
+    for t in (table, *more_tables):
+        print()
+        print(markdown_table(t))
+    if json_path:
+        Path(json_path).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+
+
+def real_batch(tok, batch: int, seq_len: int) -> tuple[np.ndarray, str]:
+    """batch x seq_len token ids: the first seq_len tokens of texts at least that long."""
+    n = 4 * batch
+    while True:
+        texts, source = texts_for_bench(n)
+        seqs = [s[:seq_len] for s in tok(texts)["input_ids"] if len(s) >= seq_len]
+        if len(seqs) >= batch:
+            return np.asarray(seqs[:batch], np.int32), source
+        if len(texts) < n:
+            raise SystemExit(f"Only {len(seqs)} texts of the bench data reach {seq_len} tokens; "
+                             f"lower --seq-len or --batch-size.")
+        n *= 4
+
+
+def torch_matmul_peak(dtype: str, device: str, n: int = 2048, reps: int = 10) -> float:
+    """Best FLOP/s of an n x n x n matmul under PyTorch (its own BLAS / cuBLAS)."""
+    import torch
+
+    dt = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    a = torch.randn(n, n, dtype=dt, device=device)
+    b = torch.randn(n, n, dtype=dt, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    (a @ b).sum().item()
+    best = float("inf")
+    for _ in range(reps):
+        sync()
+        t = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def time_interleaved(sides: dict, warmup: int, steps: int) -> None:
+    """Times each side's ``step()`` (which returns the loss) in place.
+
+    ``warmup`` steps per side come first; the first is timed and its loss kept (``first_step_s``,
+    ``first_loss``). Then ``steps`` rounds run the sides interleaved, so both see the same machine
+    load; per-step seconds go to ``times`` and the final loss to ``last_loss``.
+    """
+    for side in sides.values():
+        side["times"] = []
+        for i in range(max(warmup, 1)):
+            t = time.perf_counter()
+            loss = side["step"]()
+            if i == 0:
+                side["first_step_s"], side["first_loss"] = time.perf_counter() - t, loss
+    for _ in range(steps):
+        for side in sides.values():
+            t = time.perf_counter()
+            side["last_loss"] = side["step"]()
+            side["times"].append(time.perf_counter() - t)
