@@ -203,8 +203,42 @@ def _load(args, name):
 
     from jaxmem.models import load_model
 
-    params, cfg, tok = load_model(name)
+    tokenizer = getattr(args, "tokenizer", None) if name == getattr(args, "model", None) else None
+    params, cfg, tok = load_model(name, tokenizer=tokenizer)
     return params, dataclasses.replace(cfg, attention_impl=args.attention), tok
+
+
+def cmd_info(args) -> int:
+    """Prints the parameter table; from the config alone (no weights) where the model has one."""
+    import jax
+
+    from jaxmem.models import abstract_params, load_model
+    from jaxmem.models.checkpoints import model_config
+    from jaxmem.models.summary import format_param_table, param_table
+    from jaxmem.tuning import init_method
+
+    cfg = model_config(args.model)
+    if cfg is None:  # a GGUF file: its weights hold the config
+        params, cfg, tok = load_model(args.model, tokenizer=args.tokenizer)
+        params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+    else:
+        import flax.linen as nn
+
+        params, tok = nn.unbox(abstract_params(cfg)), None
+    labels = None
+    if args.method:
+        found = {}
+
+        def add(p):  # traced abstractly: shapes only, however large the model
+            p, found["labels"] = init_method(args.method, p, cfg, jax.random.PRNGKey(0), tok)
+            return p
+
+        params = jax.eval_shape(add, params)
+        labels = found["labels"]
+    print(f"{args.model}: {cfg.arch}, {cfg.n_layers} layers, d_model {cfg.d_model}, "
+          f"{cfg.n_heads} heads ({cfg.n_kv_heads} KV), vocabulary {cfg.vocab_size}\n")
+    print(format_param_table(param_table(params, cfg, labels)))
+    return 0
 
 
 def _main_process() -> bool:
@@ -230,6 +264,12 @@ def _add_scale_args(s):
                         "tuning)")
 
 
+def _add_tokenizer_arg(s):
+    s.add_argument("--tokenizer", default=None, metavar="PATH",
+                   help="tokenizer directory or hub id, for a model directory without "
+                        "tokenizer files (default: the model's own)")
+
+
 def _add_corpus_args(s):
     s.add_argument("--corpus", default="default",
                    help="default (embedded), wikitext, webnlg, xsum, or a local file/directory")
@@ -248,6 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
+    i = sub.add_parser("info", help="a model's parameter table: name, shape, dtype, logical axes "
+                       "and count of every leaf; with --method, which leaves train")
+    i.add_argument("model", nargs="?", default=DEFAULT_MODEL,
+                   help="alias, hub id, HF directory or .gguf file (default: %(default)s)")
+    i.add_argument("--method", default=None, help="e.g. lora:r=16,target=all")
+    _add_tokenizer_arg(i)
+    i.set_defaults(func=cmd_info)
+
     s = sub.add_parser("score", help="per-example log-likelihood statistics of a text file")
     s.add_argument("file", help=".txt (paragraphs split on blank lines), .jsonl, .json, .csv or .parquet")
     s.add_argument("--model", default=DEFAULT_MODEL,
@@ -261,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--show", type=int, default=20, help="rows to print (0 = all)")
     s.add_argument("--out", help="write every row to .csv / .jsonl / .parquet")
     _add_scale_args(s)
+    _add_tokenizer_arg(s)
     s.set_defaults(func=cmd_score)
 
     from jaxmem.tuning import METHODS
@@ -274,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_args(t, TrainConfig, meta=OPTIM_FIELDS)
     t.add_argument("--overwrite", action="store_true")
     _add_scale_args(t)
+    _add_tokenizer_arg(t)
     t.set_defaults(func=cmd_train)
 
     a = sub.add_parser("attack", help="membership inference on a base model, run or adapter")
@@ -289,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out-dir", required=True)
     a.add_argument("--overwrite", action="store_true")
     _add_scale_args(a)
+    _add_tokenizer_arg(a)
     a.set_defaults(func=cmd_attack)
 
     st = sub.add_parser("study", help="models x datasets x methods x epochs x attacks, resumable")
@@ -334,7 +385,8 @@ def _setup_devices(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        _setup_devices(args)
+        if hasattr(args, "mesh"):  # every command but info
+            _setup_devices(args)
         return args.func(args)
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

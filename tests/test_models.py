@@ -342,3 +342,20 @@ def test_param_table_and_info():
     assert sum(r["count"] for r in rows) == sum(x.size for x in jax.tree.leaves(params))
     text = format_param_table(rows)
     assert "layers/mlp/down_proj/kernel" in text and "trainable: 2,688 " in text
+
+
+def test_info_from_a_config_alone(tmp_path, capsys):
+    """`jaxmem info` on a directory holding only a Llama-2-7B config.json: shapes from the
+    config (no weights anywhere), with the trainable leaves of a method."""
+    import json
+
+    from jaxmem.cli import main
+
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "llama", "vocab_size": 32000, "hidden_size": 4096,
+        "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+        "max_position_embeddings": 4096}))
+    assert main(["info", str(tmp_path), "--method", "lora:r=8"]) == 0
+    out = capsys.readouterr().out
+    assert "layers/mlp/down_proj/kernel" in out and "32x11008x4096" in out
+    assert "6,742,609,984 parameters" in out and "trainable: 4,194,304 " in out

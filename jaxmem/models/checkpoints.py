@@ -299,6 +299,25 @@ def download_from_hub(repo_id: str) -> str:
             "Gated models (Llama) also need `huggingface-cli login`.") from e
 
 
+def model_config(name_or_path: str) -> ModelConfig | None:
+    """The architecture alone, from a config.json (local, or the only file fetched from the hub),
+    without reading weights; None for a GGUF file, whose config lives beside its weights."""
+    name = str(name_or_path)
+    if name in EMBEDDED or name.endswith(".gguf"):
+        return None
+    path = Path(os.path.expanduser(name))
+    if path.is_dir():
+        return ModelConfig.from_json_file(_existing(str(path / "config.json")))
+    repo = ALIASES.get(name, name)
+    if name.startswith((".", "/", "~")) or repo.count("/") != 1:
+        _existing(name)  # raises FileNotFoundError naming the path
+        raise ValueError(f"Unknown model {name!r}; pass an alias, a hub id, an HF directory or "
+                         "a .gguf file.")
+    from huggingface_hub import hf_hub_download
+
+    return ModelConfig.from_json_file(hf_hub_download(repo, "config.json"))
+
+
 def _existing(name: str) -> Path:
     path = Path(os.path.expanduser(name))
     if not path.exists():

@@ -64,9 +64,9 @@ class PromptConfig:
 
 def _prompt_embedding(params, cfg, n, how, text, key, tokenizer):
     """Prompt tuning's initial embedding from the vocabulary (None: keep the module's N(0, 1))."""
-    wte = np.asarray(params["wte"])
     if how == "random":
         return None
+    wte = np.asarray(params["wte"])
     if how == "sample_vocab":
         ids = np.asarray(jax.random.randint(key, (n,), 0, cfg.vocab_size))
         return jnp.asarray(wte[ids])
