@@ -23,9 +23,10 @@ from typing import Sequence
 import numpy as np
 
 from jaxmem import attacks as A
-from jaxmem import metrics as M
+from jaxmem.bootstrap import summarize
 from jaxmem.config import DTYPES, dtype_name, field
 from jaxmem.data.overlap import drop_exact_copies
+from jaxmem.metrics import roc_curve
 from jaxmem.scoring import score_texts
 
 
@@ -128,8 +129,8 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
         lowercase=(score_texts(params, cfg, tokenizer, [t.lower() for t in texts], **kw)
                    if "lowercase" in extra else None))
     scores = A.run_attacks(specs, inputs)
-    metrics = {name: M.summarize(s, labels, n_boot=acfg.n_boot, seed=acfg.seed,
-                                 nan_policy=acfg.nan_policy) for name, s in scores.items()}
+    metrics = {name: summarize(s, labels, n_boot=acfg.n_boot, seed=acfg.seed,
+                               nan_policy=acfg.nan_policy) for name, s in scores.items()}
     info = {"n_members": len(members), "n_nonmembers": len(nonmembers),
             "block_size": acfg.block_size, "n_truncated": int(target.truncated.sum()),
             "dtype": acfg.dtype, "attacks": list(scores)}
@@ -162,7 +163,7 @@ def write_results(out: Path, result: dict, texts: Sequence[str], title: str = ""
     curves = {}
     for name, s in scores.items():
         ok = np.isfinite(s)
-        fpr, tpr, _ = M.roc_curve(s[ok], labels[ok])
+        fpr, tpr, _ = roc_curve(s[ok], labels[ok])
         curves[name] = (fpr, tpr, result["metrics"][name]["auc"])
     plot_roc(curves, out / "roc.png", title)
     plot_histograms(scores, labels, out / "histograms.png", title)

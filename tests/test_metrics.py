@@ -1,20 +1,17 @@
-"""Tests for jaxmem.metrics, checked against scikit-learn as the reference."""
+"""Tests for jaxmem.metrics and jaxmem.bootstrap, checked against scikit-learn as the reference."""
 
 import functools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from jaxmem.metrics import (
-    bootstrap_ci,
-    roc_auc,
-    roc_curve,
-    scores_and_labels,
-    summarize,
-    tpr_at_fpr,
-)
+from jaxmem import bootstrap, metrics
+from jaxmem.bootstrap import bootstrap_ci, summarize
+from jaxmem.metrics import roc_auc, roc_curve, scores_and_labels, tpr_at_fpr
 
 TARGET_FPRS = (0.1, 0.01, 0.001)
 
@@ -360,3 +357,21 @@ def test_summarize_ci_contains_estimates():
         low, high = result[key + "_ci"]
         assert low <= result[key] <= high, key
         assert high - low > 0, key
+
+
+# --- module layout ----------------------------------------------------------------
+
+
+def test_bootstrap_names_still_importable_from_metrics():
+    for name in ("bootstrap_ci", "summarize"):
+        assert getattr(metrics, name) is getattr(bootstrap, name)
+        assert name in metrics.__all__
+    with pytest.raises(AttributeError):
+        metrics.no_such_name
+
+
+@pytest.mark.parametrize("first", ["jaxmem.bootstrap", "jaxmem.metrics"])
+def test_modules_import_in_either_order(first):
+    code = (f"import {first}; from jaxmem.metrics import summarize, bootstrap_ci; "
+            "from jaxmem.bootstrap import summarize as s; assert s is summarize")
+    subprocess.run([sys.executable, "-c", code], check=True)
