@@ -93,7 +93,9 @@ def print_results(meta: dict, table: list[dict], *more_tables: list[dict], json_
         print()
         print(markdown_table(t))
     if json_path:
-        Path(json_path).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+        from jaxmem.runs import atomic_write
+
+        atomic_write(json_path, json.dumps({"meta": meta, "rows": rows}, indent=2))
 
 
 def real_batch(tok, batch: int, seq_len: int) -> tuple[np.ndarray, str]:

@@ -173,14 +173,13 @@ def run_sweep(args) -> None:
             "wall_s": time.perf_counter() - t_start,
             "peak_equivalent_tokens_per_s": {str(t): v for t, v in peak_tps.items()},
             "command": "python " + " ".join(sys.argv)}
+    from jaxmem.runs import atomic_write, write_table
+
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "bench_scoring_sweep.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    (out / "bench_scoring_sweep.json").write_text(json.dumps({"meta": meta, "rows": rows},
-                                                             indent=2))
+    write_table(rows, out / "bench_scoring_sweep.csv")
+    atomic_write(out / "bench_scoring_sweep.json", json.dumps({"meta": meta, "rows": rows},
+                                                              indent=2))
     plot_sweep(rows, peak_tps, out / "bench_scoring_sweep.png",
                f"jaxmem scoring, {args.model} {args.dtype}, {platform.machine()} "
                f"{os.cpu_count()} cores ({meta['matmul_peak_gflops']:.0f} GFLOP/s peak)")

@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import warnings
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from jaxmem import attacks as A
+from jaxmem import runs
 from jaxmem.bootstrap import summarize
 from jaxmem.config import DTYPES, dtype_name, field
 from jaxmem.data.overlap import drop_exact_copies
@@ -105,7 +105,7 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
         raise ValueError(f"block_size {acfg.block_size} exceeds the model's context "
                          f"({cfg.max_positions} positions); lower it.")
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None and (out / "metrics.json").exists() and not overwrite:
+    if out is not None and runs.has_attack_results(out) and not overwrite:
         raise FileExistsError(f"{out} already holds results (metrics.json); use another "
                               "directory or overwrite=True (--overwrite).")
     members, nonmembers = check_member_sets(members, nonmembers)
@@ -146,6 +146,7 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
 
 
 def write_results(out: Path, result: dict, texts: Sequence[str], title: str = "") -> None:
+    """Writes an attack folder (see :mod:`jaxmem.runs`): scores, plots, then ``metrics.json``."""
     from jaxmem.report import plot_histograms, plot_roc
 
     out.mkdir(parents=True, exist_ok=True)
@@ -154,22 +155,15 @@ def write_results(out: Path, result: dict, texts: Sequence[str], title: str = ""
     rows = [{"index": i, "member": bool(labels[i]), "n_tokens": int(n_tok[i]),
              **{k: float(v[i]) for k, v in scores.items()}, "text": texts[i][:200]}
             for i in range(len(texts))]
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    tmp = out / "scores.parquet.tmp"
-    pq.write_table(pa.Table.from_pylist(rows), tmp)
-    os.replace(tmp, out / "scores.parquet")
+    runs.write_table(rows, out / runs.SCORES)
     curves = {}
     for name, s in scores.items():
         ok = np.isfinite(s)
         fpr, tpr, _ = roc_curve(s[ok], labels[ok])
         curves[name] = (fpr, tpr, result["metrics"][name]["auc"])
-    plot_roc(curves, out / "roc.png", title)
-    plot_histograms(scores, labels, out / "histograms.png", title)
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps({"metrics": result["metrics"], "info": result["info"]}, indent=1))
-    os.replace(tmp, out / "metrics.json")
+    plot_roc(curves, out / runs.ROC, title)
+    plot_histograms(scores, labels, out / runs.HISTOGRAMS, title)
+    runs.write_attack_metrics(out, result["metrics"], result["info"])
 
 
 def metrics_table(metrics: dict) -> list[dict]:

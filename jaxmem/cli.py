@@ -23,34 +23,6 @@ from jaxmem.config import add_dataclass_args, dataclass_from_args
 from jaxmem.report import markdown_table
 
 
-def _write_table(rows: list[dict], path: Path) -> None:
-    """Writes rows as .csv, .jsonl or .parquet by the file's suffix (atomically)."""
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    os.close(fd)
-    if path.suffix == ".jsonl":
-        with open(tmp, "w") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-    elif path.suffix == ".csv":
-        import csv
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-    elif path.suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-        pq.write_table(pa.Table.from_pylist(rows), tmp)
-    else:
-        os.unlink(tmp)
-        raise SystemExit(f"error: unknown output format {path.suffix!r}; use .csv, .jsonl or .parquet")
-    os.replace(tmp, path)
-
-
 def _read_texts(path: str, text_column: str) -> list[str]:
     from jaxmem.data import read_text_file
 
@@ -93,7 +65,9 @@ def cmd_score(args) -> int:
     print(f"\n{len(texts)} texts, {total} scored tokens, corpus perplexity {corpus_ppl:.3f}, "
           f"{total / dt:.0f} tokens/s ({dt:.1f}s incl. compile)")
     if args.out:
-        _write_table(rows, Path(args.out))
+        from jaxmem.runs import write_table
+
+        write_table(rows, args.out)
         print(f"wrote {args.out}")
     return 0
 
@@ -121,22 +95,26 @@ def cmd_train(args) -> int:
                 overwrite=args.overwrite, mesh=args.mesh)
     if not _main_process():
         return 0
-    (Path(args.run_dir) / "corpus.json").write_text(json.dumps(
-        {"corpus": args.corpus, "seed": args.seed, "n_train": args.n_train,
-         "n_validation": args.n_validation, "n_members": args.n_members,
-         "n_nonmembers": args.n_nonmembers, "text_column": args.text_column}))
+    from jaxmem.runs import CorpusRecord, write_corpus_record
+
+    write_corpus_record(args.run_dir, CorpusRecord(
+        corpus=args.corpus, seed=args.seed, n_train=args.n_train, n_validation=args.n_validation,
+        n_members=args.n_members, n_nonmembers=args.n_nonmembers, text_column=args.text_column))
     print(markdown_table([{k: (round(v, 4) if isinstance(v, float) else v) for k, v in h.items()}
                           for h in res.history]))
     return 0
 
 
 def cmd_attack(args) -> int:
-    from jaxmem.audit import AuditConfig, metrics_table, run_attacks_on
+    import dataclasses
 
-    if args.run_dir and not args.members and (Path(args.run_dir) / "corpus.json").exists():
-        for k, v in json.loads((Path(args.run_dir) / "corpus.json").read_text()).items():
-            if getattr(args, k) is None or k == "corpus" and args.corpus == "default":
-                setattr(args, k, v)
+    from jaxmem.audit import AuditConfig, metrics_table, run_attacks_on
+    from jaxmem.runs import read_corpus_record
+
+    record = read_corpus_record(args.run_dir) if args.run_dir and not args.members else None
+    if record is not None:  # the run's data, for the options left at their defaults
+        vars(args).update({k: v for k, v in dataclasses.asdict(record).items() if getattr(
+            args, k) is None or k == "corpus" and args.corpus == "default"})
     if args.members or args.nonmembers:
         if not (args.members and args.nonmembers):
             raise ValueError("--members and --nonmembers go together.")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmem import runs
+
 
 def _plt():
     import matplotlib
@@ -91,22 +93,18 @@ def markdown_table(rows: list[dict], floatfmt: str = ".4g") -> str:
 
 # ----------------------------------------------------------------------------- the study report
 
-# The paper's Table 2 (LLaMA2-7B, 5 epochs, LOSS AUC) and Table 3 (WikiText, LOSS AUC), for
-# side-by-side reading where the setting matches.
+# The paper's Table 2 (LLaMA2-7B, 5 epochs, LOSS AUC), for side-by-side reading where the
+# setting matches.
 PAPER_TABLE2 = {
     "webnlg": {"head": .905, "lora": .852, "prefix": .621, "prompt": .582, "ptuning": .626},
     "wikitext": {"head": .889, "lora": .787, "prefix": .484, "prompt": .478, "ptuning": .487},
     "xsum": {"head": .823, "lora": .716, "prefix": .522, "prompt": .528, "ptuning": .532},
 }
-PAPER_TABLE3 = {  # model -> (full, head, lora, prefix, prompt, ptuning)
-    "gpt2": (.601, .536, .483, .497, .487, .489), "gpt2-xl": (.990, .628, .490, .491, .492, .485),
-    "llama-3.2-1b": (.9999, .932, .487, .498, .485, .484),
-    "llama-2-7b": (.9999, .889, .787, .484, .478, .487),
-}
-PARAMETER_BASED = ("full", "head", "lora", "ia3")
 
 
 def _family(method: str) -> str:
+    from jaxmem.tuning import PARAMETER_BASED
+
     return "parameter" if method.partition(":")[0] in PARAMETER_BASED else "prompt"
 
 
@@ -152,8 +150,7 @@ def _loss_distributions(out: Path, rows, path):
         sub = _select(rows, model=model, dataset=dataset, method=method)
         if sub and len(panels) < 3:
             e = max(r["epoch"] for r in sub)
-            f = (out / "attacks" / _slug(model) / _slug(dataset) / _slug(method) / f"epoch_{e}" /
-                 "scores.parquet")
+            f = runs.study_attack_dir(out, model, dataset, method, e) / runs.SCORES
             if f.exists():
                 panels.append((f"{method} (epoch {e})", pq.read_table(f).to_pydict()))
     if not panels:
@@ -236,14 +233,10 @@ def _lora_placement(final, attack, path) -> bool:
     return True
 
 
-def _slug(s: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in s)
-
-
 def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None) -> Path:
     """Writes ``report.md`` and ``figures/*.png`` for a study's result rows."""
     out = Path(out)
-    fig_dir = out / "figures"
+    fig_dir = out / runs.FIGURES
     fig_dir.mkdir(exist_ok=True)
     attack = scfg.audit.attacks[0] if scfg.audit.attacks else "loss"
     attack = next((r["attack"] for r in rows if r["attack"].startswith(attack)), attack)
@@ -306,8 +299,7 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
         f"{d}: " + ", ".join(f"{m} {v}" for m, v in t.items()) for d, t in PAPER_TABLE2.items()),
         "", "Per-example scores, ROC curves and histograms for every (method, epoch) are under "
         "`attacks/`; every number above is in `results.csv`.", ""]
-    (out / "report.md").write_text("\n".join(lines))
-    return out / "report.md"
+    return runs.atomic_write(out / runs.REPORT, "\n".join(lines))
 
 
 def _claims(rows, model, dataset, attack) -> list[str]:

@@ -159,19 +159,33 @@ def length_buckets(max_len: int, min_len: int = 16) -> tuple[int, ...]:
 
 
 def make_batches(seqs: Sequence[Sequence[int]], batch_size: int, buckets: Sequence[int],
-                 pad_id: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                 pad_id: int = 0, order: Sequence[int] | None = None
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Groups token sequences into right-padded [B, L] batches with L from ``buckets``.
 
-    Sequences are sorted by length so each batch pads little; every batch has exactly
-    ``batch_size`` rows (the last is filled with empty rows) so each bucket compiles once.
+    The one batch builder: scoring takes the default order, the trainer a shuffled one. Every
+    batch has exactly ``batch_size`` rows (the last is filled with empty rows) so each bucket
+    compiles once.
+
+    Args:
+      seqs: token id lists.
+      batch_size: rows per batch.
+      buckets: the padded lengths, ascending (see :func:`length_buckets`).
+      pad_id: the token id of padding.
+      order: which sequences, in which order, fill the batches (default: sorted by length, so
+        each batch pads little).
 
     Yields:
       (input_ids int32 [B, L], attention_mask int32 [B, L], index int64 [B] into ``seqs``,
       -1 for filler rows).
+
+    Raises:
+      ValueError: a non-positive ``batch_size``, or a sequence longer than the last bucket.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
-    order = np.argsort([len(s) for s in seqs], kind="stable")
+    if order is None:
+        order = np.argsort([len(s) for s in seqs], kind="stable")
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         longest = max(len(seqs[i]) for i in idx)

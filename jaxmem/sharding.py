@@ -362,43 +362,8 @@ def device_bytes(tree, device=None) -> int:
 
 # ----------------------------------------------------------------------------- checkpoints
 
-def save_checkpoint(path: str | os.PathLike, tree, *, overwrite: bool = False) -> None:
-    """Writes a pytree of (possibly sharded) arrays with orbax, each device writing its shards.
-
-    Every process must call it. The layout on disk does not depend on the mesh, so
-    :func:`restore_checkpoint` can read it onto any other mesh or a single device.
-    """
-    import orbax.checkpoint as ocp
-
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(os.path.abspath(path), tree, force=overwrite)
-        ckptr.wait_until_finished()
-
-
-def restore_checkpoint(path: str | os.PathLike, like, shardings=None):
-    """Reads a checkpoint from :func:`save_checkpoint` straight into the target shardings.
-
-    Args:
-      path: the checkpoint directory.
-      like: a tree with the checkpoint's structure whose leaves give shape and dtype (arrays or
-        ``jax.ShapeDtypeStruct``; no data is read from them).
-      shardings: a matching tree of target ``jax.sharding.Sharding`` s, e.g. from
-        :func:`param_shardings` on another mesh. Default: the shardings ``like``'s arrays have.
-
-    Returns:
-      The tree, each array laid out as its target sharding says (orbax reads each device's part).
-    """
-    import orbax.checkpoint as ocp
-
-    def target(x, s=None):
-        sds = ocp.utils.to_shape_dtype_struct(x)
-        s = s if s is not None else getattr(sds, "sharding", None)
-        return jax.ShapeDtypeStruct(sds.shape, sds.dtype, sharding=s)
-
-    abstract = (jax.tree.map(target, like) if shardings is None
-                else jax.tree.map(target, like, shardings))
-    with ocp.StandardCheckpointer() as ckptr:
-        return ckptr.restore(os.path.abspath(path), abstract)
+# One orbax path for the trainer and for restoring onto another mesh: see jaxmem.checkpointing.
+from jaxmem.checkpointing import restore_checkpoint, save_checkpoint  # noqa: E402
 
 
 __all__ = ["AXES", "BATCH_AXES", "LOGICAL_RULES", "batch_split", "device_bytes", "mesh_spec",

@@ -2,15 +2,10 @@
 
 For every cell (model, dataset, method) it fine-tunes with a checkpoint per epoch, attacks each
 chosen epoch's checkpoint (reference = the base model), and records validation perplexity next
-to every attack's AUC and TPR at low FPR with bootstrap CIs. Layout of ``out_dir``::
+to every attack's AUC and TPR at low FPR with bootstrap CIs, all in one folder (``study.json``,
+``results.csv``/``.json``, ``report.md``, ``runs/``, ``attacks/``; layout: :mod:`jaxmem.runs`).
 
-    study.json                      the config (a folder holding another study is refused)
-    results.csv, results.json       one row per (model, dataset, method, epoch, attack)
-    report.md, figures/*.png        written by :mod:`jaxmem.report` at the end
-    runs/<model>/<dataset>/<method>/           the trainer's run directory (checkpoints, log)
-    attacks/<model>/<dataset>/<method>/epoch_N/ scores.parquet, metrics.json, roc.png, ...
-
-A finished (cell, epoch) has its ``metrics.json`` and is never recomputed; an interrupted
+A finished (cell, epoch) is never recomputed (:func:`jaxmem.runs.cell_done`); an interrupted
 training continues from its last checkpoint.
 
 A ``study.json`` written before the options were nested (flat ``epochs``, ``block_size``...)
@@ -25,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 import warnings
 from pathlib import Path
@@ -33,10 +27,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxmem import runs
 from jaxmem.attacks import DEFAULT_ATTACKS
 from jaxmem.audit import AuditConfig
 from jaxmem.config import iter_fields, replace_nested
-from jaxmem.report import _slug
 from jaxmem.train import TrainConfig
 
 
@@ -201,21 +195,18 @@ def migrate_study_json(out: Path) -> None:
                 f"(epochs, block_size, ...; now under train: and audit:), and cannot be "
                 f"converted ({e}). Use another --out-dir, or --overwrite to start over.") from e
         if is_main_process():
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(new, indent=1))
-            os.replace(tmp, path)
+            runs.atomic_write(path, json.dumps(new, indent=1))
             print(f"{path}: converted to the nested study options (train:, audit:)")
     sync("jaxmem-study-migrated")
 
 
 def _claim_folder(out: Path, scfg: StudyConfig, overwrite: bool) -> None:
-    from jaxmem.train import claim_dir
-
-    claim_dir(out, "study.json", scfg.to_dict(), overwrite=overwrite, what="study",
-              error=FileExistsError, ignore=EXECUTION_FIELDS)
+    runs.claim_study(out, scfg.to_dict(), overwrite=overwrite, ignore=EXECUTION_FIELDS)
 
 
-def _rows(model, n_params, dataset, method, epoch, val, metrics) -> list[dict]:
+def _rows(model, n_params, dataset, method, epoch, where) -> list[dict]:
+    """The result rows of a done (cell, epoch), one per attack."""
+    metrics, val = runs.read_cell(where)
     rows = []
     for attack, m in metrics.items():
         ci = m.get("auc_ci") or (np.nan, np.nan)
@@ -297,94 +288,44 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
                                       target_stats=base_stats if is_base else None, mesh=mesh)
 
             # epoch 0: the base model itself, the floor every method starts from
-            where = out / "attacks" / _slug(model_name) / _slug(dataset) / "base" / "epoch_0"
-            if not _done(where):
+            where = runs.study_attack_dir(out, model_name, dataset, "base", 0)
+            if not runs.cell_done(where):
                 attack(base, where, f"{model_name} base", is_base=True)
                 val_seqs, _ = encode_texts(tok, corpus.validation, scfg.train.block_size)
                 val = validation_loss(base, cfg, val_seqs, scfg.train, tok.pad_token_id or 0,
                                       mesh)
-                _add_val(where, val)
-            rows += _rows(model_name, n_params, dataset, "base", 0, _val_of(where), _metrics_of(where))
+                runs.mark_cell_done(where, val)
+            rows += _rows(model_name, n_params, dataset, "base", 0, where)
 
             for method in scfg.methods:
-                run_dir = out / "runs" / _slug(model_name) / _slug(dataset) / _slug(method)
+                run_dir = runs.study_run_dir(out, model_name, dataset, method)
                 tcfg = scfg.train_config(method)
                 epochs = scfg.attack_epochs or tuple(range(1, tcfg.epochs + 1))
-                todo = [e for e in epochs if not _done(out / "attacks" / _slug(model_name) /
-                                                         _slug(dataset) / _slug(method) /
-                                                         f"epoch_{e}")]
+                todo = [e for e in epochs if not runs.cell_done(
+                    runs.study_attack_dir(out, model_name, dataset, method, e))]
                 history = {}
                 if todo:
                     res = train(base, cfg, tok, method, corpus.train, corpus.validation, run_dir,
                                 tcfg, model_name=model_name, progress=progress, mesh=mesh)
                     history = {h["epoch"]: h["val_loss"] for h in res.history}
                 for e in epochs:
-                    where = (out / "attacks" / _slug(model_name) / _slug(dataset) /
-                             _slug(method) / f"epoch_{e}")
+                    where = runs.study_attack_dir(out, model_name, dataset, method, e)
                     if e in todo:
                         if stop_after is not None and done_new >= stop_after:
-                            _write_results(out, rows)
+                            runs.write_study_results(out, rows)
                             return rows
                         params, _ = load_checkpoint(run_dir, base, cfg, tok, epoch=e, mesh=mesh)
                         attack(params, where, f"{model_name} {method} epoch {e}")
-                        _add_val(where, history[e])
+                        runs.mark_cell_done(where, history[e])
                         done_new += 1
                         if progress:
-                            first, m = next(iter(_metrics_of(where).items()))
+                            first, m = next(iter(runs.read_cell(where)[0].items()))
                             print(f"[{time.perf_counter() - t_start:.0f}s] {model_name} / "
                                   f"{dataset} / {method} epoch {e}: val ppl "
                                   f"{np.exp(history[e]):.3f}, {first} AUC {m['auc']:.3f}")
-                    rows += _rows(model_name, n_params, dataset, method, e, _val_of(where),
-                                  _metrics_of(where))
-            _write_results(out, rows)
-    _write_results(out, rows)
+                    rows += _rows(model_name, n_params, dataset, method, e, where)
+            runs.write_study_results(out, rows)
+    runs.write_study_results(out, rows)
     if is_main_process():
         write_study_report(out, scfg, rows, seconds=time.perf_counter() - t_start)
     return rows
-
-
-def _done(where: Path) -> bool:
-    """A (cell, epoch) is finished once its metrics carry the validation loss (written last)."""
-    f = where / "metrics.json"
-    return f.exists() and "val_loss" in json.loads(f.read_text())["info"]
-
-
-def _add_val(where: Path, val: float) -> None:
-    from jaxmem.sharding import is_main_process, sync
-
-    if is_main_process():
-        m = json.loads((where / "metrics.json").read_text())
-        m["info"]["val_loss"] = val
-        tmp = where / "metrics.json.tmp"
-        tmp.write_text(json.dumps(m, indent=1))
-        os.replace(tmp, where / "metrics.json")
-    sync("jaxmem-study-val")
-
-
-def _metrics_of(where: Path) -> dict:
-    return json.loads((where / "metrics.json").read_text())["metrics"]
-
-
-def _val_of(where: Path) -> float:
-    return json.loads((where / "metrics.json").read_text())["info"]["val_loss"]
-
-
-def _write_results(out: Path, rows: list[dict]) -> None:
-    from jaxmem.sharding import is_main_process
-
-    if not rows or not is_main_process():
-        return
-    for name, write in (("results.json", lambda f: json.dump(rows, f, indent=1)),
-                        ("results.csv", lambda f: _csv(f, rows))):
-        tmp = out / (name + ".tmp")
-        with open(tmp, "w", newline="") as f:
-            write(f)
-        os.replace(tmp, out / name)
-
-
-def _csv(f, rows):
-    import csv
-
-    w = csv.DictWriter(f, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)

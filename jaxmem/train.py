@@ -1,11 +1,7 @@
 """The trainer: one jit-compiled step, an orbax checkpoint every epoch, resumable.
 
-A run directory holds everything about one fine-tuning run::
-
-    run.json                    model, method and training configs (a run is refused if they differ)
-    log.jsonl                   every metric: one line per step and one per epoch
-    checkpoints/epoch_003/      orbax: the trainable parameters and their optimizer state
-    checkpoints/epoch_003.json  written after the orbax save completes: marks the epoch finished
+A run directory holds everything about one fine-tuning run: its config, a log, and an orbax
+checkpoint per epoch, marked finished once written (layout: :mod:`jaxmem.runs`).
 
 Only trainable leaves are saved (for LoRA, prefix, ... just the method's own parameters); frozen
 leaves come back from the base model and the method's deterministic init. A killed run resumes
@@ -21,10 +17,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import shutil
 import sys
 import time
 import types
@@ -36,10 +30,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxmem import runs
 from jaxmem import sharding as sh
+from jaxmem.checkpointing import CheckpointError
 from jaxmem.config import DTYPES, dtype_name, field
 from jaxmem.models.config import ModelConfig
-from jaxmem.scoring import encode_texts, length_buckets, per_token, score_sequences
+from jaxmem.scoring import encode_texts, length_buckets, make_batches, per_token, score_sequences
 from jaxmem.tuning import init_method, method_config
 from jaxmem.tuning.partition import (OptimConfig, count, make_optimizer, merge, split,
                                      zeros_for_frozen)
@@ -98,10 +94,6 @@ class TrainResult:
     run_dir: Path
 
 
-class CheckpointError(RuntimeError):
-    pass
-
-
 def _sum_nll(params, cfg, ids, mask, dtype, rng, lora_dropout):
     st = per_token(params, cfg, ids, mask, dtype=dtype, dropout_rng=rng,
                    lora_dropout=lora_dropout)
@@ -146,67 +138,17 @@ def _epoch_batches(seqs, tcfg: TrainConfig, epoch: int, pad_id: int):
     Every process builds the same global batches (the order depends only on seed and epoch);
     in a sharded run each process then transfers only its own devices' rows.
     """
-    rng = np.random.default_rng([tcfg.seed, epoch])
-    order = rng.permutation(len(seqs))
-    per_step = tcfg.batch_size * tcfg.grad_accum
-    buckets = length_buckets(tcfg.block_size)
-    for start in range(0, len(order), per_step):
-        idx = order[start:start + per_step]
-        longest = max(len(seqs[i]) for i in idx)
-        t = next(b for b in buckets if b >= longest)
-        ids = np.full((per_step, t), pad_id, np.int32)
-        mask = np.zeros((per_step, t), np.int32)
-        for row, i in enumerate(idx):
-            ids[row, :len(seqs[i])] = seqs[i]
-            mask[row, :len(seqs[i])] = 1
-        shape = (tcfg.grad_accum, tcfg.batch_size, t)
+    order = np.random.default_rng([tcfg.seed, epoch]).permutation(len(seqs))
+    for ids, mask, _ in make_batches(seqs, tcfg.batch_size * tcfg.grad_accum,
+                                     length_buckets(tcfg.block_size), pad_id, order=order):
+        shape = (tcfg.grad_accum, tcfg.batch_size, ids.shape[1])
         yield ids.reshape(shape), mask.reshape(shape)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    if not sh.is_main_process():  # one process writes; the others read it (shared filesystem)
-        return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def claim_dir(folder: Path, name: str, spec: dict, *, overwrite: bool, what: str,
-              error: type[Exception] = None, ignore: Sequence[str] = ()) -> None:
-    """Makes ``folder`` this job's, recorded in its ``name`` file (``run.json``, ``study.json``).
-
-    A folder whose file holds another spec is refused (``error``, naming the keys that differ)
-    unless ``overwrite``, which empties it; the same spec resumes. Keys in ``ignore`` say how a
-    job runs, not what it is, and never count as a difference. Every process reads the file
-    before process 0 changes anything.
-    """
-    spec = json.loads(json.dumps(spec))
-    path = folder / name
-    old = json.loads(path.read_text()) if path.exists() else None
-    sh.sync(f"jaxmem-claim-read-{name}")
-    diff = sorted(k for k in set(spec) | set(old or {})
-                  if k not in ignore and (old or {}).get(k) != spec.get(k))
-    if old is not None and diff:
-        if not overwrite:
-            raise (error or CheckpointError)(
-                f"{folder} holds a different {what} (differs in: {', '.join(diff)}). Use another "
-                "directory, or overwrite=True (--overwrite) to replace it.")
-        if sh.is_main_process():
-            shutil.rmtree(folder)
-    if sh.is_main_process():
-        folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, json.dumps(spec, indent=1))
-    sh.sync(f"jaxmem-claimed-{name}")
 
 
 def _run_spec(model_name, cfg, mcfg, tcfg, n_train, n_val) -> dict:
     return {"model": str(model_name), "model_config": cfg.to_dict(),
             "method": dataclasses.asdict(mcfg), "train": tcfg.to_dict(),
             "n_train": n_train, "n_validation": n_val}
-
-
-def _finished_epochs(ckpt_dir: Path) -> list[int]:
-    return sorted(int(p.stem.split("_")[1]) for p in ckpt_dir.glob("epoch_*.json"))
 
 
 def validation_loss(params, cfg, seqs, tcfg: TrainConfig, pad_id: int, mesh=None) -> float:
@@ -216,50 +158,18 @@ def validation_loss(params, cfg, seqs, tcfg: TrainConfig, pad_id: int, mesh=None
     return float(-np.where(st.mask, st.logp, 0.0).sum() / st.mask.sum())
 
 
-def _save(ckpt_dir: Path, epoch: int, params, labels, opt_state, meta: dict) -> None:
-    import orbax.checkpoint as ocp
-
-    path = (ckpt_dir / f"epoch_{epoch:03d}").absolute()
-    if path.exists() and sh.is_main_process():  # no .json marker: a save that was cut short
-        shutil.rmtree(path)
-    sh.sync(f"jaxmem-save-{epoch}")
-    state = {"params": split(params, labels)[0], "opt_state": opt_state}
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(path, state)
-        ckptr.wait_until_finished()
-    _atomic_write(ckpt_dir / f"epoch_{epoch:03d}.json", json.dumps(meta, indent=1))
-    sh.sync(f"jaxmem-saved-{epoch}")  # the marker is visible to every process from here on
-
-
-def _restore(ckpt_dir: Path, epoch: int, params, labels, opt_state=None):
+def _restore(run_dir: Path, epoch: int, params, labels, opt_state=None):
     """(params, opt_state) from a checkpoint, laid out as the given arrays are.
 
     Without ``opt_state`` only the trainable params are read (orbax partial restore): loading a
     run for attacks never reads its optimizer state, twice the size of a full fine-tune.
     """
-    import orbax.checkpoint as ocp
-
-    path = (ckpt_dir / f"epoch_{epoch:03d}").absolute()
-    target = {"params": split(params, labels)[0]}
+    trainable, frozen = split(params, labels)
+    target = {"params": trainable}
     if opt_state is not None:
         target["opt_state"] = opt_state
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    try:
-        if opt_state is not None:
-            with ocp.StandardCheckpointer() as ckptr:
-                state = ckptr.restore(path, abstract)
-        else:
-            with ocp.PyTreeCheckpointer() as ckptr:
-                state = ckptr.restore(path, args=ocp.args.PyTreeRestore(
-                    item=abstract, partial_restore=True,
-                    restore_args=ocp.checkpoint_utils.construct_restore_args(abstract)))
-    except Exception as e:
-        raise CheckpointError(
-            f"Checkpoint {path} cannot be restored ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:300]}). It is truncated or was written for another "
-            f"method/model; delete {path} and {path}.json to resume from the epoch before, or "
-            "use a fresh run directory.") from e
-    return merge(state["params"], split(params, labels)[1]), state.get("opt_state")
+    state = runs.restore_epoch(run_dir, epoch, target, partial=opt_state is None)
+    return merge(state["params"], frozen), state.get("opt_state")
 
 
 def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence[str],
@@ -315,9 +225,8 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
                          f"{sh.batch_split(mesh)} (raise grad_accum to keep the step size).")
     progress = progress and sh.is_main_process()
     run_dir = Path(run_dir)
-    ckpt_dir = run_dir / "checkpoints"
     spec = _run_spec(model_name, cfg, mcfg, tcfg, len(train_texts), len(val_texts))
-    claim_dir(run_dir, "run.json", spec, overwrite=overwrite, what="run")
+    runs.claim_run(run_dir, spec, overwrite=overwrite)
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     seqs, _ = encode_texts(tokenizer, train_texts, tcfg.block_size)
@@ -342,20 +251,19 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
         place = lambda ids, mask: sh.shard_batch(ids, mask, mesh)  # noqa: E731
 
     history: list[dict] = []
-    done = _finished_epochs(ckpt_dir) if ckpt_dir.exists() else []
+    done = runs.finished_epochs(run_dir)
     start = 0
     if done:
         start = done[-1]
-        params, opt_state = _restore(ckpt_dir, start, params, labels, opt_state)
-        history = [json.loads((ckpt_dir / f"epoch_{e:03d}.json").read_text())["metrics"]
-                   for e in done]
+        params, opt_state = _restore(run_dir, start, params, labels, opt_state)
+        history = [runs.epoch_record(run_dir, e)["metrics"] for e in done]
     n_trainable = count(params, labels)
 
     if start == 0:
         base_val = validation_loss(params, cfg, val_seqs, tcfg, pad_id, mesh)
         history = []
-        _log(run_dir, {"epoch": 0, "val_loss": base_val, "val_ppl": math.exp(base_val),
-                       "n_trainable": n_trainable})
+        runs.append_log(run_dir, {"epoch": 0, "val_loss": base_val,
+                                  "val_ppl": math.exp(base_val), "n_trainable": n_trainable})
     last_epoch = min(tcfg.epochs, stop_after_epoch or tcfg.epochs)
     for epoch in range(start + 1, last_epoch + 1):
         bar = None
@@ -370,8 +278,9 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
             params, opt_state, loss = step_fn(params, opt_state, *place(ids, mask), rng)
             loss = float(loss)
             if not math.isfinite(loss):
-                last = _finished_epochs(ckpt_dir) if ckpt_dir.exists() else []
-                where = (f"the last good checkpoint is epoch {last[-1]} in {ckpt_dir}" if last
+                last = runs.finished_epochs(run_dir)
+                where = (f"the last good checkpoint is epoch {last[-1]} in "
+                         f"{runs.checkpoint_dir(run_dir)}" if last
                          else "no epoch had finished, so there is no checkpoint")
                 raise FloatingPointError(
                     f"Loss became {loss} at epoch {epoch}, step {s + 1} ({mcfg.name}); {where}. "
@@ -379,7 +288,7 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
                     "float32 compute.")
             losses.append(loss)
             if s % tcfg.log_every == 0:
-                _log(run_dir, {"epoch": epoch, "step": global_step + 1, "loss": loss})
+                runs.append_log(run_dir, {"epoch": epoch, "step": global_step + 1, "loss": loss})
             if bar:
                 bar.set_postfix(loss=f"{loss:.4f}")
                 bar.update(1)
@@ -390,19 +299,13 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
                    "val_ppl": math.exp(val), "epoch_seconds": time.perf_counter() - t0,
                    "n_trainable": n_trainable}
         history.append(metrics)
-        _save(ckpt_dir, epoch, params, labels, opt_state, {"metrics": metrics, "run": spec})
-        _log(run_dir, metrics)
+        state = {"params": split(params, labels)[0], "opt_state": opt_state}
+        runs.save_epoch(run_dir, epoch, state, {"metrics": metrics, "run": spec})
+        runs.append_log(run_dir, metrics)
         if progress:
             print(f"{mcfg.name} epoch {epoch}: train loss {metrics['train_loss']:.4f}, "
                   f"val ppl {metrics['val_ppl']:.3f} ({metrics['epoch_seconds']:.0f}s)")
     return TrainResult(params, labels, history, run_dir)
-
-
-def _log(run_dir: Path, record: dict) -> None:
-    if not sh.is_main_process():
-        return
-    with open(run_dir / "log.jsonl", "a") as f:
-        f.write(json.dumps({"time": time.time(), **record}) + "\n")
 
 
 def load_checkpoint(run_dir, params: dict, cfg: ModelConfig, tokenizer=None,
@@ -414,11 +317,8 @@ def load_checkpoint(run_dir, params: dict, cfg: ModelConfig, tokenizer=None,
     whatever mesh the run was trained on.
     """
     run_dir = Path(run_dir)
-    spec_file = run_dir / "run.json"
-    if not spec_file.exists():
-        raise FileNotFoundError(f"{run_dir} is not a jaxmem run directory (no run.json).")
-    spec = json.loads(spec_file.read_text())
-    done = _finished_epochs(run_dir / "checkpoints")
+    spec = runs.read_run_spec(run_dir)
+    done = runs.finished_epochs(run_dir)
     if not done:
         raise CheckpointError(f"{run_dir} has no finished epoch to load.")
     epoch = done[-1] if epoch is None else epoch
@@ -431,7 +331,7 @@ def load_checkpoint(run_dir, params: dict, cfg: ModelConfig, tokenizer=None,
         jax.random.PRNGKey(tcfg.seed), 1), tokenizer)
     params = (jax.tree.map(jnp.asarray, params) if mesh is None
               else sh.place_params(params, mesh, cfg))
-    params, _ = _restore(run_dir / "checkpoints", epoch, params, labels)
+    params, _ = _restore(run_dir, epoch, params, labels)
     return params, labels
 
 

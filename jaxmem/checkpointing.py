@@ -1,0 +1,79 @@
+"""The one orbax path: a pytree of (possibly sharded) arrays to a checkpoint folder and back.
+
+The trainer's per-epoch checkpoints (:mod:`jaxmem.train`), :func:`jaxmem.train.load_checkpoint`
+and :mod:`jaxmem.sharding`'s restore-onto-another-mesh all go through :func:`save_checkpoint`
+and :func:`restore_checkpoint`. Where a run keeps its checkpoints, and which of them are finished,
+is :mod:`jaxmem.runs`' business.
+
+Example:
+    >>> save_checkpoint("ckpt/epoch_001", {"params": params})
+    >>> restore_checkpoint("ckpt/epoch_001", {"params": params}, {"params": shardings})
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+
+class CheckpointError(RuntimeError):
+    """A run folder or checkpoint that cannot be used as asked."""
+
+
+def save_checkpoint(path: str | os.PathLike, tree, *, overwrite: bool = False) -> None:
+    """Writes a pytree of (possibly sharded) arrays with orbax, each device writing its shards.
+
+    Every process must call it. The layout on disk does not depend on the mesh, so
+    :func:`restore_checkpoint` can read it onto any other mesh or a single device.
+
+    Args:
+      path: the checkpoint folder (made absolute; orbax wants that).
+      tree: the pytree to save.
+      overwrite: replace an existing folder at ``path`` instead of failing.
+    """
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(os.path.abspath(path), tree, force=overwrite)
+        ckptr.wait_until_finished()
+
+
+def restore_checkpoint(path: str | os.PathLike, like, shardings=None, *, partial: bool = False):
+    """Reads a checkpoint from :func:`save_checkpoint` straight into the target shardings.
+
+    Args:
+      path: the checkpoint folder.
+      like: a tree with the checkpoint's structure whose leaves give shape and dtype (arrays or
+        ``jax.ShapeDtypeStruct``; no data is read from them).
+      shardings: a matching tree of target ``jax.sharding.Sharding`` s, e.g. from
+        :func:`jaxmem.sharding.param_shardings` on another mesh. Default: the shardings
+        ``like``'s arrays have.
+      partial: ``like`` may be a subtree of what was saved (top-level keys left out are not
+        read at all): loading a run's parameters for attacks never reads its optimizer state.
+
+    Returns:
+      The tree, each array laid out as its target sharding says (orbax reads each device's part).
+    """
+    import orbax.checkpoint as ocp
+
+    def target(x, s=None):
+        sds = ocp.utils.to_shape_dtype_struct(x)
+        if not isinstance(sds, jax.ShapeDtypeStruct):  # a Python scalar
+            return sds
+        s = s if s is not None else getattr(sds, "sharding", None)
+        return jax.ShapeDtypeStruct(sds.shape, sds.dtype, sharding=s)
+
+    abstract = (jax.tree.map(target, like) if shardings is None
+                else jax.tree.map(target, like, shardings))
+    path = os.path.abspath(path)
+    if not partial:
+        with ocp.StandardCheckpointer() as ckptr:
+            return ckptr.restore(path, abstract)
+    with ocp.PyTreeCheckpointer() as ckptr:
+        return ckptr.restore(path, args=ocp.args.PyTreeRestore(
+            item=abstract, partial_restore=True,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(abstract)))
+
+
+__all__ = ["CheckpointError", "restore_checkpoint", "save_checkpoint"]

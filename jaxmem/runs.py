@@ -1,0 +1,375 @@
+"""What jaxmem keeps on disk, and the only place that builds those paths.
+
+Three kinds of folder: a run (one fine-tuning, :func:`jaxmem.train.train`), an attack result
+(:func:`jaxmem.audit.run_attacks_on`) and a study (:func:`jaxmem.study.run_study`), which holds
+runs and attack results for every (model, dataset, method, epoch)::
+
+    <study>/
+    ├── study.json                 the study's config; a folder holding another one is refused
+    ├── results.json, results.csv  one row per (model, dataset, method, epoch, attack)
+    ├── report.md, figures/*.png   jaxmem.report, at the end
+    ├── runs/<model>/<dataset>/<method>/            a run folder (below); names are slug()s
+    └── attacks/<model>/<dataset>/<method>/epoch_N/ an attack folder (below); base: epoch_0
+
+    <run>/
+    ├── run.json                   model, method and training configs (another run is refused)
+    ├── corpus.json                which data it was trained on (jaxmem train; CorpusRecord)
+    ├── log.jsonl                  every metric: one line per step and one per epoch
+    └── checkpoints/
+        ├── epoch_003/             orbax: trainable parameters and their optimizer state
+        └── epoch_003.json         written after the orbax save: marks the epoch finished
+
+    <attack>/
+    ├── scores.parquet             per-example scores of every attack
+    ├── metrics.json               {"metrics": {attack: ...}, "info": {...}}; in a study,
+    │                              info.val_loss is written last and marks the cell done
+    └── roc.png, histograms.png
+
+Every file is written whole or not at all (:func:`atomic_write`); with several processes
+process 0 writes and the others read (a shared filesystem). A run resumes after its last marked
+epoch, a study skips every done (cell, epoch), and results are never silently replaced: a
+folder holding another run or study is refused unless the caller asks to overwrite it.
+
+Example:
+    >>> claim_run(run_dir, spec, overwrite=False)
+    >>> finished_epochs(run_dir)
+    [1, 2]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from jaxmem import sharding as sh
+from jaxmem.checkpointing import CheckpointError, restore_checkpoint, save_checkpoint
+
+# run folder
+RUN_SPEC = "run.json"
+CORPUS_RECORD = "corpus.json"
+LOG = "log.jsonl"
+CHECKPOINTS = "checkpoints"
+# attack folder
+SCORES = "scores.parquet"
+METRICS = "metrics.json"
+ROC = "roc.png"
+HISTOGRAMS = "histograms.png"
+# study folder
+STUDY_SPEC = "study.json"
+RESULTS_JSON = "results.json"
+RESULTS_CSV = "results.csv"
+REPORT = "report.md"
+FIGURES = "figures"
+
+
+# ----------------------------------------------------------------------------- writing
+
+def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[Path], Any] | Any) -> Path:
+    """Writes a file whole or not at all: into a temporary file beside it, then renamed.
+
+    A reader (another process, a resumed job) never sees half a file, and a writer that fails
+    leaves the old file, if any, as it was and no temporary file behind.
+
+    Args:
+      path: the file to write.
+      data: text, bytes, a function that writes the file at the path it is given (parquet,
+        figures), or anything else, written as JSON (indent 1).
+
+    Returns:
+      ``path``.
+    """
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode()
+    elif not isinstance(data, bytes) and not callable(data):
+        data = json.dumps(data, indent=1).encode()
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        if callable(data):
+            data(tmp)
+        else:
+            tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return path
+
+
+def write_table(rows: Sequence[dict], path: str | os.PathLike) -> Path:
+    """Writes rows (dicts with the same keys) in the format the file's suffix names, atomically.
+
+    Args:
+      rows: the table; the first row's keys are the columns of a CSV or Markdown table.
+      path: ``.csv``, ``.json`` (a list, indent 1), ``.jsonl``, ``.md`` or ``.parquet``; the
+        folder is made if missing.
+
+    Raises:
+      ValueError: another suffix.
+    """
+    path = Path(path)
+    rows = list(rows)
+    if path.suffix == ".csv":
+        f = io.StringIO()
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+        data = f.getvalue()
+    elif path.suffix == ".json":
+        data = json.dumps(rows, indent=1)
+    elif path.suffix == ".jsonl":
+        data = "".join(json.dumps(r) + "\n" for r in rows)
+    elif path.suffix == ".md":
+        from jaxmem.report import markdown_table
+
+        data = markdown_table(rows) + "\n"
+    elif path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pylist(rows)
+        data = lambda tmp: pq.write_table(table, tmp)  # noqa: E731
+    else:
+        raise ValueError(f"unknown output format {path.suffix!r}; use .csv, .json, .jsonl, .md "
+                         "or .parquet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, data)
+
+
+def slug(s: str) -> str:
+    """A name that is safe as one folder name: ``lora:r=16`` -> ``lora_r=16``."""
+    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in s)
+
+
+# ----------------------------------------------------------------------------- claiming
+
+def claim_dir(folder: Path, name: str, spec: dict, *, overwrite: bool, what: str,
+              error: type[Exception] = CheckpointError, ignore: Sequence[str] = ()) -> None:
+    """Makes ``folder`` this job's, recorded in its ``name`` file (``run.json``, ``study.json``).
+
+    A folder whose file holds another spec is refused (naming the keys that differ) unless
+    ``overwrite``, which empties it; the same spec resumes. A folder without that file (new,
+    or not jaxmem's) is used as it is, and the file is written into it. Every process reads the
+    file before process 0 changes anything.
+
+    Args:
+      folder: the folder to claim; made if missing.
+      name: the spec file inside it.
+      spec: what the job is (JSON-able).
+      overwrite: empty a folder holding another spec instead of refusing it.
+      what: the job's kind, for the message ("run", "study").
+      error: the exception raised on refusal.
+      ignore: keys that say how a job runs, not what it is; never a difference.
+
+    Raises:
+      error: ``folder`` holds a different spec and ``overwrite`` is False.
+    """
+    spec = json.loads(json.dumps(spec))
+    folder = Path(folder)
+    path = folder / name
+    old = json.loads(path.read_text()) if path.exists() else None
+    sh.sync(f"jaxmem-claim-read-{name}")
+    diff = sorted(k for k in set(spec) | set(old or {})
+                  if k not in ignore and (old or {}).get(k) != spec.get(k))
+    if old is not None and diff:
+        if not overwrite:
+            raise error(
+                f"{folder} holds a different {what} (differs in: {', '.join(diff)}). Use another "
+                "directory, or overwrite=True (--overwrite) to replace it.")
+        if sh.is_main_process():
+            shutil.rmtree(folder)
+    if sh.is_main_process():
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(spec, indent=1))
+    sh.sync(f"jaxmem-claimed-{name}")
+
+
+def claim_run(run_dir: Path, spec: dict, *, overwrite: bool) -> None:
+    """:func:`claim_dir` for a run folder (``run.json``); refusal raises ``CheckpointError``."""
+    claim_dir(run_dir, RUN_SPEC, spec, overwrite=overwrite, what="run")
+
+
+def claim_study(out: Path, spec: dict, *, overwrite: bool, ignore: Sequence[str] = ()) -> None:
+    """:func:`claim_dir` for a study folder (``study.json``); refusal raises ``FileExistsError``."""
+    claim_dir(out, STUDY_SPEC, spec, overwrite=overwrite, what="study", error=FileExistsError,
+              ignore=ignore)
+
+
+# ----------------------------------------------------------------------------- run folders
+
+def read_run_spec(run_dir: str | os.PathLike) -> dict:
+    """The ``run.json`` of a run folder.
+
+    Raises:
+      FileNotFoundError: ``run_dir`` is not a jaxmem run folder.
+    """
+    f = Path(run_dir) / RUN_SPEC
+    if not f.exists():
+        raise FileNotFoundError(f"{run_dir} is not a jaxmem run directory (no {RUN_SPEC}).")
+    return json.loads(f.read_text())
+
+
+def append_log(run_dir: Path, record: dict) -> None:
+    """Appends one JSON line to the run's ``log.jsonl`` (process 0 only)."""
+    import time
+
+    if not sh.is_main_process():
+        return
+    with open(Path(run_dir) / LOG, "a") as f:
+        f.write(json.dumps({"time": time.time(), **record}) + "\n")
+
+
+def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
+    """The folder of a run's per-epoch checkpoints."""
+    return Path(run_dir) / CHECKPOINTS
+
+
+def _epoch_path(run_dir, epoch: int) -> Path:
+    return (checkpoint_dir(run_dir) / f"epoch_{epoch:03d}").absolute()
+
+
+def finished_epochs(run_dir: str | os.PathLike) -> list[int]:
+    """The epochs whose checkpoint is complete (marked), ascending; [] for a new run."""
+    return sorted(int(p.stem.split("_")[1]) for p in checkpoint_dir(run_dir).glob("epoch_*.json"))
+
+
+def epoch_record(run_dir: str | os.PathLike, epoch: int) -> dict:
+    """What :func:`save_epoch` recorded with a finished epoch (``{"metrics": ..., "run": ...}``)."""
+    return json.loads((checkpoint_dir(run_dir) / f"epoch_{epoch:03d}.json").read_text())
+
+
+def save_epoch(run_dir: Path, epoch: int, state, record: dict) -> None:
+    """Checkpoints one epoch, then marks it finished with ``record``. Every process calls it.
+
+    A checkpoint folder without its marker (a save cut short) is removed first.
+    """
+    path = _epoch_path(run_dir, epoch)
+    if path.exists() and sh.is_main_process():
+        shutil.rmtree(path)
+    sh.sync(f"jaxmem-save-{epoch}")
+    save_checkpoint(path, state)
+    if sh.is_main_process():
+        atomic_write(path.with_name(path.name + ".json"), json.dumps(record, indent=1))
+    sh.sync(f"jaxmem-saved-{epoch}")  # the marker is visible to every process from here on
+
+
+def restore_epoch(run_dir: Path, epoch: int, like: dict, *, partial: bool = False) -> dict:
+    """Reads an epoch's checkpoint laid out as ``like``'s arrays are (see
+    :func:`jaxmem.checkpointing.restore_checkpoint`).
+
+    Raises:
+      CheckpointError: the checkpoint is truncated or holds another tree.
+    """
+    path = _epoch_path(run_dir, epoch)
+    try:
+        return restore_checkpoint(path, like, partial=partial)
+    except Exception as e:
+        raise CheckpointError(
+            f"Checkpoint {path} cannot be restored ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:300]}). It is truncated or was written for another "
+            f"method/model; delete {path} and {path}.json to resume from the epoch before, or "
+            "use a fresh run directory.") from e
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusRecord:
+    """Which data a run was trained on (``corpus.json``), so an attack can draw the same split.
+
+    ``None`` counts mean the corpus's defaults.
+    """
+
+    corpus: str = "default"
+    seed: int = 0
+    n_train: int | None = None
+    n_validation: int | None = None
+    n_members: int | None = None
+    n_nonmembers: int | None = None
+    text_column: str = "text"
+
+
+def write_corpus_record(run_dir: str | os.PathLike, record: CorpusRecord) -> None:
+    """Writes a run's ``corpus.json``."""
+    atomic_write(Path(run_dir) / CORPUS_RECORD, json.dumps(dataclasses.asdict(record)))
+
+
+def read_corpus_record(run_dir: str | os.PathLike) -> CorpusRecord | None:
+    """A run's ``corpus.json``, or None when it has none (a run trained through the library)."""
+    f = Path(run_dir) / CORPUS_RECORD
+    if not f.exists():
+        return None
+    names = {x.name for x in dataclasses.fields(CorpusRecord)}
+    return CorpusRecord(**{k: v for k, v in json.loads(f.read_text()).items() if k in names})
+
+
+# ----------------------------------------------------------------------------- attack folders
+
+def has_attack_results(out: str | os.PathLike) -> bool:
+    """Whether ``out`` already holds an attack's results (its ``metrics.json``)."""
+    return (Path(out) / METRICS).exists()
+
+
+def write_attack_metrics(out: Path, metrics: dict, info: dict) -> None:
+    """Writes an attack folder's ``metrics.json`` (last, after its other files)."""
+    atomic_write(Path(out) / METRICS, json.dumps({"metrics": metrics, "info": info}, indent=1))
+
+
+# ----------------------------------------------------------------------------- study folders
+
+def study_run_dir(out: str | os.PathLike, model: str, dataset: str, method: str) -> Path:
+    """The run folder of a study's cell."""
+    return Path(out) / "runs" / slug(model) / slug(dataset) / slug(method)
+
+
+def study_attack_dir(out: str | os.PathLike, model: str, dataset: str, method: str,
+                     epoch: int) -> Path:
+    """The attack folder of a study's (cell, epoch); the base model is method "base", epoch 0."""
+    return Path(out) / "attacks" / slug(model) / slug(dataset) / slug(method) / f"epoch_{epoch}"
+
+
+def cell_done(where: Path) -> bool:
+    """Whether a study's (cell, epoch) is finished: its metrics carry the validation loss."""
+    f = Path(where) / METRICS
+    return f.exists() and "val_loss" in json.loads(f.read_text())["info"]
+
+
+def mark_cell_done(where: Path, val_loss: float) -> None:
+    """Records a (cell, epoch)'s validation loss next to its attack metrics, which marks it
+    done (:func:`cell_done`). Every process calls it; process 0 writes."""
+    if sh.is_main_process():
+        m = json.loads((Path(where) / METRICS).read_text())
+        m["info"]["val_loss"] = val_loss
+        atomic_write(Path(where) / METRICS, json.dumps(m, indent=1))
+    sh.sync("jaxmem-study-val")
+
+
+def read_cell(where: Path) -> tuple[dict, float]:
+    """A done (cell, epoch)'s ``({attack: metrics}, validation loss)``."""
+    m = json.loads((Path(where) / METRICS).read_text())
+    return m["metrics"], m["info"]["val_loss"]
+
+
+def write_study_results(out: Path, rows: list[dict]) -> None:
+    """Writes ``results.json`` and ``results.csv`` (process 0; nothing while there are no rows)."""
+    if not rows or not sh.is_main_process():
+        return
+    write_table(rows, Path(out) / RESULTS_JSON)
+    write_table(rows, Path(out) / RESULTS_CSV)
+
+
+__all__ = ["CHECKPOINTS", "CORPUS_RECORD", "CheckpointError", "CorpusRecord", "FIGURES",
+           "HISTOGRAMS", "LOG", "METRICS", "REPORT", "RESULTS_CSV", "RESULTS_JSON", "ROC",
+           "RUN_SPEC", "SCORES", "STUDY_SPEC", "append_log", "atomic_write", "cell_done",
+           "checkpoint_dir", "claim_dir", "claim_run", "claim_study", "epoch_record",
+           "finished_epochs", "has_attack_results", "mark_cell_done", "read_cell",
+           "read_corpus_record", "read_run_spec", "restore_epoch", "save_epoch", "slug",
+           "study_attack_dir", "study_run_dir", "write_attack_metrics", "write_corpus_record",
+           "write_study_results", "write_table"]
