@@ -66,8 +66,9 @@ def main(argv=None) -> int:
     from jaxmem import sharding as sh
     from jaxmem.models import ModelConfig, abstract_params, load_model
     from jaxmem.report import markdown_table
-    from jaxmem.train import make_train_step
-    from jaxmem.tuning import OptimConfig, init_method, make_optimizer
+    from jaxmem.trainer import make_train_step
+    from jaxmem.trainer import OptimConfig, make_optimizer
+    from jaxmem.tuning import init_method
     from jaxmem.tuning.partition import count
 
     if args.config:

@@ -73,8 +73,9 @@ def jaxmem_step(model, method: str, ids: np.ndarray, args):
     import jax
     import jax.numpy as jnp
 
-    from jaxmem.train import make_train_step
-    from jaxmem.tuning import OptimConfig, count, init_method, make_optimizer, method_config
+    from jaxmem.trainer import make_train_step
+    from jaxmem.trainer import OptimConfig, make_optimizer
+    from jaxmem.tuning import count, init_method, method_config
 
     params, cfg, tok = model
     mcfg = method_config(method, num_virtual_tokens=N_VIRTUAL) if method == "prefix" else \

@@ -5,8 +5,7 @@ The public API, imported lazily (``import jaxmem`` does not import JAX):
 * :func:`load_model` - a base model: ``(params, config, tokenizer)``
 * :func:`load_corpus` - fine-tuning, validation, member and non-member texts
 * :func:`score_texts` - per-token statistics (:class:`TokenStats`) of texts under a model
-* :func:`train` (with :class:`TrainConfig`) - fine-tune with one method, resumably (the module
-  ``jaxmem.train``, which calls :func:`jaxmem.train.train`)
+* :func:`train` (with :class:`TrainConfig`) - fine-tune with one method, resumably
 * :func:`load_checkpoint` - base params + a run's checkpoint
 * :func:`run_attacks` (with :class:`AuditConfig`) - membership inference on a model
 * :func:`run_study` (with :class:`StudyConfig`) - the whole grid, resumable
@@ -26,9 +25,9 @@ _API = {
     "load_corpus": ("jaxmem.data", "load_corpus"),
     "score_texts": ("jaxmem.scoring", "score_texts"),
     "TokenStats": ("jaxmem.scoring", "TokenStats"),
-    "train": ("jaxmem.train", None),  # the module, callable as its function train()
-    "TrainConfig": ("jaxmem.train", "TrainConfig"),
-    "load_checkpoint": ("jaxmem.train", "load_checkpoint"),
+    "train": ("jaxmem.trainer", "train"),
+    "TrainConfig": ("jaxmem.trainer", "TrainConfig"),
+    "load_checkpoint": ("jaxmem.trainer", "load_checkpoint"),
     "run_attacks": ("jaxmem.audit", "run_attacks_on"),
     "AuditConfig": ("jaxmem.audit", "AuditConfig"),
     "run_study": ("jaxmem.study", "run_study"),

@@ -1,6 +1,6 @@
 """The one orbax path: a pytree of (possibly sharded) arrays to a checkpoint folder and back.
 
-The trainer's per-epoch checkpoints (:mod:`jaxmem.train`), :func:`jaxmem.train.load_checkpoint`
+The trainer's per-epoch checkpoints (:mod:`jaxmem.trainer`), :func:`jaxmem.trainer.load_checkpoint`
 and :mod:`jaxmem.sharding`'s restore-onto-another-mesh all go through :func:`save_checkpoint`
 and :func:`restore_checkpoint`. Where a run keeps its checkpoints, and which of them are finished,
 is :mod:`jaxmem.runs`' business.

@@ -86,7 +86,7 @@ def _corpus(args):
 
 
 def cmd_train(args) -> int:
-    from jaxmem.train import TrainConfig, train
+    from jaxmem.trainer import TrainConfig, train
 
     corpus = _corpus(args)
     params, cfg, tok = _load(args, args.model)
@@ -126,7 +126,7 @@ def cmd_attack(args) -> int:
     base, cfg, tok = _load(args, args.model)
     params, what = base, f"base model {args.model}"
     if args.run_dir:
-        from jaxmem.train import load_checkpoint
+        from jaxmem.trainer import load_checkpoint
         params, _ = load_checkpoint(args.run_dir, base, cfg, tok, epoch=args.epoch,
                                     mesh=args.mesh)
         what = f"{args.run_dir} (epoch {args.epoch or 'last'})"
@@ -260,7 +260,7 @@ def _add_corpus_args(s):
 def build_parser() -> argparse.ArgumentParser:
     from jaxmem.audit import AuditConfig
     from jaxmem.models import DEFAULT_MODEL
-    from jaxmem.train import OPTIM_FIELDS, TrainConfig
+    from jaxmem.trainer import TrainConfig
 
     p = argparse.ArgumentParser(prog="jaxmem", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "options after a colon, e.g. lora:r=16,alpha=32,target=mlp")
     _add_corpus_args(t)
     t.add_argument("--run-dir", required=True)
-    add_dataclass_args(t, TrainConfig, meta=OPTIM_FIELDS)
+    add_dataclass_args(t, TrainConfig)
     t.add_argument("--overwrite", action="store_true")
     _add_scale_args(t)
     _add_tokenizer_arg(t)

@@ -9,9 +9,9 @@
 * :func:`field` : a dataclass field with its help text (and optional choices / CLI spelling).
 
 Example:
-    >>> from jaxmem.train import OPTIM_FIELDS, TrainConfig
+    >>> from jaxmem.trainer import TrainConfig
     >>> p = argparse.ArgumentParser()
-    >>> add_dataclass_args(p, TrainConfig, meta=OPTIM_FIELDS)
+    >>> add_dataclass_args(p, TrainConfig)
     >>> tcfg = dataclass_from_args(TrainConfig, p.parse_args(["--epochs", "2"]))
 """
 

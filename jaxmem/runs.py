@@ -1,6 +1,6 @@
 """What jaxmem keeps on disk, and the only place that builds those paths.
 
-Three kinds of folder: a run (one fine-tuning, :func:`jaxmem.train.train`), an attack result
+Three kinds of folder: a run (one fine-tuning, :func:`jaxmem.trainer.train`), an attack result
 (:func:`jaxmem.audit.run_attacks_on`) and a study (:func:`jaxmem.study.run_study`), which holds
 runs and attack results for every (model, dataset, method, epoch)::
 

@@ -31,7 +31,7 @@ from jaxmem import runs
 from jaxmem.attacks import DEFAULT_ATTACKS
 from jaxmem.audit import AuditConfig
 from jaxmem.config import iter_fields, replace_nested
-from jaxmem.train import TrainConfig
+from jaxmem.trainer import TrainConfig
 
 
 EXECUTION_FIELDS = ("mesh",)
@@ -52,7 +52,7 @@ FLAT_OPTIONS = {
 @dataclasses.dataclass(frozen=True)
 class StudyConfig:
     """What to run: the grid (models x datasets x methods), how each cell trains (``train``, a
-    :class:`jaxmem.train.TrainConfig`) and how it is attacked (``audit``, a
+    :class:`jaxmem.trainer.TrainConfig`) and how it is attacked (``audit``, a
     :class:`jaxmem.audit.AuditConfig`).
 
     ``methods`` are spec strings (``"lora:r=16,target=mlp"``); ``lr`` maps a method spec or
@@ -228,7 +228,7 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
     Args:
       stop_after: stop after this many newly attacked (cell, epoch) pairs, as if killed; for
         tests of resumption.
-      mesh: train and score sharded over this mesh (see :func:`jaxmem.train.train`); results
+      mesh: train and score sharded over this mesh (see :func:`jaxmem.trainer.train`); results
         do not depend on it beyond float32 rounding. Default: the config's ``mesh``, else all
         devices on "data" when several processes run, else one device. With several
         processes, all run the same study into one shared ``out_dir`` and process 0 writes the
@@ -249,7 +249,7 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
     from jaxmem.models import load_model
     from jaxmem.report import write_study_report
     from jaxmem.scoring import encode_texts, score_texts
-    from jaxmem.train import load_checkpoint, train, validation_loss
+    from jaxmem.trainer import load_checkpoint, train, validation_loss
 
     from jaxmem.sharding import is_main_process
 

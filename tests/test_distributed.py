@@ -19,7 +19,7 @@ import pytest
 
 import sharded_worker as W
 from jaxmem.scoring import score_texts
-from jaxmem.train import train
+from jaxmem.trainer import train
 
 HERE = Path(__file__).parent
 

@@ -26,8 +26,9 @@ import jax, numpy as np
 from jaxmem import sharding as sh
 from jaxmem.models import ModelConfig, init_params
 from jaxmem.scoring import token_stats
-from jaxmem.train import make_train_step
-from jaxmem.tuning import OptimConfig, init_method, make_optimizer
+from jaxmem.trainer import make_train_step
+from jaxmem.trainer import OptimConfig, make_optimizer
+from jaxmem.tuning import init_method
 from jaxmem.tuning.partition import TRAINABLE
 
 t_start = time.perf_counter()
@@ -262,7 +263,8 @@ def test_logical_rules():
 def test_layout_of_params_and_optimizer_state(method):
     """The layout rules on real trees, on an abstract 4 x 2 mesh (no devices needed)."""
     from jaxmem.models import ModelConfig, init_params, logical_axes
-    from jaxmem.tuning import OptimConfig, init_method, make_optimizer
+    from jaxmem.trainer import OptimConfig, make_optimizer
+    from jaxmem.tuning import init_method
 
     cfg = ModelConfig(arch="llama", vocab_size=256, d_model=64, n_layers=2, n_heads=4,
                       n_kv_heads=2, d_ff=128, max_positions=64, tie_embeddings=False)

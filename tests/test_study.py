@@ -9,7 +9,7 @@ import jaxmem.data
 from conftest import save_tiny_tokenizer, tiny_hf_model
 from jaxmem.audit import AuditConfig
 from jaxmem.study import StudyConfig, migrate_study_json, run_study
-from jaxmem.train import TrainConfig
+from jaxmem.trainer import TrainConfig
 
 
 @pytest.fixture

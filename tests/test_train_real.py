@@ -18,8 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmem.train import make_train_step
-from jaxmem.tuning import OptimConfig, count, init_method, make_optimizer
+from jaxmem.trainer import make_train_step
+from jaxmem.trainer import OptimConfig, make_optimizer
+from jaxmem.tuning import count, init_method
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +77,7 @@ def _val_loss(step, params, opt_state, val, consume: bool = False) -> float:
     """Token-weighted mean NLL of the validation rows under ``params``.
 
     The train step returns the loss of the params it was given (computed before its update): the
-    quantity :func:`jaxmem.train.validation_loss` computes (same figures to 4 decimals here), without
+    quantity :func:`jaxmem.trainer.validation_loss` computes (same figures to 4 decimals here), without
     compiling a second function per method. The step donates its inputs, so it runs on copies
     unless ``consume`` (the caller is done with them); its update is discarded, so validation text
     never trains the model."""

@@ -13,7 +13,7 @@ import dataclasses
 import jax
 
 from jaxmem.tuning import full, head, ia3, lora, prompts
-from jaxmem.tuning.partition import OptimConfig, count, make_optimizer
+from jaxmem.tuning.partition import count
 
 METHODS = {
     "full": (full.FullConfig, full.init),
@@ -72,5 +72,5 @@ def init_method(mcfg, params, cfg, key=None, tokenizer=None):
     return METHODS[mcfg.name][1](params, cfg, mcfg, key, tokenizer)
 
 
-__all__ = ["METHODS", "OptimConfig", "PARAMETER_BASED", "PROMPT_BASED", "count", "init_method",
-           "make_optimizer", "method_config"]
+__all__ = ["METHODS", "PARAMETER_BASED", "PROMPT_BASED", "count", "init_method",
+           "method_config"]

@@ -1,26 +1,23 @@
-"""Label trees and the optimizer they drive.
+"""Label trees: which leaves of the params train.
 
 A tuning method returns a label tree with the structure of the params: ``"trainable"`` or
-``"frozen"`` per leaf. The optimizer is ``optax.multi_transform`` with AdamW on trainable leaves
-and ``optax.set_to_zero()`` on frozen ones, so frozen leaves carry no optimizer state. The train
+``"frozen"`` per leaf, derived from parameter paths (:func:`with_added`, :func:`labels_where`).
+It drives the optimizer (:func:`jaxmem.trainer.make_optimizer`: AdamW on trainable leaves,
+``optax.set_to_zero()`` on frozen ones, so frozen leaves carry no optimizer state), and the train
 step differentiates only the trainable subtree (:func:`split` / :func:`merge`), so no weight
 gradient is ever computed for a frozen leaf.
 
 Example:
-    >>> labels = label_all(params, "frozen")
-    >>> tx = make_optimizer(OptimConfig(lr=1e-4), labels, total_steps=100)
-    >>> opt_state = tx.init(params)
+    >>> params, labels = with_added(base, {"soft_prompt": {"embedding": emb}})
+    >>> trainable, frozen = split(params, labels)
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import traverse_util
 
 from jaxmem.models.adapters import CONSTANTS
@@ -72,46 +69,6 @@ def merge(a, b):
 def count(params, labels, label: str = TRAINABLE) -> int:
     return sum(int(p.size) for p, l in zip(jax.tree.leaves(params), jax.tree.leaves(labels))
                if l == label)
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimConfig:
-    """AdamW with warmup, linear or cosine decay, and global-norm gradient clipping."""
-
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    warmup_steps: int = 0
-    schedule: str = "linear"  # "linear", "cosine" or "constant" after warmup
-    grad_clip: float | None = 1.0
-
-
-def schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
-    decay_steps = max(total_steps - cfg.warmup_steps, 1)
-    if cfg.schedule == "linear":
-        after = optax.linear_schedule(cfg.lr, 0.0, decay_steps)
-    elif cfg.schedule == "cosine":
-        after = optax.cosine_decay_schedule(cfg.lr, decay_steps)
-    elif cfg.schedule == "constant":
-        after = optax.constant_schedule(cfg.lr)
-    else:
-        raise ValueError(f"Unknown schedule {cfg.schedule!r}; use linear, cosine or constant.")
-    if cfg.warmup_steps <= 0:
-        return after
-    warm = optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps)
-    return optax.join_schedules([warm, after], [cfg.warmup_steps])
-
-
-def make_optimizer(cfg: OptimConfig, labels, total_steps: int) -> optax.GradientTransformation:
-    """AdamW (+ clipping) on trainable leaves, ``set_to_zero`` on frozen ones."""
-    inner = [optax.adamw(schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                         weight_decay=cfg.weight_decay)]
-    if cfg.grad_clip:
-        inner.insert(0, optax.clip_by_global_norm(cfg.grad_clip))
-    return optax.multi_transform(
-        {TRAINABLE: optax.chain(*inner), FROZEN: optax.set_to_zero()}, labels)
 
 
 def zeros_for_frozen(grads_trainable, frozen):

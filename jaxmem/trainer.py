@@ -19,9 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 import time
-import types
 from pathlib import Path
 from typing import Sequence
 
@@ -37,9 +35,53 @@ from jaxmem.config import DTYPES, dtype_name, field
 from jaxmem.models.config import ModelConfig
 from jaxmem.scoring import encode_texts, length_buckets, make_batches, per_token, score_sequences
 from jaxmem.tuning import init_method, method_config
-from jaxmem.tuning.partition import (OptimConfig, count, make_optimizer, merge, split,
-                                     zeros_for_frozen)
+from jaxmem.tuning.partition import FROZEN, TRAINABLE, count, merge, split, zeros_for_frozen
 
+
+# ----------------------------------------------------------------------------- optimizer
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with warmup, linear or cosine decay, and global-norm gradient clipping."""
+
+    lr: float = field(1e-4, help="peak learning rate")
+    weight_decay: float = field(0.0, help="AdamW weight decay")
+    b1: float = field(0.9, help="Adam beta1")
+    b2: float = field(0.999, help="Adam beta2")
+    eps: float = field(1e-8, help="Adam epsilon")
+    warmup_steps: int = field(0, help="linear warmup steps", aliases=("--warmup",))
+    schedule: str = field("linear", help="decay after warmup",
+                          choices=("linear", "cosine", "constant"))
+    grad_clip: float | None = field(1.0, help="global gradient-norm clip; 0 disables")
+
+
+def schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
+    decay_steps = max(total_steps - cfg.warmup_steps, 1)
+    if cfg.schedule == "linear":
+        after = optax.linear_schedule(cfg.lr, 0.0, decay_steps)
+    elif cfg.schedule == "cosine":
+        after = optax.cosine_decay_schedule(cfg.lr, decay_steps)
+    elif cfg.schedule == "constant":
+        after = optax.constant_schedule(cfg.lr)
+    else:
+        raise ValueError(f"Unknown schedule {cfg.schedule!r}; use linear, cosine or constant.")
+    if cfg.warmup_steps <= 0:
+        return after
+    warm = optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps)
+    return optax.join_schedules([warm, after], [cfg.warmup_steps])
+
+
+def make_optimizer(cfg: OptimConfig, labels, total_steps: int) -> optax.GradientTransformation:
+    """AdamW (+ clipping) on trainable leaves, ``set_to_zero`` on frozen ones."""
+    inner = [optax.adamw(schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                         weight_decay=cfg.weight_decay)]
+    if cfg.grad_clip:
+        inner.insert(0, optax.clip_by_global_norm(cfg.grad_clip))
+    return optax.multi_transform(
+        {TRAINABLE: optax.chain(*inner), FROZEN: optax.set_to_zero()}, labels)
+
+
+# ----------------------------------------------------------------------------- trainer
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -74,18 +116,6 @@ class TrainConfig:
 
 
 # Command-line help for OptimConfig's fields (jaxmem.tuning's dataclass carries none).
-OPTIM_FIELDS = {
-    "optim.lr": {"help": "peak learning rate"},
-    "optim.weight_decay": {"help": "AdamW weight decay"},
-    "optim.b1": {"help": "Adam beta1"},
-    "optim.b2": {"help": "Adam beta2"},
-    "optim.eps": {"help": "Adam epsilon"},
-    "optim.warmup_steps": {"help": "linear warmup steps", "aliases": ("--warmup",)},
-    "optim.schedule": {"help": "decay after warmup", "choices": ("linear", "cosine", "constant")},
-    "optim.grad_clip": {"help": "global gradient-norm clip; 0 disables"},
-}
-
-
 @dataclasses.dataclass
 class TrainResult:
     params: dict
@@ -333,14 +363,3 @@ def load_checkpoint(run_dir, params: dict, cfg: ModelConfig, tokenizer=None,
               else sh.place_params(params, mesh, cfg))
     params, _ = _restore(run_dir, epoch, params, labels)
     return params, labels
-
-
-class _CallableModule(types.ModuleType):
-    """``jaxmem.train`` is both this module and, called, the function :func:`train`: Python sets
-    a package's attribute to its submodule on import, so the two cannot be told apart by name."""
-
-    def __call__(self, *args, **kwargs) -> TrainResult:
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
