@@ -126,8 +126,6 @@ def plot_sweep(rows: list[dict], peak_tps: dict[int, float], path: Path, title: 
 
 def run_sweep(args) -> None:
     """jaxmem's scoring pass over --batch-sizes x --seq-lens: table, CSV, JSON and PNG."""
-    import csv
-
     batch_sizes = sorted(int(b) for b in args.batch_sizes.split(","))
     seq_lens = sorted(int(t) for t in args.seq_lens.split(","))
     load_start = os.getloadavg()

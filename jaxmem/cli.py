@@ -12,10 +12,8 @@ and --distributed (several processes: one per TPU host or per GPU, each running 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -131,7 +129,7 @@ def cmd_attack(args) -> int:
                                     mesh=args.mesh)
         what = f"{args.run_dir} (epoch {args.epoch or 'last'})"
     elif args.adapter:
-        from jaxmem.tuning.peft_io import import_adapter
+        from jaxmem.tuning.peft_import import import_adapter
         params, _, _ = import_adapter(base, cfg, args.adapter)
         what = f"{args.model} + adapter {args.adapter}"
     reference = base

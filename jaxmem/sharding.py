@@ -38,7 +38,6 @@ own devices, wherever the mesh puts them. Checkpoints (:func:`save_checkpoint`,
 from __future__ import annotations
 
 import math
-import os
 from typing import Sequence
 
 import flax.linen as nn

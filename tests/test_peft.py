@@ -19,7 +19,8 @@ peft = pytest.importorskip("peft")
 
 from jaxmem.models import transformer  # noqa: E402
 from jaxmem.tuning import count, init_method, lora, method_config  # noqa: E402
-from jaxmem.tuning.peft_io import export_adapter, import_adapter  # noqa: E402
+from jaxmem.tuning.peft_import import import_adapter  # noqa: E402
+from jaxmem.tuning.peft_io import export_adapter  # noqa: E402
 
 TOL = 1e-5
 LLAMA = {"num_key_value_heads": 2}  # grouped-query attention: 4 query heads, 2 KV heads

@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import jax
-import numpy as np
 import pytest
 from flax import traverse_util
 from jax.sharding import PartitionSpec as P

@@ -279,11 +279,13 @@ def load_gguf(path: str | os.PathLike) -> LoadedModel:
 
 # ----------------------------------------------------------------------------- hub + dispatch
 
-def download_from_hub(repo_id: str) -> str:
-    """Downloads config, tokenizer and safetensors of a hub model; returns the local directory."""
+def download_from_hub(repo_id: str, patterns: tuple = ("*.json", "*.safetensors", "tokenizer*",
+                                                       "*.model", "*.txt", "*.tiktoken")) -> str:
+    """Downloads config, tokenizer and safetensors of a hub model (or only the files matching
+    ``patterns``); returns the local directory."""
     from huggingface_hub import snapshot_download
 
-    patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.tiktoken"]
+    patterns = list(patterns)
     try:
         return snapshot_download(repo_id, allow_patterns=patterns)
     except Exception as e:  # network errors, gated repos, unknown ids all land here
@@ -313,9 +315,8 @@ def model_config(name_or_path: str) -> ModelConfig | None:
         _existing(name)  # raises FileNotFoundError naming the path
         raise ValueError(f"Unknown model {name!r}; pass an alias, a hub id, an HF directory or "
                          "a .gguf file.")
-    from huggingface_hub import hf_hub_download
-
-    return ModelConfig.from_json_file(hf_hub_download(repo, "config.json"))
+    return ModelConfig.from_json_file(Path(download_from_hub(repo, ("config.json",))) /
+                                      "config.json")
 
 
 def _existing(name: str) -> Path:
