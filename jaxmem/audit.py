@@ -24,7 +24,7 @@ import numpy as np
 from jaxmem import attacks as A
 from jaxmem import runs
 from jaxmem.bootstrap import summarize
-from jaxmem.config import DTYPES, dtype_name, field
+from jaxmem.config import DTYPES, check, check_positive_ints, dtype_name, field, is_int
 from jaxmem.data.overlap import drop_exact_copies
 from jaxmem.metrics import roc_curve
 from jaxmem.scoring import score_texts
@@ -51,6 +51,12 @@ class AuditConfig:
             object.__setattr__(self, "attacks", tuple(
                 [self.attacks] if isinstance(self.attacks, str) else self.attacks))
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
+        check_positive_ints(self, "block_size", allow_none=True)
+        check_positive_ints(self, "batch_size")
+        check(self, "n_boot", lambda v: is_int(v) and v >= 0, "an integer >= 0 (0: no CIs)")
+        check(self, "seed", is_int, "an integer")
+        for spec in self.attacks:  # an unknown attack fails here, before any scoring
+            A.parse_attack(spec)
 
 
 def check_member_sets(members: Sequence[str], nonmembers: Sequence[str]) -> tuple[list, list]:
@@ -105,9 +111,8 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
         raise ValueError(f"block_size {acfg.block_size} exceeds the model's context "
                          f"({cfg.max_positions} positions); lower it.")
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None and runs.has_attack_results(out) and not overwrite:
-        raise FileExistsError(f"{out} already holds results (metrics.json); use another "
-                              "directory or overwrite=True (--overwrite).")
+    if out is not None:  # before any scoring: a refusal costs nothing
+        runs.claim_attack_dir(out, overwrite=overwrite)
     members, nonmembers = check_member_sets(members, nonmembers)
     texts = list(members) + list(nonmembers)
     labels = np.array([1] * len(members) + [0] * len(nonmembers), bool)

@@ -12,6 +12,7 @@ and --distributed (several processes: one per TPU host or per GPU, each running 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
@@ -21,17 +22,25 @@ from jaxmem.config import add_dataclass_args, dataclass_from_args
 from jaxmem.report import markdown_table
 
 
-def _read_texts(path: str, text_column: str) -> list[str]:
+def _read_texts(path: str, args) -> list[str]:
     from jaxmem.data import read_text_file
 
-    return read_text_file(path, text_column=text_column)
+    return read_text_file(path, text_column=args.text_column, strict=args.strict)
 
 
 def cmd_score(args) -> int:
     from jaxmem.attacks import AttackInputs, min_k
     from jaxmem.scoring import score_texts
 
-    texts = _read_texts(args.file, args.text_column)
+    from jaxmem.audit import AuditConfig
+
+    # before any work: bad numbers, a bad output name or an existing file cost nothing
+    AuditConfig(block_size=args.block_size, batch_size=args.batch_size, dtype=args.dtype)
+    if args.out:
+        from jaxmem.runs import check_table_path
+
+        check_table_path(args.out, overwrite=args.overwrite)
+    texts = _read_texts(args.file, args)
     t0 = time.perf_counter()
     params, cfg, tok = _load(args, args.model)
     if _main_process():
@@ -86,38 +95,62 @@ def _corpus(args):
 def cmd_train(args) -> int:
     from jaxmem.trainer import TrainConfig, train
 
+    from jaxmem.runs import RUN_SPEC, CorpusRecord, refuse_foreign
+    from jaxmem.tuning import method_config
+
+    method_config(args.method)  # before any work: an unknown method or option costs nothing
+    refuse_foreign(args.run_dir, RUN_SPEC, "run")
     corpus = _corpus(args)
     params, cfg, tok = _load(args, args.model)
+    data = CorpusRecord(**{f.name: getattr(args, f.name)
+                           for f in dataclasses.fields(CorpusRecord)})
     res = train(params, cfg, tok, args.method, corpus.train, corpus.validation, args.run_dir,
                 dataclass_from_args(TrainConfig, args), model_name=args.model,
-                overwrite=args.overwrite, mesh=args.mesh)
+                data=dataclasses.asdict(data), overwrite=args.overwrite, mesh=args.mesh)
     if not _main_process():
         return 0
-    from jaxmem.runs import CorpusRecord, write_corpus_record
-
-    write_corpus_record(args.run_dir, CorpusRecord(
-        corpus=args.corpus, seed=args.seed, n_train=args.n_train, n_validation=args.n_validation,
-        n_members=args.n_members, n_nonmembers=args.n_nonmembers, text_column=args.text_column))
     print(markdown_table([{k: (round(v, 4) if isinstance(v, float) else v) for k, v in h.items()}
                           for h in res.history]))
     return 0
 
 
+def _follow_run(args) -> None:
+    """``attack --run-dir``: the base model, data (corpus, seed, sizes) and block size are the
+    run's; a flag given with another value is refused, since the members would not be the
+    texts the model was trained on."""
+    from jaxmem.runs import read_corpus_record, read_run_spec
+
+    spec = read_run_spec(args.run_dir)
+    record = read_corpus_record(args.run_dir)
+    run = {"model": spec.get("model") or None,
+           "block_size": spec.get("train", {}).get("block_size")}
+    if record is not None and not args.members:
+        run.update(dataclasses.asdict(record))
+    for name, value in run.items():
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if name in args.given and getattr(args, name) != value:
+            raise ValueError(
+                f"{args.run_dir} was trained with {flag} {value}, but {flag} "
+                f"{getattr(args, name)} was given: the members would not be its training texts. "
+                f"Omit {flag} (the run's value is used).")
+        setattr(args, name, value)
+
+
 def cmd_attack(args) -> int:
-    import dataclasses
-
     from jaxmem.audit import AuditConfig, metrics_table, run_attacks_on
-    from jaxmem.runs import read_corpus_record
 
-    record = read_corpus_record(args.run_dir) if args.run_dir and not args.members else None
-    if record is not None:  # the run's data, for the options left at their defaults
-        vars(args).update({k: v for k, v in dataclasses.asdict(record).items() if getattr(
-            args, k) is None or k == "corpus" and args.corpus == "default"})
+    from jaxmem.runs import claim_attack_dir
+
+    claim_attack_dir(args.out_dir, overwrite=args.overwrite)  # before any model is loaded
+    if args.run_dir:
+        _follow_run(args)
     if args.members or args.nonmembers:
         if not (args.members and args.nonmembers):
             raise ValueError("--members and --nonmembers go together.")
-        members = _read_texts(args.members, args.text_column)
-        nonmembers = _read_texts(args.nonmembers, args.text_column)
+        members = _read_texts(args.members, args)
+        nonmembers = _read_texts(args.nonmembers, args)
     else:
         c = _corpus(args)
         members, nonmembers = c.members, c.nonmembers
@@ -155,7 +188,10 @@ def cmd_study(args) -> int:
     from jaxmem.report import markdown_table as table
     from jaxmem.study import StudyConfig, run_study
 
+    from jaxmem.runs import STUDY_SPEC, refuse_foreign
+
     scfg = StudyConfig.from_yaml(args.config, args.set or [])
+    refuse_foreign(args.out_dir, STUDY_SPEC, "study")
     rows = run_study(scfg, args.out_dir, overwrite=args.overwrite, mesh=args.mesh,
                      attention_impl=args.attention)
     if not _main_process():
@@ -262,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="jaxmem", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
     i = sub.add_parser("info", help="a model's parameter table: name, shape, dtype, logical axes "
@@ -270,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="alias, hub id, HF directory or .gguf file (default: %(default)s)")
     i.add_argument("--method", default=None, help="e.g. lora:r=16,target=all")
     _add_tokenizer_arg(i)
+    i.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show tracebacks")
     i.set_defaults(func=cmd_info)
 
     s = sub.add_parser("score", help="per-example log-likelihood statistics of a text file")
@@ -283,9 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
                                             "truncated with a warning; None: the model's "
                                             "context up to 1024"}})
     s.add_argument("--show", type=int, default=20, help="rows to print (0 = all)")
-    s.add_argument("--out", help="write every row to .csv / .jsonl / .parquet")
+    s.add_argument("--out", help="write every row to .csv / .json / .jsonl / .md / .parquet")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     _add_scale_args(s)
     _add_tokenizer_arg(s)
+    s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show tracebacks")
+    s.add_argument("--strict", action="store_true",
+                   help="refuse a text file with lines that are not valid UTF-8 (default: warn)")
     s.set_defaults(func=cmd_score)
 
     from jaxmem.tuning import METHODS
@@ -300,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true")
     _add_scale_args(t)
     _add_tokenizer_arg(t)
+    t.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show tracebacks")
     t.set_defaults(func=cmd_train)
 
     a = sub.add_parser("attack", help="membership inference on a base model, run or adapter")
@@ -316,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--overwrite", action="store_true")
     _add_scale_args(a)
     _add_tokenizer_arg(a)
+    a.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show tracebacks")
+    a.add_argument("--strict", action="store_true",
+                   help="refuse a text file with lines that are not valid UTF-8 (default: warn)")
     a.set_defaults(func=cmd_attack)
 
     st = sub.add_parser("study", help="models x datasets x methods x epochs x attacks, resumable")
@@ -328,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--overwrite", action="store_true",
                     help="replace a results folder that holds a different study")
     _add_scale_args(st)
+    st.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show tracebacks")
     st.set_defaults(func=cmd_study)
     return p
 
@@ -346,7 +398,8 @@ def _setup_devices(args) -> None:
         for k in ("num_processes", "process_id"):
             if k in env:
                 env[k] = int(env[k])
-        sh.initialize_distributed(True, **env)
+        timeout = int(os.environ.get("JAXMEM_COORDINATOR_TIMEOUT", "120"))
+        sh.initialize_distributed(True, timeout=timeout, **env)
     # a study's own config may name the mesh; for the other commands --distributed means auto
     if args.mesh is None and args.distributed and args.func is not cmd_study:
         args.mesh = "auto"
@@ -358,14 +411,51 @@ def _setup_devices(args) -> None:
               f"({jax.process_count()} process(es))", file=sys.stderr)
 
 
+def _given(argv: list[str]) -> set[str]:
+    """The options the user typed (not left at their defaults): the same parser, every default
+    suppressed."""
+    p = build_parser()
+    parsers = [p, *p._subparsers._group_actions[0].choices.values()]
+    for parser in parsers:
+        for action in parser._actions:
+            action.default = argparse.SUPPRESS
+    return set(vars(p.parse_args(argv))) - {"func", "command"}
+
+
+def _message(e: BaseException) -> str:
+    """One line for the user: jaxmem's own errors already name the problem and the fix."""
+    import yaml
+
+    from jaxmem.checkpointing import CheckpointError
+
+    if isinstance(e, (ValueError, OSError, CheckpointError, FloatingPointError, RuntimeError)):
+        return str(e)
+    if isinstance(e, yaml.YAMLError):
+        return f"invalid YAML: {e}"
+    return (f"unexpected {type(e).__name__}: {e}. This is a bug or an input jaxmem does not "
+            "check yet; rerun with --debug (or JAXMEM_DEBUG=1) for the traceback, and report it.")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The ``jaxmem`` command: exit 0 on success, 2 with one ``error:`` line on any failure (a
+    traceback only with ``--debug`` or ``JAXMEM_DEBUG=1``)."""
+    import os
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.given = _given(argv)
+    debug = args.debug or os.environ.get("JAXMEM_DEBUG", "") not in ("", "0")
     try:
         if hasattr(args, "mesh"):  # every command but info
             _setup_devices(args)
         return args.func(args)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted; a run or study resumes where it stopped", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        print(f"error: {_message(e)}", file=sys.stderr)
         return 2
 
 

@@ -54,6 +54,44 @@ def jnp_dtype(dtype):
     return jnp.dtype(dtype_name(dtype))
 
 
+def check(obj, name: str, ok, rule: str, flag: str | None = None) -> None:
+    """Refuses a config value where it enters: ``ok(value)`` must hold.
+
+    Args:
+      flag: how the user spells the option (default ``--name-with-dashes``).
+
+    Raises:
+      ValueError: naming the option (field and flag), the rule and the value given.
+    """
+    value = getattr(obj, name)
+    try:
+        good = bool(ok(value))
+    except TypeError:
+        good = False
+    if not good:
+        flag = flag or "--" + name.replace("_", "-")
+        raise ValueError(f"{type(obj).__name__}.{name} ({flag}) must be {rule}; got {value!r}.")
+
+
+def is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v) -> bool:
+    import math
+
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_positive_ints(obj, *names: str, allow_none: bool = False, method: str = "") -> None:
+    """:func:`check` that each of ``names`` is an integer >= 1 (or None with ``allow_none``);
+    ``method`` names a tuning method whose option these are (spelled ``lora:r=...``)."""
+    for name in names:
+        check(obj, name, lambda v: (allow_none and v is None) or (is_int(v) and v >= 1),
+              "a positive integer" + (" or None" if allow_none else ""),
+              f"{method}:{name}=" if method else None)
+
+
 def field(default=dataclasses.MISSING, *, help: str, choices=None, flag: str | None = None,
           aliases: tuple = (), default_factory=dataclasses.MISSING):
     """A dataclass field that carries its own command-line help.

@@ -260,7 +260,11 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
 
     lines = [f"# jaxmem study: {scfg.name}", ""]
     if seconds is not None:
-        lines.append(f"Run time: {seconds / 60:.1f} min. ")
+        sessions = runs.study_sessions(out)
+        total = sum(sessions.values()) if sessions else seconds
+        lines.append(f"Run time: {total / 60:.1f} min"
+                     + (f" over {len(sessions)} sessions (resumed). " if len(sessions) > 1
+                        else ". "))
     t = scfg.train
     lines += [f"Settings: models {list(scfg.models)}, datasets {list(scfg.datasets)}, "
               f"{t.epochs} epochs, block size {t.block_size}, batch {t.batch_size} x "
@@ -302,6 +306,16 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
     return runs.atomic_write(out / runs.REPORT, "\n".join(lines))
 
 
+def _verdict(in_order: bool, intervals_apart: bool) -> str:
+    """What a comparison of AUCs supports: never more than its confidence intervals allow."""
+    if in_order and intervals_apart:
+        return "reproduced"
+    if in_order:
+        return ("not established (the point estimates are in the claimed order, but the "
+                "confidence intervals overlap)")
+    return "not reproduced"
+
+
 def _claims(rows, model, dataset, attack) -> list[str]:
     """The paper's claims 1 and 2, checked on this study's numbers (stated either way)."""
     sub = [r for r in rows if r["model"] == model and r["dataset"] == dataset
@@ -312,11 +326,14 @@ def _claims(rows, model, dataset, attack) -> list[str]:
     fin = {r["method"]: r for r in sub if r["epoch"] == last}
     par = [r["auc"] for m, r in fin.items() if _family(m) == "parameter"]
     pro = [r["auc"] for m, r in fin.items() if _family(m) == "prompt"]
-    out = ["**The paper's claims on these numbers**", ""]
+    par_lo = [r.get("auc_lo", np.nan) for m, r in fin.items() if _family(m) == "parameter"]
+    pro_hi = [r.get("auc_hi", np.nan) for m, r in fin.items() if _family(m) == "prompt"]
+    out = ["**The paper's claims on these numbers** (\"reproduced\" needs the 95% bootstrap "
+           "intervals apart, not only the point estimates in order)", ""]
     if par and pro:
-        ok = min(par) > max(pro)
+        verdict = _verdict(min(par) > max(pro), min(par_lo) > max(pro_hi))
         out.append(f"- Claim 1 (parameter-based tuning memorizes more), {attack} attack: "
-                   f"{'reproduced' if ok else 'not reproduced'}: at epoch {last}, "
+                   f"{verdict}: at epoch {last}, "
                    f"parameter-based AUC {', '.join(f'{a:.3f}' for a in par)} vs "
                    f"prompt-based {', '.join(f'{a:.3f}' for a in pro)}. Compare their validation "
                    "perplexities in the table: the claim is about similar utility.")
@@ -339,8 +356,11 @@ def _claims(rows, model, dataset, attack) -> list[str]:
             rising.append((m, a0, fin[m]["auc"]))
     if rising and last > first:
         ok = all(b > a for _, a, b in rising)
+        apart = all(fin[m].get("auc_lo", np.nan) > next(
+            r.get("auc_hi", np.nan) for r in sub if r["method"] == m and r["epoch"] == first)
+            for m, _, _ in rising)
         out.append(f"- Claim 2 (parameter-based memorization grows with epochs): "
-                   f"{'reproduced' if ok else 'not reproduced'}: " + ", ".join(
+                   f"{_verdict(ok, apart)}: " + ", ".join(
                        f"{m} {a:.3f} (epoch {first}) -> {b:.3f} (epoch {last})"
                        for m, a, b in rising) + ".")
     return out + [""]

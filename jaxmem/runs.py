@@ -12,8 +12,8 @@ runs and attack results for every (model, dataset, method, epoch)::
     └── attacks/<model>/<dataset>/<method>/epoch_N/ an attack folder (below); base: epoch_0
 
     <run>/
-    ├── run.json                   model, method and training configs (another run is refused)
-    ├── corpus.json                which data it was trained on (jaxmem train; CorpusRecord)
+    ├── run.json                   model, data (CorpusRecord), method and training configs:
+    │                              the run's identity (another run is refused)
     ├── log.jsonl                  every metric: one line per step and one per epoch
     └── checkpoints/
         ├── epoch_003/             orbax: trainable parameters and their optimizer state
@@ -54,7 +54,7 @@ from jaxmem.checkpointing import CheckpointError, restore_checkpoint, save_check
 
 # run folder
 RUN_SPEC = "run.json"
-CORPUS_RECORD = "corpus.json"
+CORPUS_RECORD = "corpus.json"  # runs from before the data record moved into run.json
 LOG = "log.jsonl"
 CHECKPOINTS = "checkpoints"
 # attack folder
@@ -68,6 +68,12 @@ RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 REPORT = "report.md"
 FIGURES = "figures"
+SESSIONS = "sessions.json"  # wall time of every session that worked on the study
+# What jaxmem writes into each kind of folder: --overwrite removes these and nothing else.
+RUN_OUTPUTS = (RUN_SPEC, CORPUS_RECORD, LOG, CHECKPOINTS)
+ATTACK_OUTPUTS = (SCORES, METRICS, ROC, HISTOGRAMS)
+STUDY_OUTPUTS = (STUDY_SPEC, RESULTS_JSON, RESULTS_CSV, REPORT, FIGURES, SESSIONS, "runs",
+                 "attacks")
 
 
 # ----------------------------------------------------------------------------- writing
@@ -102,6 +108,27 @@ def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[Path], A
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+    return path
+
+
+TABLE_FORMATS = (".csv", ".json", ".jsonl", ".md", ".parquet")
+
+
+def check_table_path(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Checks, before any work, that a table can be written at ``path``.
+
+    Raises:
+      ValueError: an unknown format (suffix).
+      FileExistsError: the file exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    if path.suffix not in TABLE_FORMATS:
+        raise ValueError(f"{path}: unknown output format {path.suffix!r}; use "
+                         f"{', '.join(TABLE_FORMATS)}.")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; choose another file or pass --overwrite.")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; --out takes a file name.")
     return path
 
 
@@ -153,31 +180,36 @@ def slug(s: str) -> str:
 # ----------------------------------------------------------------------------- claiming
 
 def claim_dir(folder: Path, name: str, spec: dict, *, overwrite: bool, what: str,
-              error: type[Exception] = CheckpointError, ignore: Sequence[str] = ()) -> None:
+              outputs: Sequence[str], error: type[Exception] = CheckpointError,
+              ignore: Sequence[str] = ()) -> None:
     """Makes ``folder`` this job's, recorded in its ``name`` file (``run.json``, ``study.json``).
 
-    A folder whose file holds another spec is refused (naming the keys that differ) unless
-    ``overwrite``, which empties it; the same spec resumes. A folder without that file (new,
-    or not jaxmem's) is used as it is, and the file is written into it. Every process reads the
-    file before process 0 changes anything.
+    A folder whose file holds the same spec resumes. One holding another spec is refused (naming
+    the keys that differ) unless ``overwrite``, which removes jaxmem's own ``outputs`` from it
+    and nothing else. A folder that is not jaxmem's (no such file) must be empty or new: jaxmem
+    never writes over files it did not write. Every process reads before process 0 changes
+    anything.
 
     Args:
       folder: the folder to claim; made if missing.
       name: the spec file inside it.
       spec: what the job is (JSON-able).
-      overwrite: empty a folder holding another spec instead of refusing it.
+      overwrite: replace a folder holding another spec instead of refusing it.
       what: the job's kind, for the message ("run", "study").
+      outputs: the names jaxmem writes in such a folder (``RUN_OUTPUTS``, ``STUDY_OUTPUTS``).
       error: the exception raised on refusal.
       ignore: keys that say how a job runs, not what it is; never a difference.
 
     Raises:
       error: ``folder`` holds a different spec and ``overwrite`` is False.
+      FileExistsError: ``folder`` holds files and is not a jaxmem folder.
     """
     spec = json.loads(json.dumps(spec))
     folder = Path(folder)
     path = folder / name
-    old = json.loads(path.read_text()) if path.exists() else None
+    old = read_json(path) if path.exists() else None
     sh.sync(f"jaxmem-claim-read-{name}")
+    refuse_foreign(folder, name, what)
     diff = sorted(k for k in set(spec) | set(old or {})
                   if k not in ignore and (old or {}).get(k) != spec.get(k))
     if old is not None and diff:
@@ -186,22 +218,88 @@ def claim_dir(folder: Path, name: str, spec: dict, *, overwrite: bool, what: str
                 f"{folder} holds a different {what} (differs in: {', '.join(diff)}). Use another "
                 "directory, or overwrite=True (--overwrite) to replace it.")
         if sh.is_main_process():
-            shutil.rmtree(folder)
+            remove_outputs(folder, outputs)
     if sh.is_main_process():
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(path, json.dumps(spec, indent=1))
     sh.sync(f"jaxmem-claimed-{name}")
 
 
+def refuse_foreign(folder: str | os.PathLike, name: str, what: str) -> None:
+    """Refuses a folder that holds files but not jaxmem's ``name`` (``run.json``, ...): jaxmem
+    never writes over files it did not write. Cheap, so callers run it before any work.
+
+    Raises:
+      FileExistsError: naming the folder and a few of its files.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} is a file; a {what} needs a folder.")
+    if not folder.is_dir() or (folder / name).exists():
+        return
+    foreign = sorted(p.name for p in folder.iterdir())
+    if foreign:
+        raise FileExistsError(
+            f"{folder} is not empty ({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}"
+            f") and is not a jaxmem {what} folder (no {name}); jaxmem does not write over files "
+            "it did not write. Choose a new or empty folder.")
+
+
+def remove_outputs(folder: Path, outputs: Sequence[str]) -> None:
+    """Removes jaxmem's own ``outputs`` from ``folder`` (files or folders); anything else stays."""
+    for entry in outputs:
+        p = Path(folder) / entry
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+
+
+def claim_attack_dir(out: Path, *, overwrite: bool) -> None:
+    """An attack's output folder: new, empty, or holding an earlier attack's results, which are
+    refused unless ``overwrite`` (then only jaxmem's own files are replaced).
+
+    Raises:
+      FileExistsError: results exist and ``overwrite`` is False, or ``out`` holds files that
+        jaxmem did not write.
+    """
+    out = Path(out)
+    if has_attack_results(out):
+        if not overwrite:
+            raise FileExistsError(f"{out} already holds results ({METRICS}); use another "
+                                  "directory or overwrite=True (--overwrite).")
+        return
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in ATTACK_OUTPUTS)
+        if foreign:
+            raise FileExistsError(
+                f"{out} is not empty ({', '.join(foreign[:5])}) and holds no attack results; "
+                "jaxmem does not write over files it did not write. Choose a new or empty "
+                "folder.")
+
+
+def read_json(path: str | os.PathLike):
+    """A JSON file jaxmem wrote; a corrupt one is named, with how to recover.
+
+    Raises:
+      ValueError: the file is not valid JSON (truncated or edited by hand).
+    """
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is corrupt ({e}); it was truncated or edited. Restore it, or "
+                         "start over in another folder (or with --overwrite).") from None
+
+
 def claim_run(run_dir: Path, spec: dict, *, overwrite: bool) -> None:
     """:func:`claim_dir` for a run folder (``run.json``); refusal raises ``CheckpointError``."""
-    claim_dir(run_dir, RUN_SPEC, spec, overwrite=overwrite, what="run")
+    claim_dir(run_dir, RUN_SPEC, spec, overwrite=overwrite, what="run", outputs=RUN_OUTPUTS)
 
 
 def claim_study(out: Path, spec: dict, *, overwrite: bool, ignore: Sequence[str] = ()) -> None:
     """:func:`claim_dir` for a study folder (``study.json``); refusal raises ``FileExistsError``."""
     claim_dir(out, STUDY_SPEC, spec, overwrite=overwrite, what="study", error=FileExistsError,
-              ignore=ignore)
+              outputs=STUDY_OUTPUTS, ignore=ignore)
 
 
 # ----------------------------------------------------------------------------- run folders
@@ -215,7 +313,7 @@ def read_run_spec(run_dir: str | os.PathLike) -> dict:
     f = Path(run_dir) / RUN_SPEC
     if not f.exists():
         raise FileNotFoundError(f"{run_dir} is not a jaxmem run directory (no {RUN_SPEC}).")
-    return json.loads(f.read_text())
+    return read_json(f)
 
 
 def append_log(run_dir: Path, record: dict) -> None:
@@ -244,7 +342,7 @@ def finished_epochs(run_dir: str | os.PathLike) -> list[int]:
 
 def epoch_record(run_dir: str | os.PathLike, epoch: int) -> dict:
     """What :func:`save_epoch` recorded with a finished epoch (``{"metrics": ..., "run": ...}``)."""
-    return json.loads((checkpoint_dir(run_dir) / f"epoch_{epoch:03d}.json").read_text())
+    return read_json(checkpoint_dir(run_dir) / f"epoch_{epoch:03d}.json")
 
 
 def save_epoch(run_dir: Path, epoch: int, state, record: dict) -> None:
@@ -257,6 +355,7 @@ def save_epoch(run_dir: Path, epoch: int, state, record: dict) -> None:
         shutil.rmtree(path)
     sh.sync(f"jaxmem-save-{epoch}")
     save_checkpoint(path, state)
+    record = dict(record, params_digest=tree_digest(state.get("params", state)))
     if sh.is_main_process():
         atomic_write(path.with_name(path.name + ".json"), json.dumps(record, indent=1))
     sh.sync(f"jaxmem-saved-{epoch}")  # the marker is visible to every process from here on
@@ -270,19 +369,44 @@ def restore_epoch(run_dir: Path, epoch: int, like: dict, *, partial: bool = Fals
       CheckpointError: the checkpoint is truncated or holds another tree.
     """
     path = _epoch_path(run_dir, epoch)
+    fix = (f"delete {path} and {path}.json to resume from the epoch before, or use a fresh run "
+           "directory")
     try:
-        return restore_checkpoint(path, like, partial=partial)
+        state = restore_checkpoint(path, like, partial=partial)
     except Exception as e:
         raise CheckpointError(
             f"Checkpoint {path} cannot be restored ({type(e).__name__}: "
             f"{str(e).splitlines()[0][:300]}). It is truncated or was written for another "
-            f"method/model; delete {path} and {path}.json to resume from the epoch before, or "
-            "use a fresh run directory.") from e
+            f"method/model; {fix}.") from e
+    want = epoch_record(run_dir, epoch).get("params_digest")
+    got = tree_digest(state.get("params", state)) if want else None
+    if want and got and got != want:
+        raise CheckpointError(f"Checkpoint {path} is corrupt: its parameters do not match the "
+                              f"checksum recorded when it was saved; {fix}.")
+    return state
+
+
+def tree_digest(tree) -> str | None:
+    """A checksum of a tree's arrays (paths, dtypes, bytes), or None when this process does not
+    hold every array whole (several processes: each checks only what it wrote)."""
+    import hashlib
+
+    import jax
+    import numpy as np
+
+    h = hashlib.blake2b(digest_size=16)
+    for keypath, x in jax.tree_util.tree_leaves_with_path(tree):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return None
+        a = np.ascontiguousarray(np.asarray(x))
+        h.update(jax.tree_util.keystr(keypath).encode() + str(a.dtype).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
 class CorpusRecord:
-    """Which data a run was trained on (``corpus.json``), so an attack can draw the same split.
+    """Which data a run was trained on (``run.json``'s ``data``), so an attack draws the same split.
 
     ``None`` counts mean the corpus's defaults.
     """
@@ -296,18 +420,35 @@ class CorpusRecord:
     text_column: str = "text"
 
 
-def write_corpus_record(run_dir: str | os.PathLike, record: CorpusRecord) -> None:
-    """Writes a run's ``corpus.json``."""
-    atomic_write(Path(run_dir) / CORPUS_RECORD, json.dumps(dataclasses.asdict(record)))
-
-
 def read_corpus_record(run_dir: str | os.PathLike) -> CorpusRecord | None:
-    """A run's ``corpus.json``, or None when it has none (a run trained through the library)."""
-    f = Path(run_dir) / CORPUS_RECORD
-    if not f.exists():
+    """Which data a run was trained on: the ``data`` of its ``run.json`` (part of its identity),
+    else the ``corpus.json`` of runs from before that; None for a run trained through the
+    library without a record."""
+    spec = read_run_spec(run_dir)
+    if "data" in spec:
+        found = spec["data"]
+    elif (Path(run_dir) / CORPUS_RECORD).exists():
+        found = read_json(Path(run_dir) / CORPUS_RECORD)
+    else:
         return None
     names = {x.name for x in dataclasses.fields(CorpusRecord)}
-    return CorpusRecord(**{k: v for k, v in json.loads(f.read_text()).items() if k in names})
+    return CorpusRecord(**{k: v for k, v in found.items() if k in names})
+
+
+def record_session(out: str | os.PathLike, session: str, seconds: float) -> None:
+    """Records how long this session (an id, e.g. its start time) has worked on a study, so
+    the report's run time covers every session of a resumed study (process 0 only)."""
+    if not sh.is_main_process():
+        return
+    sessions = study_sessions(out)
+    sessions[session] = round(float(seconds), 1)
+    atomic_write(Path(out) / SESSIONS, json.dumps(sessions, indent=1))
+
+
+def study_sessions(out: str | os.PathLike) -> dict[str, float]:
+    """Seconds per session of a study (:func:`record_session`); empty if none recorded."""
+    f = Path(out) / SESSIONS
+    return read_json(f) if f.exists() else {}
 
 
 # ----------------------------------------------------------------------------- attack folders
@@ -338,14 +479,14 @@ def study_attack_dir(out: str | os.PathLike, model: str, dataset: str, method: s
 def cell_done(where: Path) -> bool:
     """Whether a study's (cell, epoch) is finished: its metrics carry the validation loss."""
     f = Path(where) / METRICS
-    return f.exists() and "val_loss" in json.loads(f.read_text())["info"]
+    return f.exists() and "val_loss" in read_json(f)["info"]
 
 
 def mark_cell_done(where: Path, val_loss: float) -> None:
     """Records a (cell, epoch)'s validation loss next to its attack metrics, which marks it
     done (:func:`cell_done`). Every process calls it; process 0 writes."""
     if sh.is_main_process():
-        m = json.loads((Path(where) / METRICS).read_text())
+        m = read_json(Path(where) / METRICS)
         m["info"]["val_loss"] = val_loss
         atomic_write(Path(where) / METRICS, json.dumps(m, indent=1))
     sh.sync("jaxmem-study-val")
@@ -353,7 +494,7 @@ def mark_cell_done(where: Path, val_loss: float) -> None:
 
 def read_cell(where: Path) -> tuple[dict, float]:
     """A done (cell, epoch)'s ``({attack: metrics}, validation loss)``."""
-    m = json.loads((Path(where) / METRICS).read_text())
+    m = read_json(Path(where) / METRICS)
     return m["metrics"], m["info"]["val_loss"]
 
 
@@ -368,8 +509,8 @@ def write_study_results(out: Path, rows: list[dict]) -> None:
 __all__ = ["CHECKPOINTS", "CORPUS_RECORD", "CheckpointError", "CorpusRecord", "FIGURES",
            "HISTOGRAMS", "LOG", "METRICS", "REPORT", "RESULTS_CSV", "RESULTS_JSON", "ROC",
            "RUN_SPEC", "SCORES", "STUDY_SPEC", "append_log", "atomic_write", "cell_done",
-           "checkpoint_dir", "claim_dir", "claim_run", "claim_study", "epoch_record",
+           "checkpoint_dir", "claim_attack_dir", "claim_dir", "claim_run", "claim_study", "epoch_record",
            "finished_epochs", "has_attack_results", "mark_cell_done", "read_cell",
-           "read_corpus_record", "read_run_spec", "restore_epoch", "save_epoch", "slug",
-           "study_attack_dir", "study_run_dir", "write_attack_metrics", "write_corpus_record",
+           "read_corpus_record", "read_json", "record_session", "study_sessions", "read_run_spec", "refuse_foreign", "remove_outputs", "restore_epoch", "save_epoch", "slug",
+           "study_attack_dir", "study_run_dir", "tree_digest", "write_attack_metrics",
            "write_study_results", "write_table"]

@@ -38,6 +38,7 @@ own devices, wherever the mesh puts them. Checkpoints (:func:`save_checkpoint`,
 from __future__ import annotations
 
 import math
+import sys
 from typing import Sequence
 
 import flax.linen as nn
@@ -313,17 +314,35 @@ def shard_batch(ids, mask, mesh: Mesh, *, axes=BATCH_AXES):
 
 # ----------------------------------------------------------------------------- multi-host
 
-def initialize_distributed(enabled: bool, **kwargs) -> None:
+def initialize_distributed(enabled: bool, timeout: int = 120, **kwargs) -> None:
     """Starts multi-process JAX (``jax.distributed.initialize``) when ``enabled``.
 
     Call it first on every process, before any other JAX call. ``kwargs`` go to
     ``jax.distributed.initialize`` (coordinator address, process count and id); on Cloud TPU,
     SLURM and Open MPI they are detected. A second call is a no-op.
+
+    Args:
+      timeout: seconds to wait for every process to join (JAX's own default is 300).
+
+    Raises:
+      RuntimeError: the processes did not all join within ``timeout``, naming the coordinator.
     """
     if enabled and not jax.distributed.is_initialized():
-        # On CPU the processes talk over gloo (JAX's default for CPU collectives), so the
-        # multi-process code paths run, and are tested, on plain CPU hosts.
-        jax.distributed.initialize(**kwargs)
+        where = kwargs.get("coordinator_address") or "the auto-detected coordinator"
+        who = (f"process {kwargs['process_id']} of {kwargs['num_processes']}"
+               if "process_id" in kwargs and "num_processes" in kwargs else "this process")
+        print(f"jaxmem: {who} waiting up to {timeout}s for {where}", file=sys.stderr)
+        try:
+            # On CPU the processes talk over gloo (JAX's default for CPU collectives), so the
+            # multi-process code paths run, and are tested, on plain CPU hosts.
+            jax.distributed.initialize(initialization_timeout=timeout, **kwargs)
+        except Exception as e:
+            raise RuntimeError(
+                f"--distributed: {who} could not join {where} within {timeout}s "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}). Start "
+                "the same command in every process, check JAX_COORDINATOR_ADDRESS (host:port of "
+                "process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID, or raise the wait with "
+                "JAXMEM_COORDINATOR_TIMEOUT.") from e
 
 
 def is_main_process() -> bool:

@@ -30,7 +30,8 @@ import numpy as np
 from jaxmem import runs
 from jaxmem.attacks import DEFAULT_ATTACKS
 from jaxmem.audit import AuditConfig
-from jaxmem.config import iter_fields, replace_nested
+from jaxmem.config import (check, check_positive_ints, is_int, is_number, iter_fields,
+                           replace_nested)
 from jaxmem.trainer import TrainConfig
 
 
@@ -87,8 +88,19 @@ class StudyConfig:
             v = getattr(self, f)
             if isinstance(v, (list, str)):
                 object.__setattr__(self, f, tuple([v] if isinstance(v, str) else v))
+        for f in ("models", "datasets", "methods"):
+            check(self, f, lambda v: isinstance(v, tuple) and all(isinstance(x, str) for x in v),
+                  "a list of names", f"{f}: in the YAML")
+        check(self, "name", lambda v: isinstance(v, str) and v, "a non-empty string")
         if not self.methods or not self.models or not self.datasets:
             raise ValueError("A study needs at least one model, dataset and method.")
+        check_positive_ints(self, "n_train", "n_validation", "n_members", "n_nonmembers",
+                            allow_none=True)
+        check(self, "attack_epochs", lambda v: v is None or all(
+            is_int(e) and 1 <= e <= self.train.epochs for e in v),
+            f"None or epochs between 1 and train.epochs ({self.train.epochs})")
+        check(self, "lr", lambda v: isinstance(v, dict) and all(
+            is_number(x) and x >= 0 for x in v.values()), "a mapping of method -> learning rate")
         from jaxmem.tuning import method_config
 
         for m in self.methods:
@@ -146,13 +158,28 @@ class StudyConfig:
         nested keys dotted: ``train.epochs=4``)."""
         import yaml
 
-        d = yaml.safe_load(Path(path).read_text()) or {} if path else {}
+        d = {}
+        if path:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"No such study config: {path}")
+            try:
+                d = yaml.safe_load(Path(path).read_text())
+            except yaml.YAMLError as e:
+                raise ValueError(f"{path} is not valid YAML: {e}") from None
+            if not isinstance(d, dict) or not d:
+                raise ValueError(
+                    f"{path} holds {'nothing' if not d else 'a ' + type(d).__name__}, not a "
+                    "mapping of study options (e.g. `methods: [lora, prompt]`, `train: "
+                    "{epochs: 3}`); see experiments/demo.yaml.")
         d = _dotted(d)
         for item in overrides:
             k, sep, v = item.partition("=")
             if not sep:
                 raise ValueError(f"Override {item!r} is not key=value.")
-            d[k.strip()] = yaml.safe_load(v)
+            try:
+                d[k.strip()] = yaml.safe_load(v)
+            except yaml.YAMLError as e:
+                raise ValueError(f"Override {item!r}: the value is not valid YAML ({e}).") from None
         return cls.from_dict(d)
 
     def lr_for(self, method: str) -> float:
@@ -184,7 +211,7 @@ def migrate_study_json(out: Path) -> None:
     from jaxmem.sharding import is_main_process, sync
 
     path = Path(out) / "study.json"
-    old = json.loads(path.read_text()) if path.exists() else None
+    old = runs.read_json(path) if path.exists() else None
     sync("jaxmem-study-migrate-read")
     if old is not None and "train" not in old:
         try:
@@ -264,6 +291,7 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
     rows: list[dict] = []
     done_new = 0
     t_start = time.perf_counter()
+    session = time.strftime("%Y-%m-%dT%H:%M:%S")  # this session's id in sessions.json
     acfg = scfg.audit
     for model_name in scfg.models:
         base, cfg, tok = load_model(model_name)
@@ -273,6 +301,14 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
             corpus = load_corpus(dataset, seed=scfg.train.seed, n_train=scfg.n_train,
                                  n_validation=scfg.n_validation, n_members=scfg.n_members,
                                  n_nonmembers=scfg.n_nonmembers)
+            empty = [k for k in ("train", "validation", "members", "nonmembers")
+                     if not getattr(corpus, k)]
+            if empty:
+                raise ValueError(
+                    f"Dataset {dataset!r} gives an empty {' and '.join(empty)} set "
+                    f"({len(corpus.train)} train, {len(corpus.validation)} validation, "
+                    f"{len(corpus.members)} members, {len(corpus.nonmembers)} non-members); "
+                    "give it more texts or set the study's n_* sizes explicitly.")
             texts = corpus.members + corpus.nonmembers
             base_stats = None  # the reference pass, shared by every method of this dataset
 
@@ -295,6 +331,7 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
                 val = validation_loss(base, cfg, val_seqs, scfg.train, tok.pad_token_id or 0,
                                       mesh)
                 runs.mark_cell_done(where, val)
+                runs.record_session(out, session, time.perf_counter() - t_start)
             rows += _rows(model_name, n_params, dataset, "base", 0, where)
 
             for method in scfg.methods:
@@ -317,6 +354,7 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
                         params, _ = load_checkpoint(run_dir, base, cfg, tok, epoch=e, mesh=mesh)
                         attack(params, where, f"{model_name} {method} epoch {e}")
                         runs.mark_cell_done(where, history[e])
+                        runs.record_session(out, session, time.perf_counter() - t_start)
                         done_new += 1
                         if progress:
                             first, m = next(iter(runs.read_cell(where)[0].items()))
@@ -327,5 +365,6 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
             runs.write_study_results(out, rows)
     runs.write_study_results(out, rows)
     if is_main_process():
+        runs.record_session(out, session, time.perf_counter() - t_start)
         write_study_report(out, scfg, rows, seconds=time.perf_counter() - t_start)
     return rows

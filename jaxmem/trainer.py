@@ -31,7 +31,8 @@ import optax
 from jaxmem import runs
 from jaxmem import sharding as sh
 from jaxmem.checkpointing import CheckpointError
-from jaxmem.config import DTYPES, dtype_name, field
+from jaxmem.config import (DTYPES, check, check_positive_ints, dtype_name, field, is_int,
+                           is_number)
 from jaxmem.models.config import ModelConfig
 from jaxmem.scoring import encode_texts, length_buckets, make_batches, per_token, score_sequences
 from jaxmem.tuning import init_method, method_config
@@ -53,6 +54,16 @@ class OptimConfig:
     schedule: str = field("linear", help="decay after warmup",
                           choices=("linear", "cosine", "constant"))
     grad_clip: float | None = field(1.0, help="global gradient-norm clip; 0 disables")
+
+    def __post_init__(self):
+        check(self, "lr", lambda v: is_number(v) and v >= 0, "a finite number >= 0")
+        check(self, "weight_decay", lambda v: is_number(v) and v >= 0, "a finite number >= 0")
+        for name in ("b1", "b2"):
+            check(self, name, lambda v: is_number(v) and 0 <= v < 1, "in [0, 1)")
+        check(self, "eps", lambda v: is_number(v) and v > 0, "a finite number > 0")
+        check(self, "warmup_steps", lambda v: is_int(v) and v >= 0, "an integer >= 0")
+        check(self, "grad_clip", lambda v: v is None or is_number(v) and v >= 0,
+              "a finite number >= 0 (0 or None: no clipping)")
 
 
 def schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
@@ -106,6 +117,9 @@ class TrainConfig:
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
         if isinstance(self.optim, dict):
             object.__setattr__(self, "optim", OptimConfig(**self.optim))
+        check_positive_ints(self, "epochs", "batch_size", "grad_accum", "block_size",
+                            "eval_batch_size", "log_every")
+        check(self, "seed", is_int, "an integer")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -115,7 +129,6 @@ class TrainConfig:
         return cls(**d)
 
 
-# Command-line help for OptimConfig's fields (jaxmem.tuning's dataclass carries none).
 @dataclasses.dataclass
 class TrainResult:
     params: dict
@@ -175,10 +188,13 @@ def _epoch_batches(seqs, tcfg: TrainConfig, epoch: int, pad_id: int):
         yield ids.reshape(shape), mask.reshape(shape)
 
 
-def _run_spec(model_name, cfg, mcfg, tcfg, n_train, n_val) -> dict:
-    return {"model": str(model_name), "model_config": cfg.to_dict(),
+def _run_spec(model_name, cfg, mcfg, tcfg, n_train, n_val, data) -> dict:
+    spec = {"model": str(model_name), "model_config": cfg.to_dict(),
             "method": dataclasses.asdict(mcfg), "train": tcfg.to_dict(),
             "n_train": n_train, "n_validation": n_val}
+    if data is not None:  # where the texts came from: part of the run's identity
+        spec["data"] = dict(data)
+    return spec
 
 
 def validation_loss(params, cfg, seqs, tcfg: TrainConfig, pad_id: int, mesh=None) -> float:
@@ -204,8 +220,9 @@ def _restore(run_dir: Path, epoch: int, params, labels, opt_state=None):
 
 def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence[str],
           val_texts: Sequence[str], run_dir: str | os.PathLike, tcfg: TrainConfig = TrainConfig(),
-          *, model_name: str = "", progress: bool = True, overwrite: bool = False,
-          stop_after_epoch: int | None = None, mesh=None) -> TrainResult:
+          *, model_name: str = "", data: dict | None = None, progress: bool = True,
+          overwrite: bool = False, stop_after_epoch: int | None = None,
+          mesh=None) -> TrainResult:
     """Fine-tunes ``params`` with a method, checkpointing every epoch; resumes when possible.
 
     Args:
@@ -217,6 +234,10 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
       run_dir: where checkpoints and logs go. A directory holding another run's config is
         refused unless ``overwrite=True``; one holding this run's resumes after its last epoch.
       tcfg: the training configuration.
+      model_name: the base model's name or path, recorded in ``run.json``.
+      data: where the texts came from (e.g. :class:`jaxmem.runs.CorpusRecord` as a dict:
+        corpus, seed, sizes), recorded in ``run.json`` as part of the run's identity, so a rerun
+        on other data is refused and ``jaxmem attack --run-dir`` draws the same members.
       stop_after_epoch: stop (as if killed) after this epoch; for tests and staged runs.
       mesh: train data-parallel + FSDP over this mesh (:func:`jaxmem.sharding.make_mesh`):
         weights split over "fsdp" (a method's own parameters replicated), Adam moments laid out
@@ -255,14 +276,15 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
                          f"{sh.batch_split(mesh)} (raise grad_accum to keep the step size).")
     progress = progress and sh.is_main_process()
     run_dir = Path(run_dir)
-    spec = _run_spec(model_name, cfg, mcfg, tcfg, len(train_texts), len(val_texts))
-    runs.claim_run(run_dir, spec, overwrite=overwrite)
-
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     seqs, _ = encode_texts(tokenizer, train_texts, tcfg.block_size)
     val_seqs, _ = encode_texts(tokenizer, val_texts, tcfg.block_size)
     key = jax.random.PRNGKey(tcfg.seed)
+    # before the folder is claimed: a method that does not fit this model (a LoRA target it
+    # lacks, too many virtual tokens) leaves no run.json behind to block the corrected rerun
     params, labels = init_method(mcfg, params, cfg, jax.random.fold_in(key, 1), tokenizer)
+    spec = _run_spec(model_name, cfg, mcfg, tcfg, len(train_texts), len(val_texts), data)
+    runs.claim_run(run_dir, spec, overwrite=overwrite)
     # the caller's device arrays would be deleted by the step's donation
     params = jax.tree.map(lambda x: jnp.copy(x) if isinstance(x, jax.Array) else x, params)
     steps_per_epoch = math.ceil(len(seqs) / (tcfg.batch_size * tcfg.grad_accum))

@@ -46,8 +46,9 @@ def test_claim_dir_resumes_the_same_spec_and_refuses_another(tmp_path):
     with pytest.raises(runs.CheckpointError, match="different run.*differs in: b"):
         runs.claim_run(run, {"a": 1, "b": 3}, overwrite=False)
     assert json.loads((run / "run.json").read_text()) == {"a": 1, "b": 2}
-    runs.claim_run(run, {"a": 1, "b": 3}, overwrite=True)  # emptied, then claimed
-    assert sorted(p.name for p in run.iterdir()) == ["run.json"]
+    (run / "notes.txt").write_text("mine")  # the user's own file in a jaxmem folder
+    runs.claim_run(run, {"a": 1, "b": 3}, overwrite=True)  # jaxmem's outputs removed, claimed
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt", "run.json"]
     assert json.loads((run / "run.json").read_text()) == {"a": 1, "b": 3}
 
 
@@ -59,14 +60,37 @@ def test_claim_study_ignores_how_it_runs(tmp_path):
                          ignore=("mesh",))
 
 
-def test_a_non_jaxmem_folder_with_files_is_claimed_as_it_is(tmp_path):
-    """As before: no spec file means nothing to compare, so nothing is refused or removed."""
+def test_a_folder_that_is_not_jaxmems_is_refused_and_left_alone(tmp_path):
+    """jaxmem never writes over files it did not write: a non-empty folder without a spec file
+    is refused, whatever --overwrite says, and nothing in it changes."""
     (tmp_path / "notes.txt").write_text("mine")
-    runs.claim_run(tmp_path, {"a": 1}, overwrite=False)
-    assert (tmp_path / "notes.txt").read_text() == "mine"
-    assert runs.read_run_spec(tmp_path) == {"a": 1}
+    (tmp_path / "roc.png").write_text("my figure")
+    for claim in (lambda o: runs.claim_run(tmp_path, {"a": 1}, overwrite=o),
+                  lambda o: runs.claim_study(tmp_path, {"a": 1}, overwrite=o)):
+        for overwrite in (False, True):
+            with pytest.raises(FileExistsError, match="not a jaxmem .* folder"):
+                claim(overwrite)
+    with pytest.raises(FileExistsError, match="holds no attack results"):
+        runs.claim_attack_dir(tmp_path, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "roc.png"]
+    assert (tmp_path / "roc.png").read_text() == "my figure"
+    runs.claim_attack_dir(tmp_path / "new", overwrite=False)  # new or empty: fine
     with pytest.raises(FileNotFoundError, match="not a jaxmem run directory"):
         runs.read_run_spec(tmp_path / "elsewhere")
+
+
+def test_attack_results_are_refused_unless_overwrite(tmp_path):
+    (tmp_path / "metrics.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="already holds results"):
+        runs.claim_attack_dir(tmp_path, overwrite=False)
+    runs.claim_attack_dir(tmp_path, overwrite=True)
+
+
+def test_a_corrupt_json_file_is_named(tmp_path):
+    (tmp_path / "run.json").write_text('{"model": "m", "trunc')
+    with pytest.raises(ValueError, match="run.json is corrupt"):
+        runs.read_run_spec(tmp_path)
 
 
 def test_epoch_markers_and_the_log(tmp_path):
@@ -76,7 +100,7 @@ def test_epoch_markers_and_the_log(tmp_path):
     assert runs.finished_epochs(tmp_path) == []
     runs.save_epoch(tmp_path, 1, {"w": np.arange(3.0)}, {"metrics": {"epoch": 1}})
     assert runs.finished_epochs(tmp_path) == [1]
-    assert runs.epoch_record(tmp_path, 1) == {"metrics": {"epoch": 1}}
+    assert runs.epoch_record(tmp_path, 1)["metrics"] == {"epoch": 1}
     got = runs.restore_epoch(tmp_path, 1, {"w": np.zeros(3)})
     np.testing.assert_array_equal(got["w"], np.arange(3.0))
     with pytest.raises(runs.CheckpointError, match="cannot be restored"):
@@ -123,17 +147,52 @@ def test_tables_by_suffix(tmp_path):
     assert (tmp_path / "results.csv").read_text().startswith("a,b")
 
 
-def test_corpus_record_round_trip(tmp_path):
+def test_corpus_record_is_part_of_the_run_identity(tmp_path):
+    """The data record lives in run.json (so a rerun on other data is refused); runs from
+    before that kept it in corpus.json, which is still read."""
+    import dataclasses
+
+    (tmp_path / "run.json").write_text(json.dumps({"model": "m"}))
     assert runs.read_corpus_record(tmp_path) is None
     rec = runs.CorpusRecord(corpus="wikitext", seed=3, n_members=50)
-    runs.write_corpus_record(tmp_path, rec)
+    (tmp_path / "corpus.json").write_text(json.dumps(dataclasses.asdict(rec)))  # an older run
     assert runs.read_corpus_record(tmp_path) == rec
-    # the format jaxmem train has always written
-    assert json.loads((tmp_path / "corpus.json").read_text()) == {
-        "corpus": "wikitext", "seed": 3, "n_train": None, "n_validation": None,
-        "n_members": 50, "n_nonmembers": None, "text_column": "text"}
+    new = dataclasses.replace(rec, seed=4)
+    (tmp_path / "run.json").write_text(json.dumps({"model": "m", "data": dataclasses.asdict(new)}))
+    assert runs.read_corpus_record(tmp_path) == new  # run.json wins
 
 
 def test_slug():
     assert runs.slug("lora:r=16,target=mlp") == "lora_r=16_target=mlp"
     assert runs.slug("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB_SmolLM2-135M"
+
+
+def test_a_corrupt_checkpoint_is_named(tmp_path):
+    """Parameters changed on disk after the save fail their checksum at load, named as a
+    corrupt checkpoint with what to do (not found later as NaN scores)."""
+    state = {"params": {"w": np.arange(4.0, dtype=np.float32)}}
+    runs.save_epoch(tmp_path, 1, state, {"metrics": {}})
+    assert np.array_equal(runs.restore_epoch(tmp_path, 1, state)["params"]["w"], np.arange(4.0))
+    marker = runs.checkpoint_dir(tmp_path) / "epoch_001.json"
+    rec = json.loads(marker.read_text())
+    rec["params_digest"] = "0" * 32  # as if the arrays had changed since the save
+    marker.write_text(json.dumps(rec))
+    with pytest.raises(runs.CheckpointError, match="is corrupt.*delete"):
+        runs.restore_epoch(tmp_path, 1, state)
+
+
+def test_flipped_bytes_in_a_checkpoint_are_caught(tmp_path):
+    """Garbage written into the checkpoint's data files: a CheckpointError naming the
+    checkpoint, whether orbax notices (cannot be restored) or the checksum does (corrupt)."""
+    state = {"params": {"w": np.linspace(0, 1, 4096, dtype=np.float32)}}
+    runs.save_epoch(tmp_path, 1, state, {"metrics": {}})
+    files = [p for p in (runs.checkpoint_dir(tmp_path) / "epoch_001").rglob("*")
+             if p.is_file() and "json" not in p.name and p.stat().st_size > 1024]
+    assert files, "no data file found to corrupt"
+    for f in files:
+        data = bytearray(f.read_bytes())
+        mid = len(data) // 2
+        data[mid:mid + 256] = bytes(256)
+        f.write_bytes(bytes(data))
+    with pytest.raises(runs.CheckpointError, match="epoch_001"):
+        runs.restore_epoch(tmp_path, 1, state)

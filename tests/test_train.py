@@ -139,8 +139,8 @@ def test_bad_input(tiny, tmp_path):
         method_config("dora")
     with pytest.raises(ValueError, match="matches no layer"):
         init_method(method_config("lora", target=("nonexistent_proj",)), params, cfg)
-    with pytest.raises(ValueError, match="rank r must be a positive"):
-        init_method(method_config("lora", r=0), params, cfg)
+    with pytest.raises(ValueError, match=r"LoraConfig.r \(lora:r=\) must be a positive integer"):
+        method_config("lora", r=0)
     with pytest.raises(ValueError, match="leave no room"):
         init_method(method_config("prefix", num_virtual_tokens=cfg.max_positions), params, cfg)
     with pytest.raises(ValueError, match="empty"):

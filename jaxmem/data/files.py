@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Iterable
 
@@ -42,9 +43,34 @@ _SPLIT_NAMES = {
 }
 
 
-def read_txt(path: Path) -> tuple[list[str], str]:
+def decode_text(path: Path, *, strict: bool = False) -> str:
+    """A text file's content as UTF-8. Lines that are not valid UTF-8 (or a binary file) are
+    named: a warning with their count (they read with U+FFFD), or an error under ``strict``."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    lines = raw.split(b"\n")
+    bad = 0
+    for line in lines:
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            bad += 1
+    kind = "binary data, not text" if b"\x00" in raw else "not valid UTF-8"
+    msg = (f"{path}: {bad} of {len(lines)} lines are {kind}. Convert the file to UTF-8 (e.g. "
+           "`iconv -f latin1 -t utf-8`)")
+    if strict:
+        raise ValueError(msg + ".")
+    warnings.warn(msg + "; they are read with U+FFFD replacement characters (--strict refuses "
+                  "such a file).", stacklevel=3)
+    return raw.decode("utf-8", errors="replace")
+
+
+def read_txt(path: Path, *, strict: bool = False) -> tuple[list[str], str]:
     """Paragraphs (blank-line separated) of a text file, or its lines if it has no blank lines."""
-    text = path.read_text(encoding="utf-8", errors="replace").replace("\r\n", "\n")
+    text = decode_text(path, strict=strict).replace("\r\n", "\n")
     if re.search(r"\n[ \t]*\n", text.strip()):
         return [" ".join(p.split()) for p in re.split(r"\n[ \t]*\n", text)], "paragraph"
     return [line.strip() for line in text.split("\n")], "line"
@@ -145,7 +171,8 @@ def list_files(path: Path, exts: Iterable[str]) -> list[Path]:
     )
 
 
-def read_text_file(path: str | os.PathLike, *, text_column: str = "text") -> list[str]:
+def read_text_file(path: str | os.PathLike, *, text_column: str = "text",
+                   strict: bool = False) -> list[str]:
     """Texts of one local file, in file order, for scoring or inspection.
 
     No splitting, sampling or de-duplication: use :func:`jaxmem.data.load_corpus`
@@ -157,6 +184,8 @@ def read_text_file(path: str | os.PathLike, *, text_column: str = "text") -> lis
     Args:
         path: The file.
         text_column: Column holding the text in structured files.
+        strict: Refuse a ``.txt`` file with lines that are not valid UTF-8 (default: a
+            warning naming the file and how many lines).
 
     Returns:
         The texts, surrounding whitespace stripped.
@@ -176,7 +205,7 @@ def read_text_file(path: str | os.PathLike, *, text_column: str = "text") -> lis
     if not path.is_file():
         raise FileNotFoundError(f"{path} is not a file; pass a {', '.join(LOCAL_EXTS)} file")
     if path.suffix.lower() == ".txt":
-        texts, _ = read_txt(path)
+        texts, _ = read_txt(path, strict=strict)
     else:
         rows = read_records(path)
         require_columns(

@@ -142,10 +142,15 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     from safetensors import safe_open
 
     out = {}
-    # The flax framework reads bfloat16, which numpy alone cannot.
-    with safe_open(str(path), framework="flax") as f:
-        for k in f.keys():
-            out[k] = np.asarray(f.get_tensor(k), dtype=np.float32)
+    try:
+        # The flax framework reads bfloat16, which numpy alone cannot.
+        with safe_open(str(path), framework="flax") as f:
+            for k in f.keys():
+                out[k] = np.asarray(f.get_tensor(k), dtype=np.float32)
+    except Exception as e:  # SafetensorError, OSError: a truncated or garbled file
+        raise ValueError(f"{path} is not a readable safetensors file ({type(e).__name__}: "
+                         f"{str(e)[:200]}); it is truncated or corrupt. Download or save it "
+                         "again.") from None
     return out
 
 
@@ -235,7 +240,11 @@ def load_gguf(path: str | os.PathLike) -> LoadedModel:
     import gguf
 
     path = Path(path)
-    reader = gguf.GGUFReader(str(path))
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as e:  # a truncated file fails inside numpy (reshape, memmap)
+        raise ValueError(f"{path} is not a readable GGUF file ({type(e).__name__}: "
+                         f"{str(e)[:200]}); it is truncated or corrupt. Download it again.") from None
     arch = _gguf_field(reader, "general.architecture")
     if arch != "llama":
         raise ValueError(f"{path.name} is a GGUF of architecture {arch!r}; jaxmem reads only "

@@ -151,5 +151,15 @@ class ModelConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> "ModelConfig":
-        with open(path) as f:
-            return cls.from_hf(json.load(f))
+        try:
+            with open(path) as f:
+                hf = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not valid JSON ({e}); it is truncated or corrupt.") from None
+        if not isinstance(hf, dict):
+            raise ValueError(f"{path} holds a {type(hf).__name__}, not a model config object.")
+        try:
+            return cls.from_hf(hf)
+        except KeyError as e:
+            raise ValueError(f"{path} lacks the field {e} that a {hf.get('model_type')} config "
+                             "needs; it is incomplete.") from None

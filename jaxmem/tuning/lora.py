@@ -22,6 +22,7 @@ import re
 
 import jax.numpy as jnp
 
+from jaxmem.config import check, check_positive_ints, is_number
 from jaxmem.models.adapters import LORA_A, LORA_B, LORA_SCALE, Adapters
 from jaxmem.models.transformer import init_adapter_params
 from jaxmem.tuning.partition import with_added
@@ -43,6 +44,13 @@ class LoraConfig:
     dropout: float = 0.0
     use_rslora: bool = False
     target: str | tuple = "peft"
+
+    def __post_init__(self):
+        check_positive_ints(self, "r", method="lora")
+        check(self, "alpha", lambda v: is_number(v) and v > 0, "a finite number > 0",
+              "lora:alpha=")
+        check(self, "dropout", lambda v: is_number(v) and 0 <= v < 1, "in [0, 1)",
+              "lora:dropout=")
 
     @property
     def scale(self) -> float:
@@ -86,10 +94,6 @@ def resolve_targets(target, params, cfg) -> list[str]:
 
 def init(params, cfg, mcfg: LoraConfig, key, tokenizer=None):
     """Adds LoRA to the targeted layers (the decoder's Dense layers create the leaves)."""
-    if mcfg.r <= 0:
-        raise ValueError(f"LoRA rank r must be a positive integer, got {mcfg.r}.")
-    if not 0 <= mcfg.dropout < 1:
-        raise ValueError(f"LoRA dropout must be in [0, 1), got {mcfg.dropout}.")
     names = module_names(params, cfg)
     targets = resolve_targets(mcfg.target, params, cfg)
     adapters = Adapters(lora=tuple((".".join(names[t]), mcfg.r) for t in targets),

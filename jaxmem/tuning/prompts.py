@@ -25,14 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmem.config import check_positive_ints
 from jaxmem.models.adapters import SOFT_PROMPT, Adapters, PrefixSpec, PromptSpec
 from jaxmem.models.transformer import init_adapter_params
 from jaxmem.tuning.partition import with_added
 
 
 def _check_length(n, cfg, extra=0):
-    if n <= 0:
-        raise ValueError(f"num_virtual_tokens must be positive, got {n}.")
     if n + extra >= cfg.max_positions:
         raise ValueError(f"{n} virtual tokens leave no room in the model's context of "
                          f"{cfg.max_positions} positions; use fewer.")
@@ -44,6 +43,9 @@ class PrefixConfig:
     num_virtual_tokens: int = 20
     prefix_projection: bool = False
     encoder_hidden_size: int | None = None
+
+    def __post_init__(self):
+        check_positive_ints(self, "num_virtual_tokens", method="prefix")
 
 
 def init_prefix(params, cfg, mcfg: PrefixConfig, key, tokenizer=None):
@@ -60,6 +62,9 @@ class PromptConfig:
     num_virtual_tokens: int = 20
     init: str = "random"          # "random" (PEFT default), "sample_vocab" or "text"
     init_text: str | None = None
+
+    def __post_init__(self):
+        check_positive_ints(self, "num_virtual_tokens", method="prompt")
 
 
 def _prompt_embedding(params, cfg, n, how, text, key, tokenizer):
@@ -97,6 +102,9 @@ class PTuningConfig:
     encoder: str = "mlp"                 # "mlp" (PEFT default) or "lstm"
     encoder_hidden_size: int | None = None  # default: d_model, as PEFT
     encoder_num_layers: int = 2
+
+    def __post_init__(self):
+        check_positive_ints(self, "num_virtual_tokens", method="ptuning")
 
 
 def init_ptuning(params, cfg, mcfg: PTuningConfig, key, tokenizer=None):

@@ -1,0 +1,180 @@
+"""Bad input at the command line: a non-zero exit, one message naming the problem (the option or
+the file) and no traceback, and no file changed or lost. Table-driven: one row per bad input.
+
+Most rows fail before any model is loaded (that is part of the contract: checks run first);
+the rest load a tiny model from a folder made here.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import save_tiny_tokenizer, tiny_hf_model
+from jaxmem.cli import main
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    """A workspace of good and broken inputs."""
+    d = tmp_path_factory.mktemp("cli")
+    model = d / "model"
+    tiny_hf_model("gpt2").save_pretrained(model)
+    save_tiny_tokenizer(model)
+    no_tok = d / "no_tokenizer"
+    tiny_hf_model("gpt2").save_pretrained(no_tok)
+    bad_st = d / "bad_safetensors"
+    tiny_hf_model("gpt2").save_pretrained(bad_st)
+    save_tiny_tokenizer(bad_st)
+    f = bad_st / "model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])  # truncated
+    bad_cfg = d / "bad_config"
+    tiny_hf_model("gpt2").save_pretrained(bad_cfg)
+    save_tiny_tokenizer(bad_cfg)
+    (bad_cfg / "config.json").write_text('{"model_type": "gpt2", "n_embd": ')
+    (d / "bad.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(40))
+    (d / "texts.txt").write_text("w1 w2 w3 w4\n\nw5 w6 w7 w8\n\nw9 w10 w11\n")
+    (d / "binary.txt").write_bytes(b"w1 w2\n\x00\xff\xfe\x80 w3\n\x89PNG\r\n")
+    (d / "existing.csv").write_text("mine\n")
+    user = d / "user_folder"
+    user.mkdir()
+    (user / "notes.md").write_text("my notes")
+    (user / "roc.png").write_text("my figure")
+    (d / "empty.yaml").write_text("")
+    (d / "list.yaml").write_text("- lora\n- prompt\n")
+    (d / "broken.yaml").write_text("methods: [lora\ntrain: {epochs: 3}\n")
+    (d / "typo.yaml").write_text("methods: [lora]\ntrain: {epochs: three}\n")
+    (d / "negative.yaml").write_text("methods: [lora]\nepochs: -1\n")
+    (d / "attack_typo.yaml").write_text("methods: [lora]\naudit: {attacks: [loss, nope]}\n")
+    run = d / "corrupt_run"
+    run.mkdir()
+    (run / "run.json").write_text('{"model": "m", "trunc')
+    return d
+
+
+M = "{ws}/model"
+# (id, argv (with {ws} for the workspace), words the message must hold)
+CASES = [
+    ("epochs-0", "train --model {M} --run-dir {ws}/r --epochs 0", ["--epochs", "0"]),
+    ("epochs-neg", "train --model {M} --run-dir {ws}/r --epochs -1", ["--epochs"]),
+    ("lr-neg", "train --model {M} --run-dir {ws}/r --lr -1e-3", ["--lr"]),
+    ("lr-nan", "train --model {M} --run-dir {ws}/r --lr nan", ["--lr", "nan"]),
+    ("batch-0", "train --model {M} --run-dir {ws}/r --batch-size 0", ["--batch-size"]),
+    ("accum-0", "train --model {M} --run-dir {ws}/r --grad-accum 0", ["--grad-accum"]),
+    ("block-0", "train --model {M} --run-dir {ws}/r --block-size 0", ["--block-size"]),
+    ("maxlen-neg", "train --model {M} --run-dir {ws}/r --max-length -5", ["--block-size"]),
+    ("warmup-neg", "train --model {M} --run-dir {ws}/r --warmup-steps -1", ["--warmup-steps"]),
+    ("method", "train --model {M} --run-dir {ws}/r --method dora", ["dora", "choose from"]),
+    ("lora-r0", "train --model {M} --run-dir {ws}/r --method lora:r=0", ["lora:r="]),
+    ("lora-opt", "train --model {M} --run-dir {ws}/r --method lora:rank=4", ["rank"]),
+    ("prefix-0", "train --model {M} --run-dir {ws}/r --method prefix:num_virtual_tokens=0",
+     ["prefix:num_virtual_tokens="]),
+    ("run-dir-foreign", "train --model {M} --run-dir {ws}/user_folder", ["user_folder",
+                                                                         "not empty"]),
+    ("attack-block-0", "attack --model {M} --out-dir {ws}/a --block-size 0", ["--block-size"]),
+    ("attack-batch-0", "attack --model {M} --out-dir {ws}/a --batch-size 0", ["--batch-size"]),
+    ("attack-name", "attack --model {M} --out-dir {ws}/a --attacks loss,nope", ["nope"]),
+    ("attack-nboot", "attack --model {M} --out-dir {ws}/a --n-boot -1", ["--n-boot"]),
+    ("attack-pair", "attack --model {M} --out-dir {ws}/a --members {ws}/texts.txt",
+     ["--members", "--nonmembers"]),
+    ("attack-out-foreign", "attack --model {M} --out-dir {ws}/user_folder",
+     ["user_folder", "not empty"]),
+    ("attack-no-run", "attack --model {M} --out-dir {ws}/a --run-dir {ws}/nowhere",
+     ["nowhere", "not a jaxmem run"]),
+    ("attack-corrupt-run", "attack --model {M} --out-dir {ws}/a --run-dir {ws}/corrupt_run",
+     ["run.json", "corrupt"]),
+    ("attack-binary-strict", "attack --model {M} --out-dir {ws}/a --strict --members "
+     "{ws}/binary.txt --nonmembers {ws}/texts.txt", ["binary.txt", "UTF-8"]),
+    ("study-missing", "study {ws}/nope.yaml --out-dir {ws}/s", ["nope.yaml"]),
+    ("study-empty", "study {ws}/empty.yaml --out-dir {ws}/s", ["empty.yaml", "nothing"]),
+    ("study-list", "study {ws}/list.yaml --out-dir {ws}/s", ["list.yaml", "list"]),
+    ("study-yaml", "study {ws}/broken.yaml --out-dir {ws}/s", ["broken.yaml", "YAML"]),
+    ("study-type", "study {ws}/typo.yaml --out-dir {ws}/s", ["epochs", "three"]),
+    ("study-negative", "study {ws}/negative.yaml --out-dir {ws}/s", ["epochs", "-1"]),
+    ("study-attack", "study {ws}/attack_typo.yaml --out-dir {ws}/s", ["nope"]),
+    ("study-set", "study --set train.epochs --out-dir {ws}/s", ["key=value"]),
+    ("study-foreign", "study --out-dir {ws}/user_folder", ["user_folder", "not empty"]),
+    ("score-nofile", "score {ws}/nothing.txt --model {M}", ["nothing.txt"]),
+    ("score-ext", "score {ws}/texts.txt --model {M} --out {ws}/out.xlsx", [".xlsx"]),
+    ("score-exists", "score {ws}/texts.txt --model {M} --out {ws}/existing.csv",
+     ["existing.csv", "exists"]),
+    ("score-batch-0", "score {ws}/texts.txt --model {M} --batch-size 0", ["--batch-size"]),
+    ("score-binary", "score {ws}/binary.txt --model {M} --strict", ["binary.txt"]),
+    ("model-path", "score {ws}/texts.txt --model {ws}/no/such/dir", ["no/such/dir"]),
+    ("model-name", "score {ws}/texts.txt --model nonsense-model", ["nonsense-model"]),
+    ("no-tokenizer", "score {ws}/texts.txt --model {ws}/no_tokenizer",
+     ["no_tokenizer", "--tokenizer"]),
+    ("bad-safetensors", "score {ws}/texts.txt --model {ws}/bad_safetensors",
+     ["model.safetensors", "truncated"]),
+    ("bad-config", "score {ws}/texts.txt --model {ws}/bad_config", ["config.json", "JSON"]),
+    ("bad-gguf", "score {ws}/texts.txt --model {ws}/bad.gguf", ["bad.gguf", "GGUF"]),
+    ("info-method", "info {ws}/model --method lora:r=-2", ["lora:r="]),
+]
+
+
+def _snapshot(d: Path) -> dict:
+    return {str(p.relative_to(d)): hashlib.md5(p.read_bytes()).hexdigest() if p.is_file() else "/"
+            for p in sorted(d.rglob("*"))}
+
+
+@pytest.mark.parametrize("argv,words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_clearly(ws, capsys, argv, words):
+    before = _snapshot(ws)
+    try:
+        code = main(argv.format(ws=ws, M=M.format(ws=ws)).split())
+    except SystemExit as e:  # argparse's own refusals (a bad choice, a bad type)
+        code = e.code
+    err = capsys.readouterr().err
+    assert code not in (0, None), err
+    assert "Traceback" not in err and "unexpected" not in err, err
+    for w in words:
+        assert w in err, (w, err)
+    assert _snapshot(ws) == before  # nothing written, changed or removed
+
+
+def test_table_is_large_enough():
+    assert len(CASES) >= 30
+
+
+def test_a_traceback_only_with_debug(ws, capsys):
+    argv = f"train --model {ws}/model --run-dir {ws}/r --epochs 0".split()
+    assert main(argv) == 2
+    with pytest.raises(ValueError, match="epochs"):
+        main(["--debug", *argv])
+
+
+def test_attack_follows_the_run_and_refuses_a_conflicting_flag(ws, tmp_path, capsys):
+    """attack --run-dir draws the members the run trained on (its model, corpus, seed and
+    sizes), and a flag that says otherwise is refused."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(" ".join(f"w{(i * 7 + j) % 90}" for j in range(12))
+                                  for i in range(40)))
+    run = tmp_path / "run"
+    common = f"--corpus {corpus} --n-train 8 --n-validation 4 --n-members 6 --n-nonmembers 6"
+    assert main(f"train --model {ws}/model --run-dir {run} --method prompt --epochs 1 "
+                f"--batch-size 4 --block-size 16 --seed 3 {common}".split()) == 0
+    spec = json.loads((run / "run.json").read_text())
+    assert spec["data"]["seed"] == 3 and spec["data"]["corpus"] == str(corpus)
+    capsys.readouterr()
+    assert main(f"attack --run-dir {run} --out-dir {tmp_path / 'a1'} --seed 4 "
+                "--n-boot 10".split()) == 2
+    assert "--seed" in capsys.readouterr().err and not (tmp_path / "a1").exists()
+    assert main(f"attack --run-dir {run} --out-dir {tmp_path / 'a2'} --n-boot 10".split()) == 0
+    import pyarrow.parquet as pq
+
+    from jaxmem.data import load_corpus
+
+    scored = pq.read_table(tmp_path / "a2" / "scores.parquet").to_pylist()
+    members = [r["text"] for r in scored if r["member"]]
+    drawn = load_corpus(str(corpus), seed=3, n_train=8, n_validation=4, n_members=6,
+                        n_nonmembers=6)
+    assert len(members) == 6 and set(members) <= {t[:200] for t in drawn.train}
+    # the same run folder on another corpus: refused, the run untouched
+    other = tmp_path / "other.txt"
+    other.write_text(corpus.read_text().replace("w1", "w2"))
+    assert main(f"train --model {ws}/model --run-dir {run} --method prompt --epochs 1 "
+                f"--batch-size 4 --block-size 16 --seed 3 "
+                f"{common.replace(str(corpus), str(other))}".split()) == 2
+    assert "differs in: data" in capsys.readouterr().err
+    assert json.loads((run / "run.json").read_text()) == spec
