@@ -178,3 +178,30 @@ def test_attack_follows_the_run_and_refuses_a_conflicting_flag(ws, tmp_path, cap
                 f"{common.replace(str(corpus), str(other))}".split()) == 2
     assert "differs in: data" in capsys.readouterr().err
     assert json.loads((run / "run.json").read_text()) == spec
+
+
+def test_distributed_without_a_coordinator_fails_in_bounded_time(ws):
+    """--distributed with nobody at the coordinator's address: one message naming it, exit 2,
+    within the configured wait (not JAX's 5 minutes, not a C++ abort)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, JAX_COORDINATOR_ADDRESS="127.0.0.1:9", JAX_NUM_PROCESSES="2",
+               JAX_PROCESS_ID="1", JAXMEM_COORDINATOR_TIMEOUT="5", JAX_PLATFORMS="cpu")
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "jaxmem.cli", "score", f"{ws}/texts.txt",
+                        "--model", f"{ws}/model", "--distributed"], env=env,
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr and "127.0.0.1:9" in r.stderr, r.stderr[-2000:]
+    assert time.monotonic() - t0 < 120
+
+
+def test_undecodable_text_is_warned_about_by_name(ws):
+    from jaxmem.data import read_text_file
+
+    with pytest.warns(UserWarning, match=r"binary.txt: 2 of 4 lines are binary data"):
+        texts = read_text_file(f"{ws}/binary.txt")
+    assert texts and texts[0].startswith("w1 w2")

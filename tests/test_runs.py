@@ -196,3 +196,12 @@ def test_flipped_bytes_in_a_checkpoint_are_caught(tmp_path):
         f.write_bytes(bytes(data))
     with pytest.raises(runs.CheckpointError, match="epoch_001"):
         runs.restore_epoch(tmp_path, 1, state)
+
+
+def test_study_time_adds_up_over_sessions(tmp_path):
+    """A resumed study's report counts every session's time, not only the last one's."""
+    runs.record_session(tmp_path, "s1", 600.0)
+    runs.record_session(tmp_path, "s1", 900.0)  # the same session, later: replaced
+    runs.record_session(tmp_path, "s2", 300.0)
+    assert runs.study_sessions(tmp_path) == {"s1": 900.0, "s2": 300.0}
+    assert "sessions.json" in runs.STUDY_OUTPUTS  # --overwrite removes it with the rest

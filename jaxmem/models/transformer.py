@@ -348,6 +348,13 @@ def init_params(cfg: ModelConfig, key: jax.Array, adapters: Adapters = Adapters(
 def init_adapter_params(cfg: ModelConfig, adapters: Adapters, key: jax.Array) -> dict:
     """The leaves ``adapters`` add to the base params, at their initial values (a nested dict
     holding only those leaves; the base weights are never materialized: jit drops them)."""
+    return _adapter_initializer(cfg, adapters)(key)
+
+
+@functools.lru_cache(maxsize=32)
+def _adapter_initializer(cfg: ModelConfig, adapters: Adapters):
+    """One compiled initializer per (architecture, adapters): a study loads a checkpoint per
+    epoch, and each load re-creates the method's leaves."""
     base = set(traverse_util.flatten_dict(nn.unbox(abstract_params(cfg))))
 
     @jax.jit
@@ -355,4 +362,4 @@ def init_adapter_params(cfg: ModelConfig, adapters: Adapters, key: jax.Array) ->
         flat = traverse_util.flatten_dict(nn.unbox(_init(cfg, adapters, key)))
         return traverse_util.unflatten_dict({p: v for p, v in flat.items() if p not in base})
 
-    return added(key)
+    return added
