@@ -332,6 +332,10 @@ def initialize_distributed(enabled: bool, timeout: int = 120, **kwargs) -> None:
         who = (f"process {kwargs['process_id']} of {kwargs['num_processes']}"
                if "process_id" in kwargs and "num_processes" in kwargs else "this process")
         print(f"jaxmem: {who} waiting up to {timeout}s for {where}", file=sys.stderr)
+        if kwargs.get("coordinator_address") and kwargs.get("process_id", 0) != 0:
+            # JAX's client aborts the whole process (SIGABRT, a C++ stack) when it cannot reach
+            # the coordinator; knock first, so an unreachable address is a Python error
+            _wait_for(kwargs["coordinator_address"], timeout, who)
         try:
             # On CPU the processes talk over gloo (JAX's default for CPU collectives), so the
             # multi-process code paths run, and are tested, on plain CPU hosts.
@@ -343,6 +347,31 @@ def initialize_distributed(enabled: bool, timeout: int = 120, **kwargs) -> None:
                 "the same command in every process, check JAX_COORDINATOR_ADDRESS (host:port of "
                 "process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID, or raise the wait with "
                 "JAXMEM_COORDINATOR_TIMEOUT.") from e
+
+
+def _wait_for(address: str, timeout: float, who: str) -> None:
+    """Waits until something listens at ``host:port``.
+
+    Raises:
+      RuntimeError: nothing did within ``timeout`` seconds.
+    """
+    import socket
+    import time
+
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+                return
+        except (OSError, ValueError) as e:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"--distributed: {who} found no coordinator at {address} within {timeout}s "
+                    f"({e}). Start process 0 with the same command, check "
+                    "JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and "
+                    "JAX_PROCESS_ID, or raise the wait with JAXMEM_COORDINATOR_TIMEOUT.") from None
+            time.sleep(0.5)
 
 
 def is_main_process() -> bool:
