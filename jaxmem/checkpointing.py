@@ -76,4 +76,22 @@ def restore_checkpoint(path: str | os.PathLike, like, shardings=None, *, partial
             restore_args=ocp.checkpoint_utils.construct_restore_args(abstract)))
 
 
-__all__ = ["CheckpointError", "restore_checkpoint", "save_checkpoint"]
+def tree_digest(tree) -> str | None:
+    """A checksum of a tree's arrays (paths, dtypes, bytes), or None when this process does not
+    hold every array whole (several processes: each checks only what it wrote)."""
+    import hashlib
+
+    import jax
+    import numpy as np
+
+    h = hashlib.blake2b(digest_size=16)
+    for keypath, x in jax.tree_util.tree_leaves_with_path(tree):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return None
+        a = np.ascontiguousarray(np.asarray(x))
+        h.update(jax.tree_util.keystr(keypath).encode() + str(a.dtype).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+__all__ = ["CheckpointError", "restore_checkpoint", "save_checkpoint", "tree_digest"]

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from jaxmem import sharding as sh
-from jaxmem.checkpointing import CheckpointError, restore_checkpoint, save_checkpoint
+from jaxmem.checkpointing import CheckpointError, restore_checkpoint, save_checkpoint, tree_digest
 
 # run folder
 RUN_SPEC = "run.json"
@@ -386,24 +386,6 @@ def restore_epoch(run_dir: Path, epoch: int, like: dict, *, partial: bool = Fals
     return state
 
 
-def tree_digest(tree) -> str | None:
-    """A checksum of a tree's arrays (paths, dtypes, bytes), or None when this process does not
-    hold every array whole (several processes: each checks only what it wrote)."""
-    import hashlib
-
-    import jax
-    import numpy as np
-
-    h = hashlib.blake2b(digest_size=16)
-    for keypath, x in jax.tree_util.tree_leaves_with_path(tree):
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            return None
-        a = np.ascontiguousarray(np.asarray(x))
-        h.update(jax.tree_util.keystr(keypath).encode() + str(a.dtype).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
 @dataclasses.dataclass(frozen=True)
 class CorpusRecord:
     """Which data a run was trained on (``run.json``'s ``data``), so an attack draws the same split.
@@ -512,5 +494,5 @@ __all__ = ["CHECKPOINTS", "CORPUS_RECORD", "CheckpointError", "CorpusRecord", "F
            "checkpoint_dir", "claim_attack_dir", "claim_dir", "claim_run", "claim_study", "epoch_record",
            "finished_epochs", "has_attack_results", "mark_cell_done", "read_cell",
            "read_corpus_record", "read_json", "record_session", "study_sessions", "read_run_spec", "refuse_foreign", "remove_outputs", "restore_epoch", "save_epoch", "slug",
-           "study_attack_dir", "study_run_dir", "tree_digest", "write_attack_metrics",
+           "study_attack_dir", "study_run_dir", "write_attack_metrics",
            "write_study_results", "write_table"]
