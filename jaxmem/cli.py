@@ -30,9 +30,8 @@ def _read_texts(path: str, args) -> list[str]:
 
 def cmd_score(args) -> int:
     from jaxmem.attacks import AttackInputs, min_k
-    from jaxmem.scoring import score_texts
-
     from jaxmem.audit import AuditConfig
+    from jaxmem.scoring import score_texts
 
     # before any work: bad numbers, a bad output name or an existing file cost nothing
     AuditConfig(block_size=args.block_size, batch_size=args.batch_size, dtype=args.dtype)
@@ -93,9 +92,8 @@ def _corpus(args):
 
 
 def cmd_train(args) -> int:
-    from jaxmem.trainer import TrainConfig, train
-
     from jaxmem.runs import RUN_SPEC, CorpusRecord, refuse_foreign
+    from jaxmem.trainer import TrainConfig, train
     from jaxmem.tuning import method_config
 
     method_config(args.method)  # before any work: an unknown method or option costs nothing
@@ -140,7 +138,6 @@ def _follow_run(args) -> None:
 
 def cmd_attack(args) -> int:
     from jaxmem.audit import AuditConfig, metrics_table, run_attacks_on
-
     from jaxmem.runs import claim_attack_dir
 
     claim_attack_dir(args.out_dir, overwrite=args.overwrite)  # before any model is loaded
@@ -186,9 +183,8 @@ def cmd_attack(args) -> int:
 
 def cmd_study(args) -> int:
     from jaxmem.report import markdown_table as table
-    from jaxmem.study import StudyConfig, run_study
-
     from jaxmem.runs import STUDY_SPEC, refuse_foreign
+    from jaxmem.study import StudyConfig, run_study
 
     scfg = StudyConfig.from_yaml(args.config, args.set or [])
     refuse_foreign(args.out_dir, STUDY_SPEC, "study")
@@ -211,8 +207,6 @@ def cmd_study(args) -> int:
 
 def _load(args, name):
     """load_model, with the attention kernel chosen by --attention."""
-    import dataclasses
-
     from jaxmem.models import load_model
 
     tokenizer = getattr(args, "tokenizer", None) if name == getattr(args, "model", None) else None
@@ -398,7 +392,11 @@ def _setup_devices(args) -> None:
         for k in ("num_processes", "process_id"):
             if k in env:
                 env[k] = int(env[k])
-        timeout = int(os.environ.get("JAXMEM_COORDINATOR_TIMEOUT", "120"))
+        raw = os.environ.get("JAXMEM_COORDINATOR_TIMEOUT", "120")
+        if not raw.strip().isdigit() or int(raw) <= 0:
+            raise ValueError(f"JAXMEM_COORDINATOR_TIMEOUT must be a positive number of seconds; "
+                             f"got {raw!r}.")
+        timeout = int(raw)
         sh.initialize_distributed(True, timeout=timeout, **env)
     # a study's own config may name the mesh; for the other commands --distributed means auto
     if args.mesh is None and args.distributed and args.func is not cmd_study:

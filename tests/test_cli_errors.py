@@ -110,6 +110,8 @@ CASES = [
     ("bad-config", "score {ws}/texts.txt --model {ws}/bad_config", ["config.json", "JSON"]),
     ("bad-gguf", "score {ws}/texts.txt --model {ws}/bad.gguf", ["bad.gguf", "GGUF"]),
     ("info-method", "info {ws}/model --method lora:r=-2", ["lora:r="]),
+    ("tokenizer-path", "score {ws}/texts.txt --model {ws}/no_tokenizer --tokenizer "
+     "{ws}/nowhere_tok", ["nowhere_tok", "--tokenizer"]),
 ]
 
 

@@ -169,6 +169,10 @@ def load_tokenizer(source: str | os.PathLike, model_dir: Path | None = None):
     from transformers import AutoTokenizer
 
     where = Path(os.path.expanduser(str(source)))
+    if not where.exists() and (str(source).startswith((".", "/", "~"))
+                               or str(source).count("/") > 1):
+        raise FileNotFoundError(f"No such tokenizer directory: {where} (--tokenizer takes a "
+                                "directory with tokenizer files, or a hub id 'org/name').")
     if where.is_dir() and not any((where / f).exists() for f in TOKENIZER_FILES):
         what = (f"The model directory {where} has weights but no tokenizer files"
                 if model_dir is not None and where == model_dir
@@ -204,12 +208,13 @@ def load_hf_directory(path: str | os.PathLike, tokenizer=None) -> LoadedModel:
             f"No model.safetensors (or model.safetensors.index.json) in {path}; found {found}. "
             "jaxmem reads safetensors only: convert .bin checkpoints with transformers' "
             "save_pretrained(safe_serialization=True).")
+    # before the weights are read: a missing tokenizer fails before gigabytes of reading
+    tok = load_tokenizer(tokenizer if tokenizer is not None else path, model_dir=path)
     state = {}
     for f in files:
         if not f.exists():
             raise FileNotFoundError(f"Shard {f.name} listed in the index is missing from {path}.")
         state.update(_read_safetensors(f))
-    tok = load_tokenizer(tokenizer if tokenizer is not None else path, model_dir=path)
     return LoadedModel(params_from_hf_state_dict(state, cfg), cfg, tok)
 
 
