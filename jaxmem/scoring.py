@@ -130,6 +130,44 @@ def per_token(params: dict, cfg: ModelConfig, input_ids: jax.Array, attention_ma
                       mask=m[:, 1:] & m[:, :-1])
 
 
+def target_logp(params: dict, cfg: ModelConfig, input_ids: jax.Array, attention_mask: jax.Array,
+                *, dtype="float32", chunk: int = 32, remat: bool = True,
+                **forward_kwargs) -> tuple[jax.Array, jax.Array]:
+    """(log p(x_t | x_<t) [B, T-1], mask [B, T-1]): the training loss's only input.
+
+    What :func:`per_token` gives as ``logp``, without the mu/sigma sums: log-sum-exp and the
+    target's logit per position. ``chunk`` positions per vocabulary chunk as there; with
+    ``remat`` each chunk's logits are recomputed in the backward pass instead of kept.
+    """
+    dt = jnp_dtype(dtype)
+    b, t = input_ids.shape
+    h = hidden_states(params, cfg, input_ids, attention_mask, dtype=dt, **forward_kwargs)[:, :-1]
+    targets = input_ids[:, 1:]
+    w, layout = head_weight(params)
+    w = w.astype(dt)
+
+    def logp(hc, tc):
+        z = project(hc, w, layout).astype(jnp.float32)
+        return jnp.take_along_axis(z, tc[..., None], axis=-1)[..., 0] - jax.nn.logsumexp(z, -1)
+
+    n = t - 1
+    c = min(chunk, n)
+    if c >= n and not remat:
+        out = logp(h, targets)
+    else:
+        pad = (-n) % c
+        if pad:
+            h = jnp.pad(h, ((0, 0), (0, pad), (0, 0)))
+            targets = jnp.pad(targets, ((0, 0), (0, pad)))
+        k = (n + pad) // c
+        f = jax.checkpoint(logp) if remat else logp
+        out = jax.lax.map(lambda a: f(*a), (h.reshape(b, k, c, -1).swapaxes(0, 1),
+                                            targets.reshape(b, k, c).swapaxes(0, 1)))
+        out = out.swapaxes(0, 1).reshape(b, k * c)[:, :n]
+    m = attention_mask.astype(bool)
+    return out, m[:, 1:] & m[:, :-1]
+
+
 token_stats = jax.jit(per_token, static_argnames=("cfg", "dtype", "chunk"))
 token_stats.__doc__ = "jit-compiled :func:`per_token`: the one scoring pass behind every attack."
 

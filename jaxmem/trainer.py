@@ -154,23 +154,29 @@ def make_train_step(cfg: ModelConfig, tx: optax.GradientTransformation, labels, 
 
     def step(params, opt_state, ids, mask, rng):
         trainable, frozen = split(params, labels)
+        m = mask.astype(bool)
+        # The token count is known before any gradient: scaling the loss by it gives mean
+        # gradients directly (no division pass over the gradient tree afterwards).
+        n = jnp.maximum(jnp.sum(m[..., 1:] & m[..., :-1]), 1)
 
-        def micro(carry, xs):
-            g_acc, nll_acc, n_acc = carry
-            i, m, k = xs
-            (nll, n), g = jax.value_and_grad(
-                lambda tr: _sum_nll(merge(tr, frozen), cfg, i, m, dtype, k, lora_dropout),
-                has_aux=True)(trainable)
-            return (jax.tree.map(jnp.add, g_acc, g), nll_acc + nll, n_acc + n), None
+        def mean_nll(tr, i, mk, k):
+            return _sum_nll(merge(tr, frozen), cfg, i, mk, dtype, k, lora_dropout)[0] / n
 
-        zeros = jax.tree.map(jnp.zeros_like, trainable)
+        grad = jax.value_and_grad(mean_nll)
         keys = jax.random.split(rng, ids.shape[0])
-        (g, nll, n), _ = jax.lax.scan(micro, (zeros, 0.0, 0), (ids, mask, keys))
-        n = jnp.maximum(n, 1)
-        g = jax.tree.map(lambda x: x / n, g)
+        if ids.shape[0] == 1:  # one micro-batch: no accumulator to zero-fill and add into
+            loss, g = grad(trainable, ids[0], mask[0], keys[0])
+        else:
+            def micro(carry, xs):
+                g_acc, loss_acc = carry
+                loss, g = grad(trainable, *xs)
+                return (jax.tree.map(jnp.add, g_acc, g), loss_acc + loss), None
+
+            zeros = jax.tree.map(jnp.zeros_like, trainable)
+            (g, loss), _ = jax.lax.scan(micro, (zeros, 0.0), (ids, mask, keys))
         updates, opt_state = tx.update(zeros_for_frozen(g, frozen), opt_state, params)
         new_trainable = optax.apply_updates(trainable, split(updates, labels)[0])
-        return merge(new_trainable, frozen), opt_state, nll / n
+        return merge(new_trainable, frozen), opt_state, loss
 
     return jax.jit(step, donate_argnums=(0, 1))
 

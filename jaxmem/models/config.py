@@ -14,7 +14,7 @@ ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
 # "none" keeps every activation, "full" recomputes the block, "dots" keeps matmul outputs.
 REMAT_MODES = ("none", "full", "dots")
 # Fields that choose how the model runs, not what it computes: left out of to_dict().
-EXECUTION_FIELDS = ("attention_impl", "remat")
+EXECUTION_FIELDS = ("attention_impl", "remat", "scan_unroll")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +61,12 @@ class ModelConfig:
     eos_token_id: Optional[int] = None
     attention_impl: str = "einsum"
     remat: str = "none"
+    scan_unroll: int = 1
 
     def __post_init__(self):
+        if not (isinstance(self.scan_unroll, int) and self.scan_unroll >= 1):
+            raise ValueError(f"scan_unroll must be a positive int (layers per scan iteration); "
+                             f"got {self.scan_unroll!r}.")
         if self.remat not in REMAT_MODES:
             raise ValueError(f"remat must be one of {', '.join(map(repr, REMAT_MODES))}; got "
                              f"{self.remat!r}.")

@@ -251,7 +251,8 @@ class Decoder(_Section):
                          split_rngs={"params": True, "dropout": True},
                          in_axes=(nn.broadcast if prefix is None else 0, nn.broadcast,
                                   nn.broadcast),
-                         length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+                         length=cfg.n_layers, unroll=min(cfg.scan_unroll, cfg.n_layers),
+                         metadata_params={nn.PARTITION_NAME: "layers"})
         x, _ = layers(cfg, ad, self.lora_dropout, self.deterministic, name="layers")(
             x, prefix, positions, mask)
         if not cfg.tie_embeddings or ad.untied_head:
