@@ -242,6 +242,26 @@ def _loss_distributions(out: Path, rows, path):
 _MARKERS = "osD^vP*Xph<>"
 
 
+def _plain_log_ticks(axis) -> None:
+    """Tick labels of a log axis as plain numbers (96, 300, 2000), not 9.6x10^1.
+
+    A range narrower than a decade has only minor ticks, so those are labelled too; over a
+    wider range only the minor ticks at 2 and 5 are, so that the labels do not run together.
+    """
+    from matplotlib.ticker import FuncFormatter
+
+    low, high = axis.get_view_interval()
+    wide = high / low >= 10
+
+    def minor(v, _):
+        mantissa = v / 10 ** np.floor(np.log10(v))
+        return f"{v:g}" if not wide or np.isclose(mantissa, [2, 5]).any() else ""
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(minor))
+    axis.set_tick_params(which="both", labelsize=8)
+
+
 def _privacy_utility(final, attack, path):
     """Last-epoch AUC against validation perplexity, one marker per method.
 
@@ -265,6 +285,7 @@ def _privacy_utility(final, attack, path):
                     fmt=_MARKERS[i % len(_MARKERS)], color=color, capsize=3, ms=6, label=label)
     ax.axhline(0.5, color="k", lw=0.7, ls=":")
     ax.set_xscale("log")
+    _plain_log_ticks(ax.xaxis)
     ax.set_xlabel("validation perplexity, log scale (lower = more useful)")
     ax.set_ylabel(f"{attack} AUC (higher = more memorization)")
     ax.set_title("Privacy vs utility (red: parameter-based, blue: prompt-based)", fontsize=9)
@@ -377,12 +398,12 @@ def _tpr_low_fpr(final, path, out: Path | None = None) -> bool:
             vals = np.array([r[key] for r in best.values()], float)
             cis = [_tpr_ci(out, r, key) for r in best.values()]
             err = np.array([[v - c[0], c[1] - v] if c else [0, 0] for v, c in zip(vals, cis)]).T
-            ax.bar(pos, vals, width, yerr=err, capsize=2, label=f"TPR at {fpr:.3g} FPR")
+            ax.bar(pos, vals, width, yerr=err, capsize=2, label=f"TPR at {fpr * 100:g}% FPR")
             ax.hlines([fpr] * len(x), pos - width / 2, pos + width / 2, colors="k",
                       linestyles=":", lw=1, label="chance (TPR = FPR)" if j == 0 else None)
         ax.set_xticks(x)
         ax.set_xticklabels([f"{display_name(m)}\n[{r['attack']}]" for m, r in best.items()],
-                           fontsize=7, rotation=30, ha="right")
+                           fontsize=7)
         ax.set_ylabel("true positive rate")
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{model} / {dataset}: strongest attack per method, last epoch", fontsize=9)
