@@ -371,9 +371,9 @@ def _tpr_ci(out: Path | None, r: dict, key: str):
     if out is None:
         return None
     f = runs.study_attack_dir(out, r["model"], r["dataset"], r["method"], r["epoch"])
-    f = f / runs.METRICS
-    return runs.read_json(f)["metrics"].get(r["attack"], {}).get(key + "_ci") if f.exists() \
-        else None
+    if not (f / runs.METRICS).exists():
+        return None
+    return runs.read_json(f / runs.METRICS)["metrics"].get(r["attack"], {}).get(key + "_ci")
 
 
 def _tpr_low_fpr(final, path, out: Path | None = None) -> bool:
@@ -418,11 +418,9 @@ def _tpr_text(r: dict, key: str):
     """A TPR for a table: the number, or why the non-members cannot support it."""
     from jaxmem.metrics import tpr_unsupported_reason
 
-    why = tpr_unsupported_reason(TPR_KEYS[key], r["n_nonmembers"]) if "n_nonmembers" in r \
-        else None
-    if why or r.get(key) is None:
-        return why or "n/a"
-    return round(r[key], 3)
+    if "n_nonmembers" in r and tpr_unsupported_reason(TPR_KEYS[key], r["n_nonmembers"]):
+        return tpr_unsupported_reason(TPR_KEYS[key], r["n_nonmembers"])
+    return "n/a" if r.get(key) is None else round(r[key], 3)
 
 
 def _last_epoch_table(sub: list[dict], attack: str, model: str, dataset: str) -> list[dict]:
