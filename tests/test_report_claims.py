@@ -4,8 +4,8 @@ tables and figures name methods for people and leave out TPRs the sample cannot 
 import numpy as np
 import pytest
 
-from jaxmem.report import (_claims, _last_epoch_table, _tpr_text, display_name,
-                           strongest_attacks)
+from jaxmem.claims import claim_lines as _claims
+from jaxmem.report import _last_epoch_table, _tpr_text, display_name, strongest_attacks
 
 N = 120  # members and non-members each
 
