@@ -171,6 +171,11 @@ def write_results(out: Path, result: dict, texts: Sequence[str], title: str = ""
     runs.write_attack_metrics(out, result["metrics"], result["info"])
 
 
+def _tpr_cell(m: dict, key: str):
+    """A TPR rounded for a table, or why it is not reported (``summarize``'s ``tpr_na``)."""
+    return m.get("tpr_na", {}).get(key) or round(m[key], 4)
+
+
 def metrics_table(metrics: dict) -> list[dict]:
     """Rows for a Markdown table: attack, AUC [CI], TPR at 10/1/0.1% FPR."""
     rows = []
@@ -178,7 +183,7 @@ def metrics_table(metrics: dict) -> list[dict]:
         ci = m.get("auc_ci")
         rows.append({"attack": name, "AUC": round(m["auc"], 4),
                      "AUC 95% CI": f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "",
-                     "TPR@10%FPR": round(m["tpr@10%fpr"], 4),
-                     "TPR@1%FPR": round(m["tpr@1%fpr"], 4),
-                     "TPR@0.1%FPR": round(m["tpr@0.1%fpr"], 4)})
+                     "TPR@10%FPR": _tpr_cell(m, "tpr@10%fpr"),
+                     "TPR@1%FPR": _tpr_cell(m, "tpr@1%fpr"),
+                     "TPR@0.1%FPR": _tpr_cell(m, "tpr@0.1%fpr")})
     return rows

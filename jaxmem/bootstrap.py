@@ -23,7 +23,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from jaxmem.metrics import ArrayLike, _auc, _check_target_fpr, _tpr_at_fpr, _validate
+from jaxmem.metrics import (ArrayLike, _auc, _check_target_fpr, _tpr_at_fpr, _validate,
+                            tpr_unsupported_reason)
 
 __all__ = ["bootstrap_ci", "summarize"]
 
@@ -137,18 +138,35 @@ def _bootstrap_roc_metrics(
 
     Uses the same resamples as :func:`bootstrap_ci` with the same ``seed``,
     and gives the same numbers as calling :func:`~jaxmem.metrics.roc_auc`
-    and :func:`~jaxmem.metrics.tpr_at_fpr` on each one. Since both metrics
-    depend only on the order of the scores, each score is replaced by the
-    index of its distinct value, and each resample becomes two histograms
-    (members and non-members) over those indices, from which the ROC curve
-    is a cumulative sum.
+    and :func:`~jaxmem.metrics.tpr_at_fpr` on each one.
+
+    Returns:
+        ``(aucs, tprs)`` with shapes ``(n_boot,)`` and ``(n_boot, len(target_fprs))``.
+    """
+    indices = _resample_indices(labels, n_boot, seed)
+    return _roc_metrics_on_resamples(scores, labels, indices, target_fprs)
+
+
+def _roc_metrics_on_resamples(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    indices: np.ndarray,
+    target_fprs: Sequence[float] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """AUC and TPR@FPR on given resamples (rows of ``indices``, from :func:`_resample_indices`).
+
+    Taking the indices rather than a seed lets several score arrays be measured on the very
+    same resamples (the paired bootstrap, :mod:`jaxmem.paired`). Since both metrics depend
+    only on the order of the scores, each score is replaced by the index of its distinct
+    value, and each resample becomes two histograms (members and non-members) over those
+    indices, from which the ROC curve is a cumulative sum.
 
     Returns:
         ``(aucs, tprs)`` with shapes ``(n_boot,)`` and ``(n_boot, len(target_fprs))``.
     """
     distinct, value_idx = np.unique(scores, return_inverse=True)
     n_values = distinct.size
-    indices = _resample_indices(labels, n_boot, seed)
+    n_boot = indices.shape[0]
     n_members = int(np.count_nonzero(labels))
     n_nonmembers = labels.size - n_members
 
@@ -174,6 +192,8 @@ def _bootstrap_roc_metrics(
         twice_u = (pos * (2 * neg_below + neg)).sum(axis=1)
         aucs[start:start + n_rows] = twice_u / (2 * n_members * n_nonmembers)
 
+        if not len(target_fprs):
+            continue
         # ROC points from the highest value down; the implicit (0, 0) start
         # point is covered by initialising the maxima below to 0.
         tpr = np.cumsum(pos[:, ::-1], axis=1) / n_members
@@ -228,6 +248,13 @@ def summarize(
           ``"tpr@1%fpr_ci"``, ``"tpr@0.1%fpr"``, ``"tpr@0.1%fpr_ci"``:
           TPR at each FPR target (see :func:`~jaxmem.metrics.tpr_at_fpr`)
           and its interval.
+          A TPR whose FPR target is below ``1/n_nonmembers`` is not
+          measurable (the FPR moves in steps of ``1/n_nonmembers``): it and
+          its interval are None, and ``"tpr_na"`` says why (see
+          :func:`~jaxmem.metrics.tpr_unsupported_reason`).
+        * ``"tpr_na"``: ``{key: reason}`` for each TPR left out this way,
+          e.g. ``{"tpr@0.1%fpr": "n/a (needs >= 1000 non-members)"}``;
+          empty when every target is supported.
         * ``"n_members"``, ``"n_nonmembers"``: counts after dropping.
         * ``"n_dropped_nan"``: number of NaN/inf scores dropped.
 
@@ -238,24 +265,33 @@ def summarize(
     Example:
         >>> s = summarize([0.9, 0.8, float("nan"), 0.3, 0.1], [1, 1, 1, 0, 0],
         ...               n_boot=100, nan_policy="drop")
-        >>> s["auc"], s["tpr@1%fpr"], s["n_members"], s["n_dropped_nan"]
-        (1.0, 1.0, 2, 1)
+        >>> s["auc"], s["tpr@10%fpr"], s["n_members"], s["n_dropped_nan"]
+        (1.0, None, 2, 1)
+        >>> s["tpr_na"]["tpr@10%fpr"]  # 2 non-members cannot measure a 10% FPR
+        'n/a (needs >= 10 non-members)'
     """
     targets = [_check_target_fpr(f) for f in fprs]
     if n_boot != 0:
         _check_bootstrap_args(n_boot, alpha)
     scores, labels, n_dropped = _validate(scores, labels, nan_policy)
 
+    n_nonmembers = int(labels.size - np.count_nonzero(labels))
+    unsupported = {_fpr_key(t): tpr_unsupported_reason(t, n_nonmembers) for t in targets}
+    unsupported = {k: why for k, why in unsupported.items() if why}
+    measured = [t for t in targets if _fpr_key(t) not in unsupported]
+
     summary: dict = {"auc": _auc(scores, labels), "auc_ci": None}
     for target in targets:
-        summary[_fpr_key(target)] = _tpr_at_fpr(scores, labels, target)
-        summary[_fpr_key(target) + "_ci"] = None
+        key = _fpr_key(target)
+        summary[key] = None if key in unsupported else _tpr_at_fpr(scores, labels, target)
+        summary[key + "_ci"] = None
 
     if n_boot:
-        aucs, tprs = _bootstrap_roc_metrics(scores, labels, targets, int(n_boot), seed)
+        aucs, tprs = _bootstrap_roc_metrics(scores, labels, measured, int(n_boot), seed)
         summary["auc_ci"] = _percentile_interval(aucs, alpha)
-        for j, target in enumerate(targets):
+        for j, target in enumerate(measured):
             summary[_fpr_key(target) + "_ci"] = _percentile_interval(tprs[:, j], alpha)
+    summary["tpr_na"] = unsupported
 
     n_members = int(np.count_nonzero(labels))
     summary["n_members"] = n_members

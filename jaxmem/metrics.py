@@ -41,6 +41,8 @@ __all__ = [
     "roc_curve",
     "roc_auc",
     "tpr_at_fpr",
+    "min_nonmembers",
+    "tpr_unsupported_reason",
     "bootstrap_ci",
     "summarize",
 ]
@@ -190,6 +192,43 @@ def _check_target_fpr(target_fpr: float) -> float:
             "e.g. use 0.01 for 1% FPR."
         )
     return target
+
+
+def min_nonmembers(target_fpr: float) -> int:
+    """The fewest non-members at which a TPR at ``target_fpr`` means anything.
+
+    With ``n`` non-members the FPR moves in steps of ``1/n``, so a target below ``1/n`` can only
+    be met at FPR 0 and the "TPR at 0.1% FPR" would really be the TPR at 0% FPR. The rule is
+    ``target_fpr >= 1/n``, i.e. ``n >= ceil(1/target_fpr)``.
+
+    Example:
+        >>> min_nonmembers(0.01), min_nonmembers(0.001), min_nonmembers(0.3)
+        (100, 1000, 4)
+    """
+    target = _check_target_fpr(target_fpr)
+    if target == 0.0:
+        raise ValueError("FPR 0 has no sample size that supports it; use a positive target.")
+    # The tolerance keeps 1/0.001 = 1000.0000000000001 (if float rounding gives it) at 1000.
+    return int(np.ceil(1.0 / target - 1e-9))
+
+
+def tpr_unsupported_reason(target_fpr: float, n_nonmembers: int) -> str | None:
+    """Why a TPR at ``target_fpr`` is not reported for ``n_nonmembers``, or None if it is.
+
+    The one rule used by the summaries (``metrics.json``), the study's ``results.csv`` and its
+    report: the TPR is reported only where ``target_fpr >= 1/n_nonmembers``
+    (see :func:`min_nonmembers`).
+
+    Example:
+        >>> tpr_unsupported_reason(0.01, 100) is None
+        True
+        >>> tpr_unsupported_reason(0.01, 99)
+        'n/a (needs >= 100 non-members)'
+    """
+    if float(target_fpr) == 0.0:
+        return "n/a (FPR 0 is never supported)"
+    needed = min_nonmembers(target_fpr)
+    return None if n_nonmembers >= needed else f"n/a (needs >= {needed} non-members)"
 
 
 # ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -101,6 +102,9 @@ PAPER_TABLE2 = {
     "xsum": {"head": .823, "lora": .716, "prefix": .522, "prompt": .528, "ptuning": .532},
 }
 
+# The TPR columns of a study's rows and their FPRs, lowest FPR last.
+TPR_KEYS = {"tpr@10%fpr": 0.1, "tpr@1%fpr": 0.01, "tpr@0.1%fpr": 0.001}
+
 
 def _family(method: str) -> str:
     from jaxmem.tuning import PARAMETER_BASED
@@ -110,6 +114,71 @@ def _family(method: str) -> str:
 
 def _select(rows, **kw):
     return [r for r in rows if all(r[k] == v for k, v in kw.items())]
+
+
+# ----------------------------------------------------------------------------- display names
+
+_METHOD_NAMES = {"full": "full", "head": "head", "lora": "LoRA", "ia3": "IA3",
+                 "prefix": "prefix", "prompt": "prompt", "ptuning": "P-tuning"}
+_LORA_PRESETS = {"peft": "q,v", "attention": "attn", "mlp": "MLP", "all": "all"}
+
+
+def _lora_targets(target) -> str:
+    """``"peft"`` -> ``"q,v"`` (PEFT's Llama default), ``("q_proj", "o_proj")`` -> ``"q,o"``."""
+    if isinstance(target, str):
+        return _LORA_PRESETS.get(target, target.removesuffix("_proj"))
+    return ",".join(t.removesuffix("_proj") for t in target)
+
+
+def _method_details(mcfg, changed: dict) -> list[str]:
+    """The parts of a method's display name its family spells specially; each part it takes
+    is removed from ``changed`` (the options that differ from the defaults)."""
+    parts = []
+    if mcfg.name == "lora":  # targets and rank always: they say which LoRA it is
+        changed.pop("target", None), changed.pop("r", None)
+        parts += [_lora_targets(mcfg.target), f"r={mcfg.r}"]
+    if changed.pop("prefix_projection", False):
+        parts.append("reparam.")
+    if mcfg.name == "ptuning" and changed.get("encoder") == "lstm":
+        parts.append(changed.pop("encoder").upper())
+    if "num_virtual_tokens" in changed:
+        parts.append(f"{changed.pop('num_virtual_tokens')} tokens")
+    return parts
+
+
+def display_name(method: str) -> str:
+    """The name a reader sees for a method spec, in every table and figure of the report.
+
+    ``"lora"`` -> ``"LoRA (q,v; r=8)"``, ``"prefix:prefix_projection=true"`` ->
+    ``"prefix (reparam.)"``, ``"ptuning"`` -> ``"P-tuning"``, ``"base"`` -> ``"base model"``.
+    Every option that differs from the method's default is shown, so two different specs never
+    share a name. LoRA's ``peft`` targets read as Llama's (q,v); on GPT-2 they are the fused
+    ``c_attn``.
+    """
+    if method == "base":
+        return "base model"
+    from jaxmem.tuning import method_config
+
+    try:
+        mcfg = method_config(method)
+    except (ValueError, TypeError):
+        return method  # not a spec this version knows: show it as written
+    default = type(mcfg)()
+    changed = {f.name: getattr(mcfg, f.name) for f in dataclasses.fields(mcfg)
+               if f.name != "name" and getattr(mcfg, f.name) != getattr(default, f.name)}
+    parts = _method_details(mcfg, changed)
+    parts += [f"{k}={'+'.join(v) if isinstance(v, tuple) else v}" for k, v in changed.items()]
+    name = _METHOD_NAMES.get(mcfg.name, mcfg.name)
+    return f"{name} ({'; '.join(parts)})" if parts else name
+
+
+# ----------------------------------------------------------------------------- figures
+
+def _integer_epochs(ax) -> None:
+    """Epochs are counts: ticks at whole numbers only."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _auc_vs_epoch(rows, attack, path, key="auc", ylabel="AUC", title=""):
@@ -123,12 +192,13 @@ def _auc_vs_epoch(rows, attack, path, key="auc", ylabel="AUC", title=""):
             pts = sorted(base + _select(sub, method=method), key=lambda r: r["epoch"])
             ls = "-" if _family(method) == "parameter" else "--"
             x = [r["epoch"] for r in pts]
-            ax.plot(x, [r[key] for r in pts], ls, marker="o", ms=3, label=method)
+            ax.plot(x, [r[key] for r in pts], ls, marker="o", ms=3, label=display_name(method))
             if key == "auc":
                 ax.fill_between(x, [r["auc_lo"] for r in pts], [r["auc_hi"] for r in pts],
                                 alpha=0.12)
         if key == "auc":
             ax.axhline(0.5, color="k", lw=0.7, ls=":")
+        _integer_epochs(ax)
         ax.set_xlabel("epoch (0 = base model)")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{model} / {dataset}", fontsize=10)
@@ -152,7 +222,8 @@ def _loss_distributions(out: Path, rows, path):
             e = max(r["epoch"] for r in sub)
             f = runs.study_attack_dir(out, model, dataset, method, e) / runs.SCORES
             if f.exists():
-                panels.append((f"{method} (epoch {e})", pq.read_table(f).to_pydict()))
+                panels.append((f"{display_name(method)} (epoch {e})",
+                               pq.read_table(f).to_pydict()))
     if not panels:
         return False
     fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.4), squeeze=False)
@@ -168,24 +239,58 @@ def _loss_distributions(out: Path, rows, path):
     return True
 
 
+_MARKERS = "osD^vP*Xph<>"
+
+
+def _plain_log_ticks(axis) -> None:
+    """Tick labels of a log axis as plain numbers (96, 300, 2000), not 9.6x10^1.
+
+    A range narrower than a decade has only minor ticks, so those are labelled too; over a
+    wider range only the minor ticks at 2 and 5 are, so that the labels do not run together.
+    """
+    from matplotlib.ticker import FuncFormatter
+
+    low, high = axis.get_view_interval()
+    wide = high / low >= 10
+
+    def minor(v, _):
+        mantissa = v / 10 ** np.floor(np.log10(v))
+        return f"{v:g}" if not wide or np.isclose(mantissa, [2, 5]).any() else ""
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(minor))
+    axis.set_tick_params(which="both", labelsize=8)
+
+
 def _privacy_utility(final, attack, path):
+    """Last-epoch AUC against validation perplexity, one marker per method.
+
+    The perplexity axis is logarithmic so that one diverged method (the demo's prefix tuning
+    at ppl ~2900) does not squash the others into one column, and the methods are named in a
+    legend rather than next to their points, where names of close points would overlap.
+    """
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.6, 4.4))
-    for r in final:
-        if r["attack"] != attack:
-            continue
-        color = {"parameter": "tab:red", "prompt": "tab:blue"}.get(_family(r["method"]), "k")
-        if r["method"] == "base":
-            color = "k"
+    fig, ax = plt.subplots(figsize=(6.8, 4.4))
+    shades = {"parameter": iter(plt.cm.Reds(np.linspace(0.5, 0.95, 6))),
+              "prompt": iter(plt.cm.Blues(np.linspace(0.5, 0.95, 6)))}
+    points = [r for r in final if r["attack"] == attack]
+    several = len({(p["model"], p["dataset"]) for p in points}) > 1
+    for i, r in enumerate(points):
+        color = "k" if r["method"] == "base" else next(shades[_family(r["method"])], "gray")
+        label = display_name(r["method"])
+        if several:  # the same method appears once per (model, dataset)
+            label += f" ({r['model']} / {r['dataset']})"
         ax.errorbar(r["val_ppl"], r["auc"], yerr=[[r["auc"] - r["auc_lo"]],
                                                    [r["auc_hi"] - r["auc"]]],
-                    fmt="o", color=color, capsize=3)
-        ax.annotate(r["method"], (r["val_ppl"], r["auc"]), fontsize=8, xytext=(4, 4),
-                    textcoords="offset points")
+                    fmt=_MARKERS[i % len(_MARKERS)], color=color, capsize=3, ms=6, label=label)
     ax.axhline(0.5, color="k", lw=0.7, ls=":")
-    ax.set_xlabel("validation perplexity (lower = more useful)")
+    ax.set_xscale("log")
+    _plain_log_ticks(ax.xaxis)
+    ax.set_xlabel("validation perplexity, log scale (lower = more useful)")
     ax.set_ylabel(f"{attack} AUC (higher = more memorization)")
     ax.set_title("Privacy vs utility (red: parameter-based, blue: prompt-based)", fontsize=9)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    ax.grid(True, which="both", axis="x", alpha=0.2)
     _save(fig, path)
 
 
@@ -199,7 +304,8 @@ def _auc_vs_size(final, attack, path) -> bool:
     for method in dict.fromkeys(r["method"] for r in final if r["method"] != "base"):
         pts = sorted((r["model_params"], r["auc"]) for r in final
                      if r["method"] == method and r["attack"] == attack)
-        ax.plot(*zip(*pts), "-o" if _family(method) == "parameter" else "--o", label=method)
+        ax.plot(*zip(*pts), "-o" if _family(method) == "parameter" else "--o",
+                label=display_name(method))
     ax.set_xscale("log")
     ax.axhline(0.5, color="k", lw=0.7, ls=":")
     ax.set_xlabel("model parameters")
@@ -222,7 +328,7 @@ def _lora_placement(final, attack, path) -> bool:
     for i, method in enumerate(placements):
         vals = [next((r["auc"] for r in final if r["method"] == method and r["attack"] == attack
                       and (r["model"], r["dataset"]) == g), np.nan) for g in groups]
-        ax.bar(np.arange(len(groups)) + i * width, vals, width, label=method)
+        ax.bar(np.arange(len(groups)) + i * width, vals, width, label=display_name(method))
     ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2)
     ax.set_xticklabels([f"{m}\n{d}" for m, d in groups], fontsize=8)
     ax.axhline(0.5, color="k", lw=0.7, ls=":")
@@ -233,8 +339,126 @@ def _lora_placement(final, attack, path) -> bool:
     return True
 
 
+def _supported_fprs(rows) -> list[float]:
+    """The FPRs of :data:`TPR_KEYS` that every row's non-members support, highest first."""
+    from jaxmem.metrics import tpr_unsupported_reason
+
+    n = min(r["n_nonmembers"] for r in rows)
+    return [f for f in TPR_KEYS.values() if not tpr_unsupported_reason(f, n)]
+
+
+def strongest_attacks(final: list[dict]) -> dict[str, dict]:
+    """Per method, the row of the attack with the highest TPR at the lowest FPR its sample
+    size supports (ties: the higher AUC). ``final`` is one (model, dataset)'s last-epoch rows.
+
+    Returns:
+        ``{method: row}``; empty when no FPR of :data:`TPR_KEYS` is supported.
+    """
+    fprs = _supported_fprs(final) if final else []
+    if not fprs:
+        return {}
+    key = next(k for k, f in TPR_KEYS.items() if f == fprs[-1])
+    best = {}
+    for r in final:
+        old = best.get(r["method"])
+        if old is None or (r[key], r["auc"]) > (old[key], old["auc"]):
+            best[r["method"]] = r
+    return best
+
+
+def _tpr_ci(out: Path | None, r: dict, key: str):
+    """A row's TPR interval from its attack folder's ``metrics.json`` (None if not there)."""
+    if out is None:
+        return None
+    f = runs.study_attack_dir(out, r["model"], r["dataset"], r["method"], r["epoch"])
+    if not (f / runs.METRICS).exists():
+        return None
+    return runs.read_json(f / runs.METRICS)["metrics"].get(r["attack"], {}).get(key + "_ci")
+
+
+def _tpr_low_fpr(final, path, out: Path | None = None) -> bool:
+    """TPR at each supported low FPR per method, for each method's strongest attack
+    (:func:`strongest_attacks`), as grouped bars with 95% intervals and chance (TPR = FPR)."""
+    groups = list(dict.fromkeys((r["model"], r["dataset"]) for r in final))
+    panels = [(g, strongest_attacks(_select(final, model=g[0], dataset=g[1]))) for g in groups]
+    panels = [(g, best) for g, best in panels if best]
+    if not panels:
+        return False
+    plt = _plt()
+    width_in = max(5.5, 1.1 * max(len(best) for _, best in panels) + 1.5)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width_in * len(panels), 4.4),
+                             squeeze=False)
+    for ax, ((model, dataset), best) in zip(axes.flat, panels):
+        fprs = _supported_fprs(list(best.values()))
+        x = np.arange(len(best))
+        width = 0.8 / len(fprs)
+        for j, fpr in enumerate(fprs):
+            key = next(k for k, f in TPR_KEYS.items() if f == fpr)
+            pos = x - 0.4 + (j + 0.5) * width
+            vals = np.array([r[key] for r in best.values()], float)
+            cis = [_tpr_ci(out, r, key) for r in best.values()]
+            err = np.array([[v - c[0], c[1] - v] if c else [0, 0] for v, c in zip(vals, cis)]).T
+            ax.bar(pos, vals, width, yerr=err, capsize=2, label=f"TPR at {fpr * 100:g}% FPR")
+            ax.hlines([fpr] * len(x), pos - width / 2, pos + width / 2, colors="k",
+                      linestyles=":", lw=1, label="chance (TPR = FPR)" if j == 0 else None)
+        ax.set_xticks(x)
+        ax.set_xticklabels([f"{display_name(m)}\n[{r['attack']}]" for m, r in best.items()],
+                           fontsize=7)
+        ax.set_ylabel("true positive rate")
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{model} / {dataset}: strongest attack per method, last epoch", fontsize=9)
+        ax.legend(fontsize=7)
+    _save(fig, path)
+    return True
+
+
+# ----------------------------------------------------------------------------- tables
+
+def _tpr_text(r: dict, key: str):
+    """A TPR for a table: the number, or why the non-members cannot support it."""
+    from jaxmem.metrics import tpr_unsupported_reason
+
+    if "n_nonmembers" in r and tpr_unsupported_reason(TPR_KEYS[key], r["n_nonmembers"]):
+        return tpr_unsupported_reason(TPR_KEYS[key], r["n_nonmembers"])
+    return "n/a" if r.get(key) is None else round(r[key], 3)
+
+
+def _last_epoch_table(sub: list[dict], attack: str, model: str, dataset: str) -> list[dict]:
+    """One row per method: epoch, validation perplexity, every attack's AUC (the main attack's
+    with its interval) and the main attack's TPR at each FPR."""
+    attacks = list(dict.fromkeys(r["attack"] for r in sub))
+    table = []
+    for method in dict.fromkeys(r["method"] for r in sub):
+        rs = {r["attack"]: r for r in sub if r["method"] == method}
+        any_row = next(iter(rs.values()))
+        row = {"method": display_name(method), "epoch": any_row["epoch"],
+               "val ppl": round(any_row["val_ppl"], 3)}
+        for a in attacks:
+            row[f"{a} AUC"] = (f"{rs[a]['auc']:.3f} [{rs[a]['auc_lo']:.2f}, "
+                               f"{rs[a]['auc_hi']:.2f}]" if a == attack
+                               else round(rs[a]["auc"], 3))
+        for key in TPR_KEYS:
+            row[f"{attack} TPR@{key[4:-4]}%FPR"] = _tpr_text(rs[attack], key)
+        paper = PAPER_TABLE2.get(dataset, {}).get(method.partition(":")[0])
+        if model == "llama-2-7b" and paper is not None:
+            row["paper LOSS AUC"] = paper
+        table.append(row)
+    return table
+
+
+def _final_rows(rows: list[dict]) -> list[dict]:
+    """Each (model, dataset, method)'s rows at its last attacked epoch."""
+    last = {}
+    for r in rows:
+        k = (r["model"], r["dataset"], r["method"])
+        last[k] = max(last.get(k, -1), r["epoch"])
+    return [r for r in rows if r["epoch"] == last[(r["model"], r["dataset"], r["method"])]]
+
+
 def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None) -> Path:
     """Writes ``report.md`` and ``figures/*.png`` for a study's result rows."""
+    from jaxmem.claims import claim_lines, score_reader  # it imports this module
+
     out = Path(out)
     fig_dir = out / runs.FIGURES
     fig_dir.mkdir(exist_ok=True)
@@ -245,13 +469,11 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
     _auc_vs_epoch(rows, attack, fig_dir / "ppl_vs_epoch.png", key="val_ppl",
                   ylabel="validation perplexity", title="Validation perplexity (paper Fig. 3)")
     has_dist = _loss_distributions(out, rows, fig_dir / "loss_distributions.png")
-    last = {}
-    for r in rows:
-        k = (r["model"], r["dataset"], r["method"])
-        last[k] = max(last.get(k, -1), r["epoch"])
-    final = [r for r in rows if r["epoch"] == last[(r["model"], r["dataset"], r["method"])]]
+    final = _final_rows(rows)
     _privacy_utility(final, attack, fig_dir / "privacy_utility.png")
     extra_figs = [f"![{name}](figures/{f})" for name, f, made in (
+        ("TPR at low FPR", "tpr_low_fpr.png", _tpr_low_fpr(final, fig_dir / "tpr_low_fpr.png",
+                                                           out)),
         ("AUC vs model size", "auc_vs_size.png", _auc_vs_size(final, attack,
                                                               fig_dir / "auc_vs_size.png")),
         ("LoRA placement", "lora_placement.png", _lora_placement(final, attack,
@@ -271,28 +493,15 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
               f"{t.grad_accum}, seed {t.seed}, learning rates {dict(scfg.lr) or {}} "
               f"(default {t.optim.lr}), {t.dtype}. Members are drawn from the "
               "fine-tuning set, non-members from held-out data; the reference model is the base "
-              "model.", "",
+              "model. A TPR at an FPR below 1/(number of non-members) is not measurable and "
+              "reads n/a.", "",
               "![privacy vs utility](figures/privacy_utility.png)", ""]
     for model, dataset in dict.fromkeys((r["model"], r["dataset"]) for r in rows):
-        sub = [r for r in final if r["model"] == model and r["dataset"] == dataset]
-        attacks = list(dict.fromkeys(r["attack"] for r in sub))
-        table = []
-        for method in dict.fromkeys(r["method"] for r in sub):
-            rs = {r["attack"]: r for r in sub if r["method"] == method}
-            row = {"method": method, "epoch": next(iter(rs.values()))["epoch"],
-                   "val ppl": round(next(iter(rs.values()))["val_ppl"], 3)}
-            for a in attacks:
-                row[f"{a} AUC"] = (f"{rs[a]['auc']:.3f} [{rs[a]['auc_lo']:.2f}, "
-                                   f"{rs[a]['auc_hi']:.2f}]" if a == attack
-                                   else round(rs[a]["auc"], 3))
-            row[f"{attack} TPR@1%FPR"] = round(rs[attack]["tpr@1%fpr"], 3)
-            row[f"{attack} TPR@0.1%FPR"] = round(rs[attack]["tpr@0.1%fpr"], 3)
-            paper = PAPER_TABLE2.get(dataset, {}).get(method.partition(":")[0])
-            if model == "llama-2-7b" and paper is not None:
-                row["paper LOSS AUC"] = paper
-            table.append(row)
-        lines += [f"## {model} / {dataset}: last epoch", "", markdown_table(table), ""]
-        lines += _claims(rows, model, dataset, attack)
+        sub = _select(final, model=model, dataset=dataset)
+        lines += [f"## {model} / {dataset}: last epoch", "",
+                  markdown_table(_last_epoch_table(sub, attack, model, dataset)), ""]
+        lines += claim_lines(rows, model, dataset, attack, score_reader(out, model, dataset),
+                             n_boot=scfg.audit.n_boot, seed=scfg.audit.seed)
     lines += ["## Figures", "", "![AUC by epoch](figures/auc_vs_epoch.png)", "",
               "![validation perplexity](figures/ppl_vs_epoch.png)", ""]
     if has_dist:
@@ -304,63 +513,3 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
         "", "Per-example scores, ROC curves and histograms for every (method, epoch) are under "
         "`attacks/`; every number above is in `results.csv`.", ""]
     return runs.atomic_write(out / runs.REPORT, "\n".join(lines))
-
-
-def _verdict(in_order: bool, intervals_apart: bool) -> str:
-    """What a comparison of AUCs supports: never more than its confidence intervals allow."""
-    if in_order and intervals_apart:
-        return "reproduced"
-    if in_order:
-        return ("not established (the point estimates are in the claimed order, but the "
-                "confidence intervals overlap)")
-    return "not reproduced"
-
-
-def _claims(rows, model, dataset, attack) -> list[str]:
-    """The paper's claims 1 and 2, checked on this study's numbers (stated either way)."""
-    sub = [r for r in rows if r["model"] == model and r["dataset"] == dataset
-           and r["attack"] == attack and r["method"] != "base"]
-    if not sub:
-        return []
-    last = max(r["epoch"] for r in sub)
-    fin = {r["method"]: r for r in sub if r["epoch"] == last}
-    par = [r["auc"] for m, r in fin.items() if _family(m) == "parameter"]
-    pro = [r["auc"] for m, r in fin.items() if _family(m) == "prompt"]
-    par_lo = [r.get("auc_lo", np.nan) for m, r in fin.items() if _family(m) == "parameter"]
-    pro_hi = [r.get("auc_hi", np.nan) for m, r in fin.items() if _family(m) == "prompt"]
-    out = ["**The paper's claims on these numbers** (\"reproduced\" needs the 95% bootstrap "
-           "intervals apart, not only the point estimates in order)", ""]
-    if par and pro:
-        verdict = _verdict(min(par) > max(pro), min(par_lo) > max(pro_hi))
-        out.append(f"- Claim 1 (parameter-based tuning memorizes more), {attack} attack: "
-                   f"{verdict}: at epoch {last}, "
-                   f"parameter-based AUC {', '.join(f'{a:.3f}' for a in par)} vs "
-                   f"prompt-based {', '.join(f'{a:.3f}' for a in pro)}. Compare their validation "
-                   "perplexities in the table: the claim is about similar utility.")
-        holds = []
-        for a in dict.fromkeys(r["attack"] for r in rows):
-            fa = {r["method"]: r["auc"] for r in rows if r["model"] == model and r["dataset"]
-                  == dataset and r["attack"] == a and r["epoch"] == last and r["method"] != "base"}
-            p_ = [v for m, v in fa.items() if _family(m) == "parameter"]
-            q_ = [v for m, v in fa.items() if _family(m) == "prompt"]
-            if p_ and q_:
-                holds.append(f"{a}: {'yes' if min(p_) > max(q_) else 'no'} (min parameter-based "
-                             f"{min(p_):.3f} vs max prompt-based {max(q_):.3f})")
-        out.append("- Claim 1 under each attack (every parameter-based method above every "
-                   "prompt-based one?): " + "; ".join(holds) + ".")
-    first = min(r["epoch"] for r in sub)
-    rising = []
-    for m in fin:
-        if _family(m) == "parameter":
-            a0 = next(r["auc"] for r in sub if r["method"] == m and r["epoch"] == first)
-            rising.append((m, a0, fin[m]["auc"]))
-    if rising and last > first:
-        ok = all(b > a for _, a, b in rising)
-        apart = all(fin[m].get("auc_lo", np.nan) > next(
-            r.get("auc_hi", np.nan) for r in sub if r["method"] == m and r["epoch"] == first)
-            for m, _, _ in rising)
-        out.append(f"- Claim 2 (parameter-based memorization grows with epochs): "
-                   f"{_verdict(ok, apart)}: " + ", ".join(
-                       f"{m} {a:.3f} (epoch {first}) -> {b:.3f} (epoch {last})"
-                       for m, a, b in rising) + ".")
-    return out + [""]

@@ -231,6 +231,20 @@ def _claim_folder(out: Path, scfg: StudyConfig, overwrite: bool) -> None:
     runs.claim_study(out, scfg.to_dict(), overwrite=overwrite, ignore=EXECUTION_FIELDS)
 
 
+TPR_COLUMNS = {"tpr@10%fpr": 0.1, "tpr@1%fpr": 0.01, "tpr@0.1%fpr": 0.001}
+
+
+def _tpr(m: dict, key: str) -> float | None:
+    """A row's TPR at one FPR, None (an empty cell in ``results.csv``) where the non-members
+    cannot support that FPR (:func:`jaxmem.metrics.tpr_unsupported_reason`). The rule is
+    applied here too so that ``metrics.json`` files written before it read the same way."""
+    from jaxmem.metrics import tpr_unsupported_reason
+
+    if tpr_unsupported_reason(TPR_COLUMNS[key], m["n_nonmembers"]):
+        return None
+    return m.get(key)
+
+
 def _rows(model, n_params, dataset, method, epoch, where) -> list[dict]:
     """The result rows of a done (cell, epoch), one per attack."""
     metrics, val = runs.read_cell(where)
@@ -241,8 +255,7 @@ def _rows(model, n_params, dataset, method, epoch, where) -> list[dict]:
                      "method": method, "epoch": epoch,
                      "val_loss": val, "val_ppl": float(np.exp(val)), "attack": attack,
                      "auc": m["auc"], "auc_lo": ci[0], "auc_hi": ci[1],
-                     "tpr@10%fpr": m["tpr@10%fpr"], "tpr@1%fpr": m["tpr@1%fpr"],
-                     "tpr@0.1%fpr": m["tpr@0.1%fpr"], "n_members": m["n_members"],
+                     **{k: _tpr(m, k) for k in TPR_COLUMNS}, "n_members": m["n_members"],
                      "n_nonmembers": m["n_nonmembers"]})
     return rows
 

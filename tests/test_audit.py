@@ -27,6 +27,11 @@ def test_pipeline_writes_every_file(tmp_path):
     assert len(table) == 40 and sum(r["member"] for r in table) == 20
     assert [r["loss"] for r in table] == pytest.approx(list(res["scores"]["loss"]))
     assert len(metrics_table(res["metrics"])) == 6
+    # 20 non-members measure a 10% FPR but not 1%: null plus its reason, in file and table
+    assert m["metrics"]["loss"]["tpr@10%fpr"] is not None
+    assert m["metrics"]["loss"]["tpr@1%fpr"] is None
+    assert m["metrics"]["loss"]["tpr_na"]["tpr@1%fpr"] == "n/a (needs >= 100 non-members)"
+    assert metrics_table(res["metrics"])[0]["TPR@1%FPR"] == "n/a (needs >= 100 non-members)"
     with pytest.raises(FileExistsError, match="already holds results"):
         run_attacks_on(params, cfg, CharTok(), _texts(20, 0), _texts(20, 1),
                        AuditConfig(block_size=48, n_boot=50), out_dir=tmp_path)

@@ -323,7 +323,7 @@ def test_summarize_matches_individual_functions(name):
         "auc", "auc_ci",
         "tpr@10%fpr", "tpr@10%fpr_ci",
         "tpr@1%fpr", "tpr@1%fpr_ci",
-        "tpr@0.1%fpr", "tpr@0.1%fpr_ci",
+        "tpr@0.1%fpr", "tpr@0.1%fpr_ci", "tpr_na",
         "n_members", "n_nonmembers", "n_dropped_nan",
     }
     assert result["auc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
@@ -331,6 +331,11 @@ def test_summarize_matches_individual_functions(name):
         bootstrap_ci(roc_auc, scores, labels, n_boot=n_boot, seed=seed), abs=1e-12
     )
     for target, key in zip(TARGET_FPRS, ["tpr@10%fpr", "tpr@1%fpr", "tpr@0.1%fpr"]):
+        if target * (labels == 0).sum() < 1:  # ties_5_levels: 600 non-members, no 0.1% FPR
+            assert result[key] is None and result[key + "_ci"] is None
+            assert result["tpr_na"][key] == "n/a (needs >= 1000 non-members)"
+            continue
+        assert key not in result["tpr_na"]
         assert result[key] == sklearn_tpr_at_fpr(scores, labels, target)
         metric = functools.partial(tpr_at_fpr, target_fpr=target)
         assert result[key + "_ci"] == pytest.approx(
@@ -345,15 +350,42 @@ def test_summarize_custom_fprs_and_no_bootstrap():
     scores, labels = continuous_data(12, 100, 100)
     result = summarize(scores, labels, fprs=(0.05, 0.0001), n_boot=0)
     assert result["tpr@5%fpr"] == sklearn_tpr_at_fpr(scores, labels, 0.05)
-    assert result["tpr@0.01%fpr"] == sklearn_tpr_at_fpr(scores, labels, 0.0001)
+    assert result["tpr@0.01%fpr"] is None  # 100 non-members cannot measure 0.01% FPR
+    assert result["tpr_na"] == {"tpr@0.01%fpr": "n/a (needs >= 10000 non-members)"}
     assert result["auc_ci"] is None
     assert result["tpr@5%fpr_ci"] is None
+
+
+@pytest.mark.parametrize("target, needed", [(0.1, 10), (0.01, 100), (0.001, 1000),
+                                            (0.05, 20), (0.3, 4), (1.0, 1)])
+def test_min_nonmembers_is_ceil_of_one_over_fpr(target, needed):
+    assert metrics.min_nonmembers(target) == needed
+    assert metrics.tpr_unsupported_reason(target, needed) is None
+    if needed > 1:
+        assert metrics.tpr_unsupported_reason(target, needed - 1) == (
+            f"n/a (needs >= {needed} non-members)")
+
+
+@pytest.mark.parametrize("n_nonmembers", [99, 100, 101])
+def test_summarize_reports_tpr_only_where_the_nonmembers_support_it(n_nonmembers):
+    """TPR at 1% FPR needs FPR >= 1/n_nonmembers: 100 non-members, not 99."""
+    scores, labels = continuous_data(14, 50, n_nonmembers)
+    result = summarize(scores, labels, fprs=(0.1, 0.01), n_boot=20)
+    assert result["tpr@10%fpr"] == sklearn_tpr_at_fpr(scores, labels, 0.1)
+    if n_nonmembers >= 100:
+        assert result["tpr@1%fpr"] == sklearn_tpr_at_fpr(scores, labels, 0.01)
+        assert result["tpr@1%fpr_ci"] is not None and result["tpr_na"] == {}
+    else:
+        assert result["tpr@1%fpr"] is None and result["tpr@1%fpr_ci"] is None
+        assert result["tpr_na"] == {"tpr@1%fpr": "n/a (needs >= 100 non-members)"}
+    with pytest.raises(ValueError, match="FPR 0"):
+        metrics.min_nonmembers(0.0)
 
 
 def test_summarize_ci_contains_estimates():
     scores, labels = continuous_data(13, 2000, 2000, shift=1.0)
     result = summarize(scores, labels, n_boot=500)
-    for key in ("auc", "tpr@10%fpr", "tpr@1%fpr"):
+    for key in ("auc", "tpr@10%fpr", "tpr@1%fpr", "tpr@0.1%fpr"):
         low, high = result[key + "_ci"]
         assert low <= result[key] <= high, key
         assert high - low > 0, key

@@ -67,14 +67,25 @@ def test_tiny_study_end_to_end_and_resume(tiny_setup, tmp_path):
     assert sorted(rows, key=key) == sorted(fresh, key=key)
     for f in ("results.csv", "results.json", "report.md", "study.json",
               "figures/auc_vs_epoch.png", "figures/ppl_vs_epoch.png",
-              "figures/privacy_utility.png", "figures/loss_distributions.png"):
+              "figures/privacy_utility.png", "figures/loss_distributions.png",
+              "figures/tpr_low_fpr.png"):
         assert (out / f).stat().st_size > 0, f
     res = json.loads((out / "results.json").read_text())
+    # 16 non-members support a TPR at 10% FPR, not at 1%: null in results.json, empty in the CSV
+    assert all(r["tpr@10%fpr"] is not None and r["tpr@1%fpr"] is None for r in res)
+    import csv
+    with open(out / "results.csv") as f:
+        assert {r["tpr@1%fpr"] for r in csv.DictReader(f)} == {""}
     assert {r["method"] for r in res} == {"base", "lora", "prompt"}
     assert {r["epoch"] for r in res if r["method"] == "lora"} == {1, 2}
     assert len(res) == 3 * (1 + 2 + 2)
     report = (out / "report.md").read_text()
-    assert "Claim 1" in report and "lora" in report
+    assert "Claim 1" in report and "LoRA (q,v; r=8)" in report
+    assert "n/a (needs >= 100 non-members)" in report
+    claim1 = next(line for line in report.splitlines() if "Claim 1 (" in line)
+    assert any(f"loss attack: {v}: " in claim1 for v in ("reproduced", "contradicted",
+                                                          "inconclusive"))
+    assert "[95% CI " in claim1  # decided from the scores files, paired
     assert json.loads((out / "study.json").read_text()) == _cfg(model, corpus).to_dict()
     with pytest.raises(FileExistsError, match="different study.*train"):
         run_study(_cfg(model, corpus, **{"train.epochs": 3}), out, progress=False)
