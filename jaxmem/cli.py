@@ -16,7 +16,6 @@ import dataclasses
 import sys
 import time
 
-
 from jaxmem.config import add_dataclass_args, dataclass_from_args
 from jaxmem.report import markdown_table
 
