@@ -222,3 +222,38 @@ def test_cli_attack_on_files(model_dir, tmp_path, capsys):
     assert len(rows) == 60 and sum(r["member"] for r in rows) == 30
     assert [r["index"] for r in rows] == list(range(60))
     assert main(argv) == 2 and "already holds results" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [
+    b"a b\n\nc\r\n d \n", b"one\ntwo\r\nthree", b"\n\n  x\n \t\ny\n\n\nz\n", b"a\n\x0c\nb\n",
+    b"p1 l1\np1 l2\n\n\np2\n", b"lat\xe9n1\n\nok\n", b"  \n\nonly\n\n"])
+def test_iter_text_file_reads_what_read_text_file_reads(tmp_path, content):
+    from jaxmem.data.files import iter_text_file, read_text_file
+
+    f = tmp_path / "t.txt"
+    f.write_bytes(content)
+    with pytest.warns(UserWarning) if b"\xe9" in content else _no_warning():
+        want = read_text_file(f)
+    with pytest.warns(UserWarning) if b"\xe9" in content else _no_warning():
+        assert list(iter_text_file(f)) == want
+
+
+def _no_warning():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def test_scan_refuses_what_read_text_file_refuses(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"text": "a"}\n' * 150 + "{oops\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:151: not valid JSON"):
+        S.scan_input(tmp_path / "bad.jsonl")
+    (tmp_path / "col.csv").write_text("body\nhello\n")
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['text'\]; columns present: "
+                                         r"\['body'\]"):
+        S.scan_input(tmp_path / "col.csv")
+    (tmp_path / "empty.txt").write_text("\n \n")
+    with pytest.raises(ValueError, match="no non-empty texts"):
+        S.scan_input(tmp_path / "empty.txt")
+    with pytest.raises(FileNotFoundError, match="nowhere.txt"):
+        S.scan_input(tmp_path / "nowhere.txt")
