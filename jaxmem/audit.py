@@ -152,8 +152,6 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
 
 def write_results(out: Path, result: dict, texts: Sequence[str], title: str = "") -> None:
     """Writes an attack folder (see :mod:`jaxmem.runs`): scores, plots, then ``metrics.json``."""
-    from jaxmem.report import plot_histograms, plot_roc
-
     out.mkdir(parents=True, exist_ok=True)
     scores, labels = result["scores"], result["labels"]
     n_tok = result["target_stats"].n_tokens
@@ -161,6 +159,16 @@ def write_results(out: Path, result: dict, texts: Sequence[str], title: str = ""
              **{k: float(v[i]) for k, v in scores.items()}, "text": texts[i][:200]}
             for i in range(len(texts))]
     runs.write_table(rows, out / runs.SCORES)
+    write_summary(out, result, title)
+
+
+def write_summary(out: Path, result: dict, title: str = "") -> None:
+    """The rest of an attack folder once its scores are written: ROC and histogram figures,
+    then ``metrics.json`` (last: it marks the folder done). Needs only ``result``'s scores,
+    labels, metrics and info, so a streamed attack (:mod:`jaxmem.streaming`) writes it too."""
+    from jaxmem.report import plot_histograms, plot_roc
+
+    scores, labels = result["scores"], result["labels"]
     curves = {}
     for name, s in scores.items():
         ok = np.isfinite(s)

@@ -1,6 +1,6 @@
 """The ``jaxmem`` command: a thin layer over the library.
 
-    jaxmem score FILE [--model smollm2-135m] [--out scores.csv]
+    jaxmem score FILE [--model smollm2-135m] [--out scores.csv]   (any size; rerun resumes)
     jaxmem train --method lora --run-dir DIR [--corpus default] [--epochs 3]
     jaxmem attack --members M --nonmembers N [--model ...] [--out-dir DIR]
     jaxmem study CONFIG.yaml --out-dir DIR [--set train.epochs=3]
@@ -16,66 +16,68 @@ import dataclasses
 import sys
 import time
 
-import numpy as np
-
 from jaxmem.config import add_dataclass_args, dataclass_from_args
 from jaxmem.report import markdown_table
 
 
-def _read_texts(path: str, args) -> list[str]:
-    from jaxmem.data import read_text_file
-
-    return read_text_file(path, text_column=args.text_column, strict=args.strict)
-
-
 def cmd_score(args) -> int:
-    from jaxmem.attacks import AttackInputs, min_k
+    from jaxmem import streaming as S
     from jaxmem.audit import AuditConfig
-    from jaxmem.scoring import score_texts
 
-    # before any work: bad numbers, a bad output name or an existing file cost nothing
+    # before any work: bad numbers, a bad output name, an existing file, a bad input file or an
+    # interrupted run with other settings cost nothing
     AuditConfig(block_size=args.block_size, batch_size=args.batch_size, dtype=args.dtype)
+    _check_chunk_size(args)
     if args.out:
         from jaxmem.runs import check_table_path
 
         check_table_path(args.out, overwrite=args.overwrite)
-    texts = _read_texts(args.file, args)
+    inp = S.scan_input(args.file, text_column=args.text_column, strict=args.strict)
+    settings = S.score_settings(inp, block_size=args.block_size, batch_size=args.batch_size,
+                                dtype=args.dtype, chunk_size=args.chunk_size, model=args.model,
+                                tokenizer=args.tokenizer)
+    done = S.resume_point(args.out, settings, overwrite=args.overwrite) if args.out else 0
     t0 = time.perf_counter()
     params, cfg, tok = _load(args, args.model)
-    if _main_process():
+    main_process = _main_process()
+    if main_process:
         print(f"loaded {args.model} ({cfg.arch}, {cfg.n_layers} layers, d={cfg.d_model}) "
               f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-    t0 = time.perf_counter()
-    stats = score_texts(params, cfg, tok, texts, batch_size=args.batch_size,
-                        block_size=args.block_size, dtype=args.dtype, progress=True,
-                        mesh=args.mesh)
-    if not _main_process():
-        return 0
-    dt = time.perf_counter() - t0
-    n = stats.n_tokens
-    nll = stats.nll()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mu = np.where(stats.mask, stats.mu, 0).sum(-1) / n
-        sigma = np.where(stats.mask, stats.sigma, 0).sum(-1) / n
-    mink = min_k(AttackInputs(stats, texts), k=0.2)
-    rows = [{"index": i, "n_tokens": int(n[i]), "truncated": bool(stats.truncated[i]),
-             "nll": float(nll[i]), "ppl": float(np.exp(nll[i])), "min_k20_logp": float(mink[i]),
-             "mean_mu": float(mu[i]), "mean_sigma": float(sigma[i]),
-             "text": texts[i][:48].replace("\n", " ").replace("|", "/")}
-            for i in range(len(texts))]
-    print(markdown_table(rows[:args.show] if args.show else rows))
-    if args.show and len(rows) > args.show:
-        print(f"... {len(rows) - args.show} more rows (use --out to save all)")
-    total = int(n.sum())
-    corpus_ppl = float(np.exp(np.nansum(nll * n) / total))
-    print(f"\n{len(texts)} texts, {total} scored tokens, corpus perplexity {corpus_ppl:.3f}, "
-          f"{total / dt:.0f} tokens/s ({dt:.1f}s incl. compile)")
-    if args.out:
-        from jaxmem.runs import write_table
+        if done:
+            print(f"resuming {args.out}: {done} of {inp.n_texts} texts already scored",
+                  file=sys.stderr)
+    printed = []
 
-        write_table(rows, args.out)
+    def print_rows(rows):  # --show 0: every row, as each chunk is scored
+        if main_process and not args.show:
+            lines = markdown_table(rows).split("\n")
+            print("\n".join(lines if not printed else lines[2:]), flush=True)
+            printed.append(len(rows))
+
+    res = S.score_file(params, cfg, tok, inp, settings, out=args.out, batch_size=args.batch_size,
+                       block_size=args.block_size, dtype=args.dtype, chunk_size=args.chunk_size,
+                       overwrite=args.overwrite, mesh=args.mesh, on_rows=print_rows,
+                       head_rows=max(args.show, S.HEAD_ROWS))
+    if not main_process:
+        return 0
+    if args.show:
+        print(markdown_table(res["head"][:args.show]))
+        if inp.n_texts > args.show:
+            print(f"... {inp.n_texts - args.show} more rows (use --out to save all)")
+    dt = res["seconds"]
+    resumed = f", resumed after {res['resumed_from']}" if res["resumed_from"] else ""
+    print(f"\n{inp.n_texts} texts, {res['n_tokens']} scored tokens, corpus perplexity "
+          f"{res['corpus_ppl']:.3f}, {res['tokens_per_s']:.0f} tokens/s ({dt:.1f}s incl. "
+          f"compile{resumed})")
+    if args.out:
         print(f"wrote {args.out}")
     return 0
+
+
+def _check_chunk_size(args) -> None:
+    if args.chunk_size <= 0:
+        raise ValueError(f"--chunk-size must be a positive number of texts, got "
+                         f"{args.chunk_size}.")
 
 
 def _corpus(args):
@@ -143,14 +145,28 @@ def cmd_attack(args) -> int:
     claim_attack_dir(args.out_dir, overwrite=args.overwrite)  # before any model is loaded
     if args.run_dir:
         _follow_run(args)
+    _check_chunk_size(args)
+    acfg = dataclass_from_args(AuditConfig, args)
+    streamed = None
     if args.members or args.nonmembers:
+        # files of any size: streamed, scored chunk by chunk, resumable (jaxmem.streaming)
+        from jaxmem import streaming as S
+        from jaxmem.runs import SCORES
+
         if not (args.members and args.nonmembers):
             raise ValueError("--members and --nonmembers go together.")
-        members = _read_texts(args.members, args)
-        nonmembers = _read_texts(args.nonmembers, args)
+        kw = dict(text_column=args.text_column, strict=args.strict)
+        streamed = (S.scan_input(args.members, **kw), S.scan_input(args.nonmembers, **kw))
+        settings = S.attack_settings(
+            *streamed, acfg, chunk_size=args.chunk_size, model=args.model,
+            tokenizer=args.tokenizer, run_dir=args.run_dir, epoch=args.epoch,
+            adapter=args.adapter, reference=args.reference)
+        done = S.resume_point(f"{args.out_dir}/{SCORES}", settings, overwrite=args.overwrite)
+        n_members, n_nonmembers = streamed[0].n_texts, streamed[1].n_texts
     else:
         c = _corpus(args)
         members, nonmembers = c.members, c.nonmembers
+        n_members, n_nonmembers = len(members), len(nonmembers)
     base, cfg, tok = _load(args, args.model)
     params, what = base, f"base model {args.model}"
     if args.run_dir:
@@ -167,13 +183,20 @@ def cmd_attack(args) -> int:
         reference, rcfg, _ = _load(args, args.reference)
         if rcfg.vocab_size != cfg.vocab_size:
             raise ValueError("The reference model must share the target's tokenizer/vocabulary.")
-    acfg = dataclass_from_args(AuditConfig, args)
     if _main_process():
-        print(f"attacking {what}: {len(members)} members vs {len(nonmembers)} non-members",
+        print(f"attacking {what}: {n_members} members vs {n_nonmembers} non-members",
               file=sys.stderr)
-    res = run_attacks_on(params, cfg, tok, members, nonmembers, acfg, reference_params=reference,
-                         out_dir=args.out_dir, overwrite=args.overwrite, title=what,
-                         mesh=args.mesh)
+        if streamed and done:
+            print(f"resuming {args.out_dir}: {done} texts already scored", file=sys.stderr)
+    if streamed:
+        res = S.attack_files(params, cfg, tok, *streamed, acfg, out_dir=args.out_dir,
+                             settings=settings, reference_params=reference,
+                             overwrite=args.overwrite, title=what, mesh=args.mesh,
+                             chunk_size=args.chunk_size)
+    else:
+        res = run_attacks_on(params, cfg, tok, members, nonmembers, acfg,
+                             reference_params=reference, out_dir=args.out_dir,
+                             overwrite=args.overwrite, title=what, mesh=args.mesh)
     if not _main_process():
         return 0
     print(markdown_table(metrics_table(res["metrics"])))
@@ -276,6 +299,14 @@ def _add_tokenizer_arg(s):
                         "tokenizer files (default: the model's own)")
 
 
+def _add_chunk_arg(s):
+    from jaxmem.streaming import CHUNK_SIZE
+
+    s.add_argument("--chunk-size", type=int, default=CHUNK_SIZE, metavar="N",
+                   help="texts read, scored and written at a time; an interrupted run resumes "
+                        "after its last written chunk (default: %(default)s)")
+
+
 def _add_corpus_args(s):
     s.add_argument("--corpus", default="default",
                    help="default (embedded), wikitext, webnlg, xsum, or a local file/directory")
@@ -317,7 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
                                             "context up to 1024"}})
     s.add_argument("--show", type=int, default=20, help="rows to print (0 = all)")
     s.add_argument("--out", help="write every row to .csv / .json / .jsonl / .md / .parquet")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out file (or an interrupted run's partial one)")
+    _add_chunk_arg(s)
     _add_scale_args(s)
     _add_tokenizer_arg(s)
     s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -354,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_args(a, AuditConfig)
     a.add_argument("--out-dir", required=True)
     a.add_argument("--overwrite", action="store_true")
+    _add_chunk_arg(a)
     _add_scale_args(a)
     _add_tokenizer_arg(a)
     a.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,

@@ -23,7 +23,10 @@ runs and attack results for every (model, dataset, method, epoch)::
     ├── scores.parquet             per-example scores of every attack
     ├── metrics.json               {"metrics": {attack: ...}, "info": {...}}; in a study,
     │                              info.val_loss is written last and marks the cell done
-    └── roc.png, histograms.png
+    ├── roc.png, histograms.png
+    └── scores.parquet.parts/, scores.parquet.progress.json
+                                   a streamed attack's scores so far (jaxmem.streaming),
+                                   removed once metrics.json is written
 
 Every file is written whole or not at all (:func:`atomic_write`); with several processes
 process 0 writes and the others read (a shared filesystem). A run resumes after its last marked
@@ -71,7 +74,9 @@ FIGURES = "figures"
 SESSIONS = "sessions.json"  # wall time of every session that worked on the study
 # What jaxmem writes into each kind of folder: --overwrite removes these and nothing else.
 RUN_OUTPUTS = (RUN_SPEC, CORPUS_RECORD, LOG, CHECKPOINTS)
-ATTACK_OUTPUTS = (SCORES, METRICS, ROC, HISTOGRAMS)
+# a streamed attack's work in progress (jaxmem.streaming.ChunkedTable), until metrics.json
+SCORES_WORK = (SCORES + ".parts", SCORES + ".progress.json")
+ATTACK_OUTPUTS = (SCORES, METRICS, ROC, HISTOGRAMS, *SCORES_WORK)
 STUDY_OUTPUTS = (STUDY_SPEC, RESULTS_JSON, RESULTS_CSV, REPORT, FIGURES, SESSIONS, "runs",
                  "attacks")
 

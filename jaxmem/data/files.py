@@ -1,26 +1,29 @@
 """Readers for local data files: .txt, .jsonl, .json, .csv, .tsv and .parquet.
 
 :func:`read_text_file` gives the texts of one file as they are, for scoring
-or inspection. The helpers below it serve the corpus sources: rows of a
-structured file as dicts, column checks whose errors list the columns
-present, and which split (train / validation / test) a file's name says it
-holds.
+or inspection; :func:`iter_text_file` gives the same texts one at a time, in
+constant memory, for files too large to hold. The helpers below them serve
+the corpus sources: rows of a structured file as dicts, column checks whose
+errors list the columns present, and which split (train / validation / test)
+a file's name says it holds.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 __all__ = [
     "LOCAL_EXTS",
     "read_text_file",
+    "iter_text_file",
     "read_txt",
     "read_records",
     "columns",
@@ -216,3 +219,155 @@ def read_text_file(path: str | os.PathLike, *, text_column: str = "text",
     if not texts:
         raise ValueError(f"{path}: no non-empty texts")
     return texts
+
+
+# ----------------------------------------------------------------------------- streaming readers
+
+_BLANK_RE = re.compile(r"[ \t]*")
+_HEAD = 100  # rows whose columns are checked, as require_columns() checks a whole file's
+
+
+def _txt_lines(path: Path) -> Iterator[bytes]:
+    """Lines of a file as bytes, split on ``\\n`` alone, with ``\\r\\n`` read as ``\\n`` (what
+    :func:`read_txt` does to the whole text)."""
+    with path.open("rb") as fh:
+        for raw in fh:
+            if raw.endswith(b"\n"):
+                raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+            yield raw
+
+
+def _txt_layout(path: Path, *, strict: bool) -> tuple[bool, bool]:
+    """One pass over a text file: (paragraph layout?, any line not valid UTF-8?).
+
+    The layout rule is :func:`read_txt`'s: paragraphs if a blank line ([ \\t]* only) has text
+    on both sides of it, else lines. Undecodable lines are warned about (or refused under
+    ``strict``) with :func:`decode_text`'s message.
+    """
+    content = pending = paragraph = False
+    bad = total = 0
+    binary = False
+    for raw in _txt_lines(path):
+        total += 1
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            bad += 1
+            binary = binary or b"\x00" in raw
+            line = raw.decode("utf-8", errors="replace")
+        if line.strip():
+            paragraph = paragraph or pending
+            content = True
+        elif content and _BLANK_RE.fullmatch(line):
+            pending = True
+    if bad:
+        kind = "binary data, not text" if binary else "not valid UTF-8"
+        msg = (f"{path}: {bad} of {total} lines are {kind}. Convert the file to UTF-8 (e.g. "
+               "`iconv -f latin1 -t utf-8`)")
+        if strict:
+            raise ValueError(msg + ".")
+        warnings.warn(msg + "; they are read with U+FFFD replacement characters (--strict "
+                      "refuses such a file).", stacklevel=4)
+    return paragraph, bad > 0
+
+
+def _iter_txt(path: Path, *, strict: bool) -> Iterator[str]:
+    """:func:`read_txt`'s texts, one at a time: two passes over the file (layout, then texts),
+    never the whole file in memory."""
+    paragraph, _ = _txt_layout(path, strict=strict)
+    lines = (raw.decode("utf-8", errors="replace") for raw in _txt_lines(path))
+    if not paragraph:
+        for line in lines:
+            yield line.strip()
+        return
+    words: list[str] = []
+    for line in lines:
+        if _BLANK_RE.fullmatch(line):  # a paragraph break, as read_txt's split pattern
+            yield " ".join(words)
+            words = []
+        else:
+            words.extend(line.split())
+    yield " ".join(words)
+
+
+def _iter_records(path: Path) -> Iterator[dict]:
+    """Rows of a .jsonl / .csv / .tsv / .parquet file one at a time (a .json file is read
+    whole: a JSON document cannot be parsed in pieces without another dependency)."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        with path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(
+                        f"{path}:{lineno}: not valid JSON ({exc.msg}); expected one object per line"
+                    ) from exc
+                if not isinstance(row, dict):
+                    raise ValueError(
+                        f"{path}:{lineno}: expected one JSON object per line, "
+                        f"got {type(row).__name__}"
+                    )
+                yield row
+    elif suffix in (".csv", ".tsv"):
+        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+        with path.open(encoding="utf-8", newline="") as fh:
+            yield from csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
+    else:  # .json (whole) or an unsupported suffix (read_records names it)
+        yield from read_records(path)
+
+
+def iter_text_file(path: str | os.PathLike, *, text_column: str = "text",
+                   strict: bool = False) -> Iterator[str]:
+    """The texts of :func:`read_text_file`, one at a time, in constant memory.
+
+    Same texts, order, validation and messages as :func:`read_text_file`: a ``.txt`` file is
+    read twice (its layout, then its texts), ``.jsonl`` / ``.csv`` / ``.tsv`` line by line,
+    ``.parquet`` by record batches of the text column alone; a ``.json`` file is parsed whole
+    (JSON has no streaming parser in the standard library). The column check looks at the
+    first 100 rows, as :func:`require_columns` does.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`read_text_file`, when iteration reaches the
+            problem (a bad line far into a file is found there; run a counting pass first,
+            e.g. :func:`jaxmem.streaming.scan_input`, to find it before any work).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is not a file; pass a {', '.join(LOCAL_EXTS)} file")
+    n = 0
+    for text in _iter_raw_texts(path, text_column, strict):
+        if text:
+            n += 1
+            yield text
+    if not n:
+        raise ValueError(f"{path}: no non-empty texts")
+
+
+def _iter_raw_texts(path: Path, text_column: str, strict: bool) -> Iterator[str]:
+    hint = f"Pass the right text column (got {text_column!r})."
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        yield from _iter_txt(path, strict=strict)
+        return
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        present = pf.schema_arrow.names if pf.metadata.num_rows else []
+        if text_column not in present:
+            raise ValueError(f"{path}: missing column(s) {[text_column]}; columns present: "
+                             f"{present}. {hint}")
+        for batch in pf.iter_batches(batch_size=4096, columns=[text_column]):
+            for value in batch.column(0).to_pylist():
+                if value is not None:
+                    yield str(value).strip()
+        return
+    rows = _iter_records(path)
+    head = [row for _, row in zip(range(_HEAD), rows)]
+    require_columns(head, (text_column,), str(path), hint)
+    for row in itertools.chain(head, rows):
+        if row.get(text_column) is not None:
+            yield str(row[text_column]).strip()

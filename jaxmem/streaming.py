@@ -1,0 +1,558 @@
+"""Scoring and attacks at corpus scale: texts streamed in, rows written out in chunks, resumable.
+
+``jaxmem score`` and ``jaxmem attack --members M --nonmembers N`` run through here, whatever the
+size of their files, in host and device memory that does not grow with the number of texts:
+
+1. :func:`scan_input` reads the input once (a checksum and a count of the texts, which also runs
+   every check of :func:`jaxmem.data.read_text_file` before any model is loaded);
+2. :func:`jaxmem.data.files.iter_text_file` streams the texts, and :func:`chunked` groups them;
+3. each chunk is tokenized and scored by the one scoring pass (:func:`jaxmem.scoring.score_texts`:
+   length-sorted batches, the jitted ``token_stats``) and reduced to one row per text at once,
+   so the largest array is a chunk's [chunk, longest] statistics;
+4. :class:`ChunkedTable` appends the rows to the output (``.csv``, ``.jsonl``, ``.json`` and
+   ``.md`` to ``<out>.partial``, ``.parquet`` as part files in ``<out>.parts/``), makes them
+   durable, then records how many texts are done in ``<out>.progress.json``. The finished
+   output is renamed (or merged) into place at the end, so ``<out>`` exists only whole.
+
+A rerun of the same command resumes after the last recorded chunk: rows written past the marker
+are cut off and the texts already done are skipped, not rescored. Chunk boundaries fall at the
+same texts in every run, so a resumed output equals an uninterrupted one. A marker written for
+another input (checksum) or other settings is refused, naming what differs (``--overwrite``
+starts over).
+
+Only per-example scalars are ever held for the whole input, and only where the end needs them:
+an attack's metrics, ROC and histograms read its per-example scores back (O(N) floats), and its
+member / non-member overlap check keeps one 16-byte hash per member text.
+
+Example:
+    >>> inp = scan_input("candidates.jsonl")
+    >>> settings = score_settings(inp, model="gpt2", batch_size=64)
+    >>> summary = score_file(params, cfg, tok, inp, settings, out="scores.csv", batch_size=64)
+    >>> summary["corpus_ppl"], summary["tokens_per_s"]
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import itertools
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from jaxmem import runs
+from jaxmem.data.files import iter_text_file
+from jaxmem.data.overlap import normalize
+
+CHUNK_SIZE = 2048  # texts per chunk: a few MB of statistics, and progress written that often
+HEAD_ROWS = 100    # first rows kept in the marker, so a resumed `jaxmem score` can print them
+STREAMED_FORMATS = (".csv", ".jsonl", ".json", ".md", ".parquet")
+
+
+# ----------------------------------------------------------------------------- input
+
+@dataclasses.dataclass(frozen=True)
+class InputFile:
+    """One input file as scanned: where it is, what it holds (checksum), how many texts."""
+
+    path: str
+    size: int
+    sha256: str
+    n_texts: int
+    text_column: str = "text"
+    strict: bool = False
+
+    def texts(self) -> Iterator[str]:
+        """The file's texts, one at a time (:func:`jaxmem.data.files.iter_text_file`)."""
+        return iter_text_file(self.path, text_column=self.text_column, strict=self.strict)
+
+    def identity(self) -> dict:
+        """What a resumed run must find unchanged."""
+        return {"path": self.path, "size": self.size, "sha256": self.sha256,
+                "text_column": self.text_column, "strict": self.strict}
+
+
+def scan_input(path: str | os.PathLike, *, text_column: str = "text",
+               strict: bool = False) -> InputFile:
+    """Checksums a file and counts its texts, in constant memory.
+
+    The counting pass parses the whole file, so every error :func:`read_text_file` would raise
+    (no such file, bad suffix or column, a bad JSON line far down, no text at all) is raised
+    here, before any model is loaded, with the same message.
+    """
+    path = Path(path).expanduser()
+    n = sum(1 for _ in iter_text_file(path, text_column=text_column, strict=strict))
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return InputFile(str(path.resolve()), path.stat().st_size, digest.hexdigest(), n,
+                     text_column, strict)
+
+
+def chunked(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of ``size`` items (the last may be shorter)."""
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+# ----------------------------------------------------------------------------- output
+
+def progress_path(out: str | os.PathLike) -> Path:
+    """The marker beside an output: ``<out>.progress.json``."""
+    out = Path(out)
+    return out.with_name(out.name + ".progress.json")
+
+
+def resume_point(out: str | os.PathLike, settings: dict, *, overwrite: bool = False) -> int:
+    """How many texts an interrupted run with these ``settings`` already wrote to ``out``.
+
+    Cheap and read-only, so the CLI calls it before loading a model.
+
+    Returns:
+      0 for a fresh start (no marker, or ``overwrite``), else the number of texts done.
+
+    Raises:
+      ValueError: the marker was written for another input or other settings.
+    """
+    marker = progress_path(out)
+    if overwrite or not marker.exists():
+        return 0
+    old = runs.read_json(marker)
+    want = json.loads(json.dumps(settings))  # tuples as lists, as the marker holds them
+    diff = sorted(k for k in set(want) | set(old["settings"])
+                  if want.get(k) != old["settings"].get(k))
+    if diff:
+        raise ValueError(
+            f"{marker} records an interrupted run with another input or other settings "
+            f"(differs in: {', '.join(diff)}). Rerun the same command to resume it, or pass "
+            "--overwrite to start over.")
+    return int(old["done"])
+
+
+class ChunkedTable:
+    """A table written chunk by chunk, with a progress marker, and renamed into place at the end.
+
+    ``.csv``, ``.jsonl``, ``.json`` and ``.md`` rows go to ``<out>.partial`` (bytes identical to
+    :func:`jaxmem.runs.write_table` of all the rows); ``.parquet`` chunks go to part files in
+    ``<out>.parts/``, merged into one file (one row group per chunk) by :meth:`finish`. After
+    each chunk the data is flushed and fsynced, then ``<out>.progress.json`` is replaced
+    atomically with the count of texts done, the byte length (or part count) that holds them,
+    and the caller's running ``state``. Only process 0 writes.
+
+    Args:
+      out: the final file.
+      settings: what the run is (see :func:`resume_point`).
+      overwrite: discard an interrupted run instead of resuming it.
+    """
+
+    def __init__(self, out: str | os.PathLike, settings: dict, *, overwrite: bool = False):
+        from jaxmem import sharding as sh
+
+        self.out = Path(out)
+        if self.out.suffix not in STREAMED_FORMATS:
+            raise ValueError(f"{self.out}: unknown output format {self.out.suffix!r}; use "
+                             f"{', '.join(STREAMED_FORMATS)}.")
+        self.marker = progress_path(out)
+        self.partial = self.out.with_name(self.out.name + ".partial")
+        self.parts = self.out.with_name(self.out.name + ".parts")
+        self.settings = json.loads(json.dumps(settings))
+        self.writer = sh.is_main_process()
+        self.done = resume_point(out, settings, overwrite=overwrite)
+        old = runs.read_json(self.marker) if self.done else {}
+        self.offset, self.n_parts = old.get("offset", 0), old.get("parts", 0)
+        self.state = old.get("state", {})
+        sh.sync("jaxmem-stream-read")  # every process has read the marker before it changes
+        if self.writer:
+            self._cut_back()
+        sh.sync("jaxmem-stream-open")
+
+    def _cut_back(self) -> None:
+        """Drops whatever was written past the marker (a chunk cut short by a kill), and an
+        old marker when starting over."""
+        if not self.done:
+            self.marker.unlink(missing_ok=True)
+        if self.out.suffix == ".parquet":
+            self.parts.mkdir(parents=True, exist_ok=True)
+            for p in self.parts.glob("part-*.parquet"):
+                if int(p.stem.split("-")[1]) >= self.n_parts:
+                    p.unlink()
+            return
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        if self.done and (not self.partial.exists()
+                          or self.partial.stat().st_size < self.offset):
+            raise ValueError(f"{self.partial} is shorter than {self.marker} records: it was "
+                             "changed or removed. Pass --overwrite to start over.")
+        with open(self.partial, "ab") as fh:
+            fh.truncate(self.offset)
+
+    def _encode(self, rows: Sequence[dict], first: bool) -> bytes:
+        suffix = self.out.suffix
+        if suffix == ".csv":
+            f = io.StringIO()
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            if first:
+                w.writeheader()
+            w.writerows(rows)
+            return f.getvalue().encode()
+        if suffix == ".jsonl":
+            return "".join(json.dumps(r) + "\n" for r in rows).encode()
+        if suffix == ".json":  # json.dumps(all_rows, indent=1), one row at a time
+            items = ["\n".join(" " + ln for ln in json.dumps(r, indent=1).splitlines())
+                     for r in rows]
+            return (("[\n" if first else ",\n") + ",\n".join(items)).encode()
+        from jaxmem.report import markdown_table
+
+        lines = markdown_table(list(rows)).split("\n")
+        return ("\n".join(lines if first else lines[2:]) + "\n").encode()
+
+    def append(self, rows: Sequence[dict], n_texts: int, state: dict | None = None) -> None:
+        """Writes one chunk's rows, then records ``n_texts`` more texts done (and ``state``)."""
+        if state is not None:
+            self.state = state
+        self.done += n_texts
+        if not self.writer:
+            return
+        if self.out.suffix == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pylist(list(rows))
+            part = self.parts / f"part-{self.n_parts:06d}.parquet"
+            runs.atomic_write(part, lambda tmp: _write_synced(tmp, table, pq))
+            self.n_parts += 1
+        else:
+            data = self._encode(rows, first=self.offset == 0)
+            with open(self.partial, "r+b") as fh:
+                fh.seek(self.offset)
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())  # the rows are on disk before the marker says so
+            self.offset += len(data)
+        runs.atomic_write(self.marker, json.dumps(
+            {"settings": self.settings, "done": self.done, "offset": self.offset,
+             "parts": self.n_parts, "state": self.state}, indent=1))
+
+    def part_files(self) -> list[Path]:
+        """The parquet parts written so far, in order."""
+        return [self.parts / f"part-{i:06d}.parquet" for i in range(self.n_parts)]
+
+    def read_columns(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Whole columns read back from the parts (parquet only): O(N) scalars, for metrics."""
+        import pyarrow.parquet as pq
+
+        cols = {k: [] for k in names}
+        for p in self.part_files():
+            t = pq.read_table(p, columns=list(names))
+            for k in names:
+                cols[k].append(t.column(k).to_numpy())
+        return {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
+
+    def finish(self, *, cleanup: bool = True) -> Path:
+        """Puts the whole output in place: a rename, or the parts merged (atomically).
+
+        Args:
+          cleanup: also drop the marker and parts (:meth:`cleanup`). An attack keeps them until
+            its metrics are written, so a kill in between resumes from the parts.
+        """
+        from jaxmem import sharding as sh
+
+        if self.writer:
+            if self.out.suffix == ".parquet":
+                runs.atomic_write(self.out, self._merge)
+            else:
+                if self.out.suffix == ".json":
+                    with open(self.partial, "ab") as fh:
+                        fh.write(b"\n]")
+                os.replace(self.partial, self.out)
+                # the marker now describes a file that is gone; dropped even without cleanup
+                self.marker.unlink(missing_ok=True)
+        if cleanup:
+            self.cleanup()
+        sh.sync("jaxmem-stream-finished")
+        return self.out
+
+    def cleanup(self) -> None:
+        """Removes the marker and the parquet parts (after :meth:`finish`)."""
+        if not self.writer:
+            return
+        if self.parts.is_dir():
+            for p in self.parts.glob("*"):
+                p.unlink()
+            self.parts.rmdir()
+        self.marker.unlink(missing_ok=True)
+
+    def _merge(self, tmp: Path) -> None:
+        import pyarrow.parquet as pq
+
+        writer = None
+        for p in self.part_files():  # one part in memory at a time
+            t = pq.read_table(p)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, t.schema)
+            writer.write_table(t.cast(writer.schema))
+        if writer is not None:
+            writer.close()
+
+
+def _write_synced(tmp: Path, table, pq) -> None:
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+# ----------------------------------------------------------------------------- scoring
+
+def _score_chunk(params, cfg, tokenizer, texts: Sequence[str], kw: dict):
+    """The one scoring pass over a chunk, its truncation warning held back: the caller warns
+    once for the whole input."""
+    from jaxmem.scoring import score_texts
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".* texts are longer than")
+        return score_texts(params, cfg, tokenizer, texts, **kw)
+
+
+def _warn_truncated(n: int, total: int, block_size: int) -> None:
+    if n:
+        warnings.warn(f"{n} of {total} texts are longer than {block_size} tokens; they are "
+                      f"truncated to their first {block_size} tokens.", stacklevel=3)
+
+
+def score_rows(stats, texts: Sequence[str], start: int = 0) -> list[dict]:
+    """The rows ``jaxmem score`` prints and writes: one per text, numbered from ``start``."""
+    from jaxmem.attacks import AttackInputs, min_k
+
+    n = stats.n_tokens
+    nll = stats.nll()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu = np.where(stats.mask, stats.mu, 0).sum(-1) / n
+        sigma = np.where(stats.mask, stats.sigma, 0).sum(-1) / n
+    mink = min_k(AttackInputs(stats, texts), k=0.2)
+    return [{"index": start + i, "n_tokens": int(n[i]), "truncated": bool(stats.truncated[i]),
+             "nll": float(nll[i]), "ppl": float(np.exp(nll[i])),
+             "min_k20_logp": float(mink[i]), "mean_mu": float(mu[i]),
+             "mean_sigma": float(sigma[i]),
+             "text": texts[i][:48].replace("\n", " ").replace("|", "/")}
+            for i in range(len(texts))]
+
+
+def score_settings(inp: InputFile, *, block_size: int | None = None, batch_size: int = 8,
+                   dtype: str = "float32", chunk_size: int = CHUNK_SIZE, **extra) -> dict:
+    """What a ``jaxmem score`` output is: its input, scoring settings and ``extra`` (the model
+    name, the tokenizer). A resumed run must match it (:func:`resume_point`)."""
+    from jaxmem.config import dtype_name
+
+    return {"kind": "score", "input": inp.identity(), "block_size": block_size,
+            "batch_size": batch_size, "dtype": dtype_name(dtype), "chunk_size": chunk_size,
+            **extra}
+
+
+def _progress_bar(total: int, initial: int, desc: str):
+    from tqdm.auto import tqdm
+
+    from jaxmem.sharding import is_main_process
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="text", dynamic_ncols=True,
+                disable=not is_main_process())
+
+
+def score_file(params, cfg, tokenizer, inp: InputFile, settings: dict, *,
+               out: str | os.PathLike | None = None, batch_size: int = 8,
+               block_size: int | None = None, dtype: str = "float32",
+               chunk_size: int = CHUNK_SIZE, overwrite: bool = False, mesh=None,
+               on_rows: Callable[[list[dict]], None] | None = None,
+               after_chunk: Callable[[int], None] | None = None,
+               head_rows: int = HEAD_ROWS) -> dict:
+    """Scores every text of a file chunk by chunk; rows to ``out`` (resumable) and ``on_rows``.
+
+    Args:
+      params, cfg, tokenizer: the model.
+      inp: the scanned input (:func:`scan_input`).
+      settings: the run's identity (:func:`score_settings`), recorded in the marker.
+      out: the output table (``.csv``, ``.jsonl``, ``.json``, ``.md``, ``.parquet``); None:
+        rows go to ``on_rows`` only and nothing is resumable.
+      batch_size, block_size, dtype, mesh: as :func:`jaxmem.scoring.score_texts`.
+      chunk_size: texts per chunk.
+      overwrite: start over even if ``out`` has a matching interrupted run.
+      on_rows: called with each chunk's rows (the CLI prints them).
+      after_chunk: called with the number of texts done after each chunk is recorded (tests
+        interrupt a run here).
+      head_rows: how many of the first rows to keep (and record) for printing.
+
+    Returns:
+      {"n_texts", "n_tokens", "corpus_ppl", "n_truncated", "head" (the first rows),
+      "resumed_from" (texts done before this session), "session_tokens", "seconds",
+      "tokens_per_s" (this session's)}.
+    """
+    block_size = block_size or min(cfg.max_positions, 1024)
+    kw = dict(batch_size=batch_size, block_size=block_size, dtype=dtype, mesh=mesh)
+    table = ChunkedTable(out, settings, overwrite=overwrite) if out is not None else None
+    done = start = table.done if table else 0
+    state = (table.state if table and table.state
+             else {"n_tokens": 0, "nll_sum": 0.0, "n_truncated": 0, "head": []})
+    bar = _progress_bar(inp.n_texts, done, "scoring")
+    t0, session_tokens = time.perf_counter(), 0
+    texts = itertools.islice(inp.texts(), done, None)  # the texts already written: not rescored
+    for chunk in chunked(texts, chunk_size):
+        stats = _score_chunk(params, cfg, tokenizer, chunk, kw)
+        rows = score_rows(stats, chunk, start=done)
+        n, nll = stats.n_tokens, stats.nll()
+        state = {"n_tokens": state["n_tokens"] + int(n.sum()),
+                 "nll_sum": state["nll_sum"] + float(np.nansum(nll * n)),
+                 "n_truncated": state["n_truncated"] + int(stats.truncated.sum()),
+                 "head": (state["head"] + rows[:head_rows])[:head_rows]}
+        if table:
+            table.append(rows, len(chunk), state)
+        done += len(chunk)
+        session_tokens += int(n.sum())
+        rate = session_tokens / max(time.perf_counter() - t0, 1e-9)
+        bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
+        bar.update(len(chunk))
+        if on_rows:
+            on_rows(rows)
+        if after_chunk:
+            after_chunk(done)
+    bar.close()
+    if table:
+        table.finish()
+    dt = time.perf_counter() - t0
+    _warn_truncated(state["n_truncated"], inp.n_texts, block_size)
+    total = state["n_tokens"]
+    return {"n_texts": done, "n_tokens": total,
+            "corpus_ppl": float(np.exp(state["nll_sum"] / total)) if total else float("nan"),
+            "n_truncated": state["n_truncated"], "head": state["head"],
+            "resumed_from": start,
+            "session_tokens": session_tokens, "seconds": dt,
+            "tokens_per_s": session_tokens / dt if dt > 0 else float("nan")}
+
+
+# ----------------------------------------------------------------------------- attacks
+
+def attack_settings(members: InputFile, nonmembers: InputFile, acfg, *,
+                    chunk_size: int = CHUNK_SIZE, **extra) -> dict:
+    """What a streamed attack's per-example scores are: both inputs, the attacks, the scoring
+    settings and ``extra`` (model, run, reference). The bootstrap settings are left out: the
+    metrics are computed from the scores at the end, so they may change on a resume."""
+    return {"kind": "attack", "members": members.identity(), "nonmembers": nonmembers.identity(),
+            "attacks": list(acfg.attacks), "block_size": acfg.block_size,
+            "batch_size": acfg.batch_size, "dtype": acfg.dtype, "chunk_size": chunk_size,
+            **extra}
+
+
+def _text_key(text: str) -> bytes:
+    """16 bytes standing for a text's :func:`normalize`\\ d form (exact-copy checks)."""
+    return hashlib.blake2b(normalize(text).encode(), digest_size=16).digest()
+
+
+def _kept_nonmembers(members: InputFile, nonmembers: InputFile) -> np.ndarray:
+    """:func:`jaxmem.audit.check_member_sets` on streams: which non-members are kept (those
+    that are no exact copy of a member), with its warning and refusals."""
+    taken = {_text_key(t) for t in members.texts()}
+    keep = np.fromiter((_text_key(t) not in taken for t in nonmembers.texts()), bool,
+                       count=nonmembers.n_texts)
+    if not keep.any():
+        raise ValueError("Every non-member is also a member: the two sets are identical, so no "
+                         "attack can tell them apart. Draw non-members from held-out data.")
+    if not keep.all():
+        warnings.warn(f"Dropped {int((~keep).sum())} non-members that are exact copies "
+                      "of members.", stacklevel=3)
+    return keep
+
+
+def attack_files(params, cfg, tokenizer, members: InputFile, nonmembers: InputFile, acfg, *,
+                 out_dir: str | os.PathLike, settings: dict, reference_params=None,
+                 overwrite: bool = False, title: str = "", mesh=None,
+                 chunk_size: int = CHUNK_SIZE,
+                 after_chunk: Callable[[int], None] | None = None) -> dict:
+    """:func:`jaxmem.audit.run_attacks_on` for two files of any size, resumable.
+
+    Members, then the non-members that copy no member, form one stream of texts; each chunk of
+    it gets the target's scoring pass (plus the reference's for Ref, and the lowercased texts'
+    for Lowercase), every attack's per-example score, and its rows in ``scores.parquet``'s
+    parts. At the end the metrics come from the score columns read back, and the attack
+    folder holds what :func:`run_attacks_on` writes. With no more texts than ``chunk_size``,
+    the scores are bit-identical to :func:`run_attacks_on`'s (one chunk, the same batches).
+
+    Args:
+      members, nonmembers: the scanned inputs (:func:`scan_input`).
+      acfg: an :class:`jaxmem.audit.AuditConfig`.
+      out_dir: the attack folder, claimed by the caller (:func:`jaxmem.runs.claim_attack_dir`).
+      settings: the run's identity (:func:`attack_settings`).
+      reference_params: the Ref attack's reference; Ref is skipped (with a warning) without one.
+      overwrite, mesh, chunk_size, after_chunk: as :func:`score_file`.
+
+    Returns:
+      {"metrics", "scores", "labels", "info"}, as :func:`run_attacks_on` (no token stats).
+    """
+    from jaxmem import attacks as A
+    from jaxmem.audit import write_summary
+    from jaxmem.bootstrap import summarize
+
+    if acfg.block_size > cfg.max_positions:
+        raise ValueError(f"block_size {acfg.block_size} exceeds the model's context "
+                         f"({cfg.max_positions} positions); lower it.")
+    keep = _kept_nonmembers(members, nonmembers)
+    specs = list(acfg.attacks)
+    extra = A.needs(specs)
+    if "reference" in extra and reference_params is None:
+        warnings.warn("No reference model given: the ref attack is skipped.", stacklevel=2)
+        specs = [s for s in specs if s.partition(":")[0] != "ref"]
+        extra.discard("reference")
+    names = [A.parse_attack(s)[0] for s in specs]
+    kw = dict(batch_size=acfg.batch_size, block_size=acfg.block_size, dtype=acfg.dtype,
+              mesh=mesh)
+    table = ChunkedTable(Path(out_dir) / runs.SCORES, settings, overwrite=overwrite)
+    n_total = members.n_texts + int(keep.sum())
+    stream = itertools.chain(
+        ((t, True) for t in members.texts()),
+        ((t, False) for t, k in zip(nonmembers.texts(), keep) if k))
+    state = table.state or {"n_truncated": 0}
+    bar = _progress_bar(n_total, table.done, "attacking")
+    t0, tokens = time.perf_counter(), 0
+    for chunk in chunked(itertools.islice(stream, table.done, None), chunk_size):
+        texts = [t for t, _ in chunk]
+        target = _score_chunk(params, cfg, tokenizer, texts, kw)
+        reference = None
+        if "reference" in extra:  # the base model attacked against itself: one pass serves both
+            reference = (target if reference_params is params
+                         else _score_chunk(reference_params, cfg, tokenizer, texts, kw))
+        lower = (_score_chunk(params, cfg, tokenizer, [t.lower() for t in texts], kw)
+                 if "lowercase" in extra else None)
+        scores = A.run_attacks(specs, A.AttackInputs(target=target, texts=texts,
+                                                     reference=reference, lowercase=lower))
+        n_tok = target.n_tokens
+        rows = [{"index": table.done + i, "member": member, "n_tokens": int(n_tok[i]),
+                 **{k: float(v[i]) for k, v in scores.items()}, "text": text[:200]}
+                for i, (text, member) in enumerate(chunk)]
+        state = {"n_truncated": state["n_truncated"] + int(target.truncated.sum())}
+        table.append(rows, len(chunk), state)
+        tokens += int(n_tok.sum())
+        bar.set_postfix_str(f"{tokens / max(time.perf_counter() - t0, 1e-9):,.0f} tok/s",
+                            refresh=False)
+        bar.update(len(chunk))
+        if after_chunk:
+            after_chunk(table.done)
+    bar.close()
+    _warn_truncated(state["n_truncated"], n_total, acfg.block_size)
+    cols = table.read_columns(["member", *names])
+    labels = cols.pop("member").astype(bool)
+    metrics = {name: summarize(s, labels, n_boot=acfg.n_boot, seed=acfg.seed,
+                               nan_policy=acfg.nan_policy) for name, s in cols.items()}
+    info = {"n_members": members.n_texts, "n_nonmembers": int(keep.sum()),
+            "block_size": acfg.block_size, "n_truncated": state["n_truncated"],
+            "dtype": acfg.dtype, "attacks": names}
+    result = {"metrics": metrics, "scores": cols, "labels": labels, "info": info}
+    table.finish(cleanup=False)
+    if table.writer:
+        write_summary(Path(out_dir), result, title)  # metrics.json last: it marks the folder done
+    table.cleanup()
+    return result
