@@ -34,7 +34,8 @@ from jaxmem.checkpointing import CheckpointError
 from jaxmem.config import (DTYPES, check, check_positive_ints, dtype_name, field, is_int,
                            is_number)
 from jaxmem.models.config import ModelConfig
-from jaxmem.scoring import encode_texts, length_buckets, make_batches, per_token, score_sequences
+from jaxmem.scoring import (encode_texts, length_buckets, make_batches, score_sequences,
+                             target_logp)
 from jaxmem.tuning import init_method, method_config
 from jaxmem.tuning.partition import FROZEN, TRAINABLE, count, merge, split, zeros_for_frozen
 
@@ -138,9 +139,9 @@ class TrainResult:
 
 
 def _sum_nll(params, cfg, ids, mask, dtype, rng, lora_dropout):
-    st = per_token(params, cfg, ids, mask, dtype=dtype, dropout_rng=rng,
-                   lora_dropout=lora_dropout)
-    return -jnp.sum(jnp.where(st.mask, st.logp, 0.0)), jnp.sum(st.mask)
+    logp, m = target_logp(params, cfg, ids, mask, dtype=dtype, dropout_rng=rng,
+                          lora_dropout=lora_dropout)
+    return -jnp.sum(jnp.where(m, logp, 0.0)), jnp.sum(m)
 
 
 def make_train_step(cfg: ModelConfig, tx: optax.GradientTransformation, labels, *,

@@ -124,27 +124,47 @@ def test_empty_input_and_too_long_block(llama):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_vocabulary_logits_never_materialized_whole(dtype):
-    """Compiled scoring and training-loss passes hold far less than one float32 [B, T, V]."""
+def test_vocabulary_logits_never_materialized_whole(dtype, monkeypatch):
+    """Above the logits budget, compiled scoring and training-loss passes hold far less than one
+    float32 [B, T, V]."""
     import jax
 
+    from jaxmem import scoring
     from jaxmem.models import ModelConfig, init_params
-    from jaxmem.scoring import per_token
+    from jaxmem.scoring import per_token, target_logp
 
+    # 16 MiB chunks: [2, 32, 65536] float32, 1/16 of the whole (the default budget is 256 MiB)
+    monkeypatch.setattr(scoring, "LOGITS_BYTES", 16 * 2**20)
     cfg = ModelConfig(arch="llama", vocab_size=65536, d_model=32, n_layers=1, n_heads=2,
                       n_kv_heads=2, d_ff=64, max_positions=512, tie_embeddings=True)
     params = init_params(cfg, jax.random.PRNGKey(0))
     b, t = 2, 512
     ids = jnp.ones((b, t), jnp.int32)
     whole = b * t * cfg.vocab_size * 4  # 256 MiB; nothing is run, only compiled
-    fwd = token_stats.lower(params, cfg, ids, ids, dtype=dtype).compile().memory_analysis()
+    fwd = jax.jit(lambda p: per_token(p, cfg, ids, ids, dtype=dtype)).lower(
+        params).compile().memory_analysis()
 
     def loss(p):
         st = per_token(p, cfg, ids, ids, dtype=dtype)
         return -jnp.sum(st.logp)
 
+    def train_loss(p):
+        return -jnp.sum(target_logp(p, cfg, ids, ids, dtype=dtype)[0])
+
     bwd = jax.jit(jax.grad(loss)).lower(params).compile().memory_analysis()
-    # Chunks of 32 positions: [2, 32, 65536] float32 is 16 MiB, 1/16 of the whole; unchunked,
-    # the logits alone would take the whole. Measured: about 1/6 (forward), 1/4 (backward).
+    train = jax.jit(jax.grad(train_loss)).lower(params).compile().memory_analysis()
+    # Unchunked, the logits alone would take the whole. Measured: about 1/6 (forward),
+    # 1/4 (backward).
     assert fwd.temp_size_in_bytes < whole / 3, fwd.temp_size_in_bytes
     assert bwd.temp_size_in_bytes < whole / 3, bwd.temp_size_in_bytes
+    assert train.temp_size_in_bytes < whole / 3, train.temp_size_in_bytes
+
+
+def test_chunk_lengths_fit_the_budget_and_balance():
+    from jaxmem.scoring import LOGITS_BYTES, _chunk_len
+
+    assert _chunk_len(4, 127, 49152, None) == 127          # 100 MiB: one chunk
+    c = _chunk_len(16, 127, 49152, None)                   # 400 MiB: two balanced chunks
+    assert c == 64 and 16 * c * 49152 * 4 <= LOGITS_BYTES
+    assert _chunk_len(2, 100, 10, 32) == 25                # given: 4 chunks of 25, no padding
+    assert _chunk_len(1, 5, 2**40, None) == 1
