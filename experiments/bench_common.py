@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import platform
 import time
 from pathlib import Path
@@ -131,8 +132,12 @@ def torch_matmul_peak(dtype: str, device: str, n: int = 2048, reps: int = 10) ->
     return 2 * n ** 3 / best
 
 
-def time_interleaved(sides: dict, warmup: int, steps: int) -> None:
+def time_interleaved(sides: dict, warmup: int, steps: int, pause: float = 0.5) -> None:
     """Times each side's ``step()`` (which returns the loss) in place.
+
+    ``pause`` seconds pass before each timed step: PyTorch's OpenMP workers and XLA's
+    thread pool both spin for a while after their last task, and a step started at once
+    would share the cores with the other framework's spinning threads.
 
     ``warmup`` steps per side come first; the first is timed and its loss kept (``first_step_s``,
     ``first_loss``). Then ``steps`` rounds run the sides interleaved, so both see the same machine
@@ -143,10 +148,69 @@ def time_interleaved(sides: dict, warmup: int, steps: int) -> None:
         for i in range(max(warmup, 1)):
             t = time.perf_counter()
             loss = side["step"]()
+            worker = getattr(side["step"], "__self__", None)
             if i == 0:
-                side["first_step_s"], side["first_loss"] = time.perf_counter() - t, loss
+                side["first_step_s"] = (worker.last_seconds if isinstance(worker, Worker)
+                                        else time.perf_counter() - t)
+                side["first_loss"] = loss
     for _ in range(steps):
         for side in sides.values():
+            time.sleep(pause)
             t = time.perf_counter()
             side["last_loss"] = side["step"]()
-            side["times"].append(time.perf_counter() - t)
+            worker = getattr(side["step"], "__self__", None)  # a Worker's own timing, if any
+            side["times"].append(worker.last_seconds if isinstance(worker, Worker)
+                                 else time.perf_counter() - t)
+
+
+class Worker:
+    """One side of a benchmark in its own process, stepped over a pipe.
+
+    jax and PyTorch in one process slow each other down: after PyTorch's first training step
+    in the process, jaxmem's full fine-tuning step took 7.2 s instead of 5.2 s (2026-12-01).
+    So each side runs in a child process (``python SCRIPT --worker SIDE ...``) that prints one
+    JSON line when ready and one per ``step`` command; the parent interleaves the steps so that
+    both sides still see the same machine load.
+    """
+
+    def __init__(self, argv: list[str], env: dict | None = None):
+        import subprocess
+
+        self.proc = subprocess.Popen([sys.executable, *argv], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=env)
+        self.info = self._read()
+
+    def _read(self) -> dict:
+        import json
+
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"benchmark worker {self.proc.args} exited "
+                                   f"({self.proc.wait()})")
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def step(self) -> float:
+        """Runs one step in the worker; returns its loss (the worker times itself)."""
+        self.proc.stdin.write("step\n")
+        self.proc.stdin.flush()
+        out = self._read()
+        self.last_seconds = out["seconds"]
+        return out["loss"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def serve(step, info: dict) -> None:
+    """The worker's side of :class:`Worker`: announce ``info``, then time ``step()`` per line."""
+    import json
+
+    print(json.dumps(info), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "step":
+            t = time.perf_counter()
+            loss = step()
+            print(json.dumps({"seconds": time.perf_counter() - t, "loss": loss}), flush=True)

@@ -52,8 +52,8 @@ import numpy as np
 # jax must not grab most of a GPU's memory up front: PyTorch runs in the same process afterwards.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import (forward_flops, matmul_peak, print_results, real_batch,  # noqa: E402
-                          time_interleaved, torch_matmul_peak, torch_reference)
+from bench_common import (Worker, forward_flops, matmul_peak, print_results,  # noqa: E402
+                          real_batch, time_interleaved, torch_matmul_peak, torch_reference)
 
 METHODS = ("full", "lora", "prefix")
 N_VIRTUAL = 20
@@ -133,20 +133,62 @@ def torch_step(base, method: str, ids: np.ndarray, args, device: str):
     return step, sum(p.numel() for p in params)
 
 
+def _worker_argv(side: str, method: str, args) -> list[str]:
+    return [__file__, "--worker", side, "--methods", method, "--model", args.model,
+            "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
+            "--dtype", args.dtype, "--lr", str(args.lr)]
+
+
+def worker(args) -> None:
+    """``--worker jaxmem|torch``: one side, one method, stepped by the parent (bench_common)."""
+    from bench_common import serve
+
+    from jaxmem.models import load_model
+
+    model = load_model(args.model)
+    ids, _ = real_batch(model.tokenizer, args.batch_size, args.seq_len)
+    method = args.methods
+    if args.worker == "jaxmem":
+        fn, n, compile_s, temp = jaxmem_step(model, method, ids, args)
+        serve(fn, {"trainable": n, "compile_s": compile_s,
+                   "jax_temp_mib": None if temp is None else temp / 2**20})
+    else:
+        import torch
+
+        torch.manual_seed(0)
+        torch.set_num_threads(os.cpu_count() or 1)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda":
+            torch.set_float32_matmul_precision("high")
+        fn, n = torch_step(torch_reference(args.model), method, ids, args, device)
+        serve(fn, {"trainable": n, "compile_s": None})
+
+
 def run_method(method: str, model, base, ids: np.ndarray, args, device) -> dict:
     """Warm-up, then measured steps with the two sides interleaved (jaxmem, PyTorch, jaxmem, ...)
-    so that both see the same load on a shared machine."""
+    so that both see the same load on a shared machine. Each side runs in its own process
+    (bench_common.Worker) unless ``--same-process``."""
     sides = {}
     print(f"{method}: compiling the jaxmem step ...", file=sys.stderr, flush=True)
-    fn, n, compile_s, temp = jaxmem_step(model, method, ids, args)
-    sides["jaxmem"] = {"step": fn, "trainable": n, "compile_s": compile_s,
-                       "jax_temp_mib": None if temp is None else temp / 2**20}
-    if base is not None:
+    workers = []
+    if args.same_process:
+        fn, n, compile_s, temp = jaxmem_step(model, method, ids, args)
+        sides["jaxmem"] = {"step": fn, "trainable": n, "compile_s": compile_s,
+                           "jax_temp_mib": None if temp is None else temp / 2**20}
+    else:
+        workers.append(Worker(_worker_argv("jaxmem", method, args)))
+        sides["jaxmem"] = {"step": workers[-1].step, **workers[-1].info}
+    if not args.skip_torch and args.same_process:
         fn, n = torch_step(base, method, ids, args, device)
         sides["torch"] = {"step": fn, "trainable": n, "compile_s": None}
+    elif not args.skip_torch:
+        workers.append(Worker(_worker_argv("torch", method, args)))
+        sides["torch"] = {"step": workers[-1].step, **workers[-1].info}
     print(f"{method}: {args.warmup} warm-up + {args.steps} measured steps per side ...",
           file=sys.stderr, flush=True)
     time_interleaved(sides, args.warmup, args.steps)
+    for w in workers:
+        w.close()
     out = {}
     for name, side in sides.items():
         if not np.isfinite(side["last_loss"]):
@@ -171,7 +213,12 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--same-process", action="store_true",
+                    help="run both sides in this process (they slow each other down)")
+    ap.add_argument("--worker", choices=["jaxmem", "torch"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        return worker(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if bad := [m for m in methods if m not in METHODS]:
         ap.error(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
@@ -200,7 +247,8 @@ def main() -> None:
         if device == "cuda":
             torch.set_float32_matmul_precision("high")  # TF32, as jax's default on GPUs
         peaks["torch"] = torch_matmul_peak(args.dtype, device, n_peak)
-        base = torch_reference(args.model)
+        if args.same_process:
+            base = torch_reference(args.model)
     peak = max(peaks.values())  # the machine's: the faster of the two frameworks' matmuls
 
     results: dict[tuple[str, str], dict] = {}

@@ -27,6 +27,7 @@ from jaxmem.bootstrap import summarize
 from jaxmem.config import DTYPES, check, check_positive_ints, dtype_name, field, is_int
 from jaxmem.data.overlap import drop_exact_copies
 from jaxmem.metrics import roc_curve
+from jaxmem.profiling import phase
 from jaxmem.scoring import score_texts
 
 
@@ -124,18 +125,20 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
         extra.discard("reference")
     kw = dict(batch_size=acfg.batch_size, block_size=acfg.block_size, dtype=acfg.dtype,
               mesh=mesh)
-    target = target_stats or score_texts(params, cfg, tokenizer, texts, **kw)
-    inputs = A.AttackInputs(
-        target=target, texts=texts,
-        reference=(None if "reference" not in extra else reference_stats
-                   if reference_stats is not None else target
-                   if reference_params is params  # the base model attacked against itself
-                   else score_texts(reference_params, cfg, tokenizer, texts, **kw)),
-        lowercase=(score_texts(params, cfg, tokenizer, [t.lower() for t in texts], **kw)
-                   if "lowercase" in extra else None))
-    scores = A.run_attacks(specs, inputs)
-    metrics = {name: summarize(s, labels, n_boot=acfg.n_boot, seed=acfg.seed,
-                               nan_policy=acfg.nan_policy) for name, s in scores.items()}
+    with phase("scoring"):
+        target = target_stats or score_texts(params, cfg, tokenizer, texts, **kw)
+        inputs = A.AttackInputs(
+            target=target, texts=texts,
+            reference=(None if "reference" not in extra else reference_stats
+                       if reference_stats is not None else target
+                       if reference_params is params  # the base model attacked against itself
+                       else score_texts(reference_params, cfg, tokenizer, texts, **kw)),
+            lowercase=(score_texts(params, cfg, tokenizer, [t.lower() for t in texts], **kw)
+                       if "lowercase" in extra else None))
+    with phase("attacks + bootstrap"):
+        scores = A.run_attacks(specs, inputs)
+        metrics = {name: summarize(s, labels, n_boot=acfg.n_boot, seed=acfg.seed,
+                                   nan_policy=acfg.nan_policy) for name, s in scores.items()}
     info = {"n_members": len(members), "n_nonmembers": len(nonmembers),
             "block_size": acfg.block_size, "n_truncated": int(target.truncated.sum()),
             "dtype": acfg.dtype, "attacks": list(scores)}
@@ -145,7 +148,8 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
         from jaxmem.sharding import is_main_process, sync
 
         if is_main_process():
-            write_results(out, result, texts, title)
+            with phase("attack files + figures"):
+                write_results(out, result, texts, title)
         sync("jaxmem-attack-written")
     return result
 

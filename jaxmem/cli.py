@@ -468,16 +468,50 @@ def _message(e: BaseException) -> str:
             "check yet; rerun with --debug (or JAXMEM_DEBUG=1) for the traceback, and report it.")
 
 
+def _restart_with_huge_pages() -> None:
+    """Re-executes this command once with glibc's ``glibc.malloc.hugetlb=1`` tunable.
+
+    XLA's CPU backend allocates each step's temporaries with malloc, which maps large blocks
+    fresh from the kernel on every call: a full fine-tuning step of the 135M model took 430,000
+    page faults (1.7 GB zero-filled) per step. With the tunable, malloc asks for transparent
+    huge pages and the faults drop to about 1,000 (measured: 5.5 s -> 5.1 s per step). glibc
+    reads tunables only at process start, hence the restart; ``JAXMEM_HUGEPAGES=0`` (or a
+    GLIBC_TUNABLES of your own, or a kernel with huge pages off) skips it.
+    """
+    import os
+
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if (sys.platform != "linux" or os.environ.get("JAXMEM_HUGEPAGES", "1") == "0"
+            or "glibc.malloc.hugetlb" in tunables):
+        return
+    try:
+        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""  # "glibc 2.36"
+        version = tuple(int(x) for x in libc.split()[1].split(".")[:2])
+        thp = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    except (OSError, ValueError, IndexError):
+        return
+    if version < (2, 35) or "[never]" in thp:  # the tunable is new in glibc 2.35
+        return
+    env = {**os.environ,
+           "GLIBC_TUNABLES": ":".join(filter(None, [tunables, "glibc.malloc.hugetlb=1"]))}
+    os.execve(sys.executable, [sys.executable, "-m", "jaxmem.cli", *sys.argv[1:]], env)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``jaxmem`` command: exit 0 on success, 2 with one ``error:`` line on any failure (a
     traceback only with ``--debug`` or ``JAXMEM_DEBUG=1``)."""
     import os
 
+    if argv is None:  # the console command (not a call from Python): restart once, see there
+        _restart_with_huge_pages()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.given = _given(argv)
     debug = args.debug or os.environ.get("JAXMEM_DEBUG", "") not in ("", "0")
     try:
+        from jaxmem import compile_cache
+
+        compile_cache.enable()  # before the first compile; JAXMEM_COMPILE_CACHE=off disables
         if hasattr(args, "mesh"):  # every command but info
             _setup_devices(args)
         return args.func(args)

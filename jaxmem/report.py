@@ -455,8 +455,10 @@ def _final_rows(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["epoch"] == last[(r["model"], r["dataset"], r["method"])]]
 
 
-def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None) -> Path:
-    """Writes ``report.md`` and ``figures/*.png`` for a study's result rows."""
+def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None,
+                       timings: list[dict] | None = None) -> Path:
+    """Writes ``report.md`` and ``figures/*.png`` for a study's result rows; ``timings``
+    (:meth:`jaxmem.profiling.Profile.table` rows of this session) become its last table."""
     from jaxmem.claims import claim_lines, score_reader  # it imports this module
 
     out = Path(out)
@@ -512,4 +514,9 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
         f"{d}: " + ", ".join(f"{m} {v}" for m, v in t.items()) for d, t in PAPER_TABLE2.items()),
         "", "Per-example scores, ROC curves and histograms for every (method, epoch) are under "
         "`attacks/`; every number above is in `results.csv`.", ""]
+    if timings:
+        lines += ["## Where this session's time went", "",
+                  "Wall time per phase (`timings.json`); compiling is split out of the phase "
+                  "that triggered it, and a resumed session only shows its own work.", "",
+                  markdown_table(timings, floatfmt=".1f"), ""]
     return runs.atomic_write(out / runs.REPORT, "\n".join(lines))

@@ -72,13 +72,14 @@ RESULTS_CSV = "results.csv"
 REPORT = "report.md"
 FIGURES = "figures"
 SESSIONS = "sessions.json"  # wall time of every session that worked on the study
+TIMINGS = "timings.json"  # where each session's time went (jaxmem.profiling)
 # What jaxmem writes into each kind of folder: --overwrite removes these and nothing else.
 RUN_OUTPUTS = (RUN_SPEC, CORPUS_RECORD, LOG, CHECKPOINTS)
 # a streamed attack's work in progress (jaxmem.streaming.ChunkedTable), until metrics.json
 SCORES_WORK = (SCORES + ".parts", SCORES + ".progress.json")
 ATTACK_OUTPUTS = (SCORES, METRICS, ROC, HISTOGRAMS, *SCORES_WORK)
-STUDY_OUTPUTS = (STUDY_SPEC, RESULTS_JSON, RESULTS_CSV, REPORT, FIGURES, SESSIONS, "runs",
-                 "attacks")
+STUDY_OUTPUTS = (STUDY_SPEC, RESULTS_JSON, RESULTS_CSV, REPORT, FIGURES, SESSIONS, TIMINGS,
+                 "runs", "attacks")
 
 
 # ----------------------------------------------------------------------------- writing
@@ -422,14 +423,21 @@ def read_corpus_record(run_dir: str | os.PathLike) -> CorpusRecord | None:
     return CorpusRecord(**{k: v for k, v in found.items() if k in names})
 
 
-def record_session(out: str | os.PathLike, session: str, seconds: float) -> None:
+def record_session(out: str | os.PathLike, session: str, seconds: float,
+                   timings: list[dict] | None = None) -> None:
     """Records how long this session (an id, e.g. its start time) has worked on a study, so
-    the report's run time covers every session of a resumed study (process 0 only)."""
+    the report's run time covers every session of a resumed study, and where that time went
+    (``timings``: :meth:`jaxmem.profiling.Profile.table` rows) (process 0 only)."""
     if not sh.is_main_process():
         return
     sessions = study_sessions(out)
     sessions[session] = round(float(seconds), 1)
     atomic_write(Path(out) / SESSIONS, json.dumps(sessions, indent=1))
+    if timings is not None:
+        f = Path(out) / TIMINGS
+        every = read_json(f) if f.exists() else {}
+        every[session] = timings
+        atomic_write(f, json.dumps(every, indent=1))
 
 
 def study_sessions(out: str | os.PathLike) -> dict[str, float]:

@@ -32,6 +32,7 @@ from jaxmem.attacks import DEFAULT_ATTACKS
 from jaxmem.audit import AuditConfig
 from jaxmem.config import (check, check_positive_ints, is_int, is_number, iter_fields,
                            replace_nested)
+from jaxmem.profiling import Profile, phase
 from jaxmem.trainer import TrainConfig
 
 
@@ -284,6 +285,12 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
         >>> cfg = jaxmem.StudyConfig.from_yaml("experiments/demo.yaml", ["train.epochs=2"])
         >>> rows = jaxmem.run_study(cfg, "results/demo")  # resumes if stopped
     """
+    with Profile() as prof:  # where the time goes: timings.json and the report's last table
+        return _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_impl,
+                          prof)
+
+
+def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_impl, prof):
     from jaxmem.audit import run_attacks_on
     from jaxmem.data import load_corpus
     from jaxmem.models import load_model
@@ -306,14 +313,20 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
     t_start = time.perf_counter()
     session = time.strftime("%Y-%m-%dT%H:%M:%S")  # this session's id in sessions.json
     acfg = scfg.audit
+
+    def save_session():
+        runs.record_session(out, session, time.perf_counter() - t_start, prof.table())
+
     for model_name in scfg.models:
-        base, cfg, tok = load_model(model_name)
+        with phase("load model"):
+            base, cfg, tok = load_model(model_name)
         cfg = dataclasses.replace(cfg, attention_impl=attention_impl)
         n_params = int(sum(np.size(x) for x in jax.tree.leaves(base)))
         for dataset in scfg.datasets:
-            corpus = load_corpus(dataset, seed=scfg.train.seed, n_train=scfg.n_train,
-                                 n_validation=scfg.n_validation, n_members=scfg.n_members,
-                                 n_nonmembers=scfg.n_nonmembers)
+            with phase("corpus"):
+                corpus = load_corpus(dataset, seed=scfg.train.seed, n_train=scfg.n_train,
+                                     n_validation=scfg.n_validation, n_members=scfg.n_members,
+                                     n_nonmembers=scfg.n_nonmembers)
             empty = [k for k in ("train", "validation", "members", "nonmembers")
                      if not getattr(corpus, k)]
             if empty:
@@ -328,9 +341,10 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
             def attack(params, where: Path, title: str, is_base: bool = False):
                 nonlocal base_stats
                 if base_stats is None:
-                    base_stats = score_texts(base, cfg, tok, texts, batch_size=acfg.batch_size,
-                                             block_size=acfg.block_size, dtype=acfg.dtype,
-                                             mesh=mesh)
+                    with phase("scoring"):
+                        base_stats = score_texts(base, cfg, tok, texts, mesh=mesh,
+                                                 batch_size=acfg.batch_size,
+                                                 block_size=acfg.block_size, dtype=acfg.dtype)
                 return run_attacks_on(params, cfg, tok, corpus.members, corpus.nonmembers, acfg,
                                       reference_params=base, out_dir=where, overwrite=True,
                                       title=title, reference_stats=base_stats,
@@ -340,11 +354,12 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
             where = runs.study_attack_dir(out, model_name, dataset, "base", 0)
             if not runs.cell_done(where):
                 attack(base, where, f"{model_name} base", is_base=True)
-                val_seqs, _ = encode_texts(tok, corpus.validation, scfg.train.block_size)
-                val = validation_loss(base, cfg, val_seqs, scfg.train, tok.pad_token_id or 0,
-                                      mesh)
+                with phase("validation"):
+                    val_seqs, _ = encode_texts(tok, corpus.validation, scfg.train.block_size)
+                    val = validation_loss(base, cfg, val_seqs, scfg.train,
+                                          tok.pad_token_id or 0, mesh)
                 runs.mark_cell_done(where, val)
-                runs.record_session(out, session, time.perf_counter() - t_start)
+                save_session()
             rows += _rows(model_name, n_params, dataset, "base", 0, where)
 
             for method in scfg.methods:
@@ -355,8 +370,10 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
                     runs.study_attack_dir(out, model_name, dataset, method, e))]
                 history = {}
                 if todo:
-                    res = train(base, cfg, tok, method, corpus.train, corpus.validation, run_dir,
-                                tcfg, model_name=model_name, progress=progress, mesh=mesh)
+                    with phase("train setup"):  # what train() does not mark itself
+                        res = train(base, cfg, tok, method, corpus.train, corpus.validation,
+                                    run_dir, tcfg, model_name=model_name, progress=progress,
+                                    mesh=mesh)
                     history = {h["epoch"]: h["val_loss"] for h in res.history}
                 for e in epochs:
                     where = runs.study_attack_dir(out, model_name, dataset, method, e)
@@ -367,7 +384,7 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
                         params, _ = load_checkpoint(run_dir, base, cfg, tok, epoch=e, mesh=mesh)
                         attack(params, where, f"{model_name} {method} epoch {e}")
                         runs.mark_cell_done(where, history[e])
-                        runs.record_session(out, session, time.perf_counter() - t_start)
+                        save_session()
                         done_new += 1
                         if progress:
                             first, m = next(iter(runs.read_cell(where)[0].items()))
@@ -378,6 +395,8 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
             runs.write_study_results(out, rows)
     runs.write_study_results(out, rows)
     if is_main_process():
-        runs.record_session(out, session, time.perf_counter() - t_start)
-        write_study_report(out, scfg, rows, seconds=time.perf_counter() - t_start)
+        with phase("report + figures"):
+            write_study_report(out, scfg, rows, seconds=time.perf_counter() - t_start,
+                               timings=prof.table())
+        save_session()
     return rows

@@ -34,6 +34,7 @@ from jaxmem.checkpointing import CheckpointError
 from jaxmem.config import (DTYPES, check, check_positive_ints, dtype_name, field, is_int,
                            is_number)
 from jaxmem.models.config import ModelConfig
+from jaxmem.profiling import phase
 from jaxmem.scoring import (encode_texts, length_buckets, make_batches, score_sequences,
                              target_logp)
 from jaxmem.tuning import init_method, method_config
@@ -314,12 +315,14 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
     start = 0
     if done:
         start = done[-1]
-        params, opt_state = _restore(run_dir, start, params, labels, opt_state)
+        with phase("checkpoint load"):
+            params, opt_state = _restore(run_dir, start, params, labels, opt_state)
         history = [runs.epoch_record(run_dir, e)["metrics"] for e in done]
     n_trainable = count(params, labels)
 
     if start == 0:
-        base_val = validation_loss(params, cfg, val_seqs, tcfg, pad_id, mesh)
+        with phase("validation"):
+            base_val = validation_loss(params, cfg, val_seqs, tcfg, pad_id, mesh)
         history = []
         runs.append_log(run_dir, {"epoch": 0, "val_loss": base_val,
                                   "val_ppl": math.exp(base_val), "n_trainable": n_trainable})
@@ -334,8 +337,9 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
         for s, (ids, mask) in enumerate(_epoch_batches(seqs, tcfg, epoch, pad_id)):
             global_step = (epoch - 1) * steps_per_epoch + s
             rng = jax.random.fold_in(key, 1_000_000 + global_step)
-            params, opt_state, loss = step_fn(params, opt_state, *place(ids, mask), rng)
-            loss = float(loss)
+            with phase("train steps"):
+                params, opt_state, loss = step_fn(params, opt_state, *place(ids, mask), rng)
+                loss = float(loss)
             if not math.isfinite(loss):
                 last = runs.finished_epochs(run_dir)
                 where = (f"the last good checkpoint is epoch {last[-1]} in "
@@ -353,13 +357,15 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
                 bar.update(1)
         if bar:
             bar.close()
-        val = validation_loss(params, cfg, val_seqs, tcfg, pad_id, mesh)
+        with phase("validation"):
+            val = validation_loss(params, cfg, val_seqs, tcfg, pad_id, mesh)
         metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val,
                    "val_ppl": math.exp(val), "epoch_seconds": time.perf_counter() - t0,
                    "n_trainable": n_trainable}
         history.append(metrics)
         state = {"params": split(params, labels)[0], "opt_state": opt_state}
-        runs.save_epoch(run_dir, epoch, state, {"metrics": metrics, "run": spec})
+        with phase("checkpoint save"):
+            runs.save_epoch(run_dir, epoch, state, {"metrics": metrics, "run": spec})
         runs.append_log(run_dir, metrics)
         if progress:
             print(f"{mcfg.name} epoch {epoch}: train loss {metrics['train_loss']:.4f}, "
@@ -390,5 +396,6 @@ def load_checkpoint(run_dir, params: dict, cfg: ModelConfig, tokenizer=None,
         jax.random.PRNGKey(tcfg.seed), 1), tokenizer)
     params = (jax.tree.map(jnp.asarray, params) if mesh is None
               else sh.place_params(params, mesh, cfg))
-    params, _ = _restore(run_dir, epoch, params, labels)
+    with phase("checkpoint load"):
+        params, _ = _restore(run_dir, epoch, params, labels)
     return params, labels

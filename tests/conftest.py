@@ -8,6 +8,12 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub is unreachable here; fail fast, not slow
 
+# Reruns of the suite load compiled executables from JAX's persistent cache (as the CLI does);
+# JAXMEM_COMPILE_CACHE=off turns it off, or names another directory.
+from jaxmem import compile_cache  # noqa: E402
+
+compile_cache.enable()
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
