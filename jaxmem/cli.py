@@ -219,7 +219,8 @@ def cmd_study(args) -> int:
     for r in rows:
         last[(r["model"], r["dataset"], r["method"])] = r["epoch"]
     first_attack = rows[0]["attack"]
-    print(table([{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
+    print(table([{k: (round(v, 4) if isinstance(v, float) else "n/a" if v is None else v)
+                  for k, v in r.items()
                   if k in ("model", "dataset", "method", "epoch", "val_ppl", "attack", "auc",
                            "tpr@1%fpr")}
                  for r in rows if r["attack"] == first_attack

@@ -79,9 +79,10 @@ class Profile:
         self.calls[name] = self.calls.get(name, 0) + 1
 
     def _exit(self) -> None:
-        self._close_slice(time.perf_counter())
+        now = time.perf_counter()
+        self._close_slice(now)
         self._stack.pop()
-        self._stack[-1][1] = time.perf_counter()
+        self._stack[-1][1] = now
 
     def _compiled(self, seconds: float) -> None:
         # Compile events arrive after the fact, inside the phase that triggered them: move
