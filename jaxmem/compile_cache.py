@@ -45,12 +45,15 @@ def default_dir() -> Path | None:
     return Path(base) / "jaxmem" / "xla"
 
 
-def enable(path: str | os.PathLike | None = None) -> Path | None:
+def enable(path: str | os.PathLike | None = None, *,
+           min_compile_seconds: float = MIN_COMPILE_SECONDS) -> Path | None:
     """Turns on JAX's persistent compilation cache; returns its directory (None: left off).
 
     Args:
       path: the directory; default :func:`default_dir`. Created if missing. A directory that
         cannot be created leaves the cache off (compiling still works), with a warning.
+      min_compile_seconds: compiles shorter than this are not written (the environment
+        variable ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` wins if set).
     """
     import jax
 
@@ -69,7 +72,7 @@ def enable(path: str | os.PathLike | None = None) -> Path | None:
         return None
     jax.config.update("jax_compilation_cache_dir", str(target))
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     if jax.config.jax_compilation_cache_max_size == -1:
         jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)

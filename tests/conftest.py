@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub is unreachable here; fai
 # JAXMEM_COMPILE_CACHE=off turns it off, or names another directory.
 from jaxmem import compile_cache  # noqa: E402
 
-compile_cache.enable()
+compile_cache.enable(min_compile_seconds=0.1)  # the suite's tiny models compile fast
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
