@@ -142,7 +142,7 @@ class TrainResult:
 def _sum_nll(params, cfg, ids, mask, dtype, rng, lora_dropout):
     logp, m = target_logp(params, cfg, ids, mask, dtype=dtype, dropout_rng=rng,
                           lora_dropout=lora_dropout)
-    return -jnp.sum(jnp.where(m, logp, 0.0)), jnp.sum(m)
+    return -jnp.sum(jnp.where(m, logp, 0.0))
 
 
 def make_train_step(cfg: ModelConfig, tx: optax.GradientTransformation, labels, *,
@@ -162,7 +162,7 @@ def make_train_step(cfg: ModelConfig, tx: optax.GradientTransformation, labels, 
         n = jnp.maximum(jnp.sum(m[..., 1:] & m[..., :-1]), 1)
 
         def mean_nll(tr, i, mk, k):
-            return _sum_nll(merge(tr, frozen), cfg, i, mk, dtype, k, lora_dropout)[0] / n
+            return _sum_nll(merge(tr, frozen), cfg, i, mk, dtype, k, lora_dropout) / n
 
         grad = jax.value_and_grad(mean_nll)
         keys = jax.random.split(rng, ids.shape[0])

@@ -82,25 +82,8 @@ def read_txt(path: Path, *, strict: bool = False) -> tuple[list[str], str]:
 def read_records(path: Path) -> list[dict]:
     """Rows of a .jsonl / .json / .csv / .tsv / .parquet file as dicts."""
     suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        rows = []
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(
-                        f"{path}:{lineno}: not valid JSON ({exc.msg}); expected one object per line"
-                    ) from exc
-                if not isinstance(row, dict):
-                    raise ValueError(
-                        f"{path}:{lineno}: expected one JSON object per line, "
-                        f"got {type(row).__name__}"
-                    )
-                rows.append(row)
-        return rows
+    if suffix in (".jsonl", ".csv", ".tsv"):  # line formats: the streaming reader, kept whole
+        return list(_iter_records(path))
     if suffix == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(data, dict):
@@ -118,12 +101,6 @@ def read_records(path: Path) -> list[dict]:
                 "or {'data': [...]}"
             )
         return data
-    if suffix in (".csv", ".tsv"):
-        csv.field_size_limit(
-            min(sys.maxsize, 2**31 - 1)
-        )  # XSum documents exceed the 128 kB default
-        with path.open(encoding="utf-8", newline="") as fh:
-            return list(csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ","))
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -312,7 +289,7 @@ def _iter_records(path: Path) -> Iterator[dict]:
                     )
                 yield row
     elif suffix in (".csv", ".tsv"):
-        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # XSum documents exceed 128 kB
         with path.open(encoding="utf-8", newline="") as fh:
             yield from csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
     else:  # .json (whole) or an unsupported suffix (read_records names it)
