@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from jaxmem import runs
-from jaxmem.report import _family, _select, display_name
+from jaxmem.report import (_family, _select, base_val_ppl, display_name, not_comparable,
+                           utility_note)
 
 __all__ = ["claim_lines", "score_reader"]
 
@@ -85,7 +86,9 @@ def claim_lines(rows, model, dataset, attack, scores=None, n_boot: int = 1000,
 
     Claim 1 compares the mean last-epoch AUC of the parameter-based methods with that of the
     prompt-based ones; claim 2 the mean over parameter-based methods of AUC(last epoch) -
-    AUC(first epoch). Each is a difference measured on the same resamples of the same texts
+    AUC(first epoch). Methods not at comparable utility (last-epoch validation perplexity more
+    than 1.25x the base model's, :func:`jaxmem.report.not_comparable`) are left out of both
+    and named in a line of their own. Each is a difference measured on the same resamples of the same texts
     (:mod:`jaxmem.paired`), so its interval is the interval of the difference: reproduced when
     it lies entirely above 0, contradicted when entirely below, inconclusive otherwise. Every
     pair behind a mean is listed too.
@@ -101,7 +104,9 @@ def claim_lines(rows, model, dataset, attack, scores=None, n_boot: int = 1000,
     if not sub:
         return []
     last, first = max(r["epoch"] for r in sub), min(r["epoch"] for r in sub)
-    fin = [r["method"] for r in sub if r["epoch"] == last]
+    # the claims compare methods at similar utility: leave out those that fit much worse
+    flagged = not_comparable(rows, model, dataset)
+    fin = [r["method"] for r in sub if r["epoch"] == last and r["method"] not in flagged]
     par = [m for m in fin if _family(m) == "parameter"]
     pro = [m for m in fin if _family(m) == "prompt"]
     grows = [m for m in par if _select(sub, method=m, epoch=first)] if last > first else []
@@ -125,6 +130,12 @@ def claim_lines(rows, model, dataset, attack, scores=None, n_boot: int = 1000,
            "claimed side of 0, contradicted when entirely on the other side, inconclusive "
            "otherwise)", ""]
     names = lambda ms: ", ".join(display_name(m) for m in ms)  # noqa: E731
+    if flagged:
+        left = [f for f, ms in (("parameter", par), ("prompt", pro)) if not ms]
+        out.append(f"- Left out of both claims: {names(flagged)}. "
+                   + utility_note(flagged, base_val_ppl(rows, model, dataset))
+                   + (f" That leaves no {' or '.join(left)}-based method to compare."
+                      if left else ""))
     if par and pro:
         head = f"- Claim 1 (parameter-based tuning memorizes more), {attack} attack: "
         if why_not:

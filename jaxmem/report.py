@@ -347,23 +347,94 @@ def _supported_fprs(rows) -> list[float]:
     return [f for f in TPR_KEYS.values() if not tpr_unsupported_reason(f, n)]
 
 
-def strongest_attacks(final: list[dict]) -> dict[str, dict]:
-    """Per method, the row of the attack with the highest TPR at the lowest FPR its sample
-    size supports (ties: the higher AUC). ``final`` is one (model, dataset)'s last-epoch rows.
+def strongest_attack(metrics: dict[str, dict]) -> dict | None:
+    """Of one model's attacks, the one with the highest TPR at the lowest FPR of
+    :data:`TPR_KEYS` that its non-members support (ties: the higher AUC, then the first).
+
+    Args:
+      metrics: ``{attack: m}``, each ``m`` with ``auc``, ``n_nonmembers`` and the TPR keys:
+        an audit's ``metrics`` (``metrics.json``) or one (method, epoch)'s study rows.
 
     Returns:
-        ``{method: row}``; empty when no FPR of :data:`TPR_KEYS` is supported.
+      ``{"attack", "tpr", "fpr"}``, or None when no FPR is supported (too few non-members).
+
+    Example:
+        >>> strongest_attack({"loss": {"auc": .6, "n_nonmembers": 100, "tpr@10%fpr": .2,
+        ...                            "tpr@1%fpr": .03, "tpr@0.1%fpr": None}, ...})
+        {'attack': 'loss', 'tpr': 0.03, 'fpr': 0.01}
     """
-    fprs = _supported_fprs(final) if final else []
+    fprs = _supported_fprs(list(metrics.values())) if metrics else []
     if not fprs:
-        return {}
+        return None
     key = next(k for k, f in TPR_KEYS.items() if f == fprs[-1])
-    best = {}
+    name = max(metrics, key=lambda a: (metrics[a][key], metrics[a]["auc"]))
+    return {"attack": name, "tpr": float(metrics[name][key]), "fpr": fprs[-1]}
+
+
+def strongest_text(best: dict | None, n_nonmembers: int | None = None) -> str:
+    """:func:`strongest_attack`'s answer for a table: ``"min_k_pp: TPR 0.12 @ 1% FPR"``."""
+    if best is None:
+        from jaxmem.metrics import tpr_unsupported_reason
+
+        return (tpr_unsupported_reason(max(TPR_KEYS.values()), n_nonmembers)
+                if n_nonmembers is not None else "n/a")
+    return f"{best['attack']}: TPR {best['tpr']:.3g} @ {best['fpr'] * 100:g}% FPR"
+
+
+def strongest_attacks(final: list[dict]) -> dict[str, dict]:
+    """Per method, the row of its :func:`strongest_attack`. ``final`` is one (model,
+    dataset)'s last-epoch rows.
+
+    Returns:
+        ``{method: row}``; methods whose non-members support no FPR of :data:`TPR_KEYS` are
+        left out.
+    """
+    by_method: dict[str, dict] = {}
     for r in final:
-        old = best.get(r["method"])
-        if old is None or (r[key], r["auc"]) > (old[key], old["auc"]):
-            best[r["method"]] = r
-    return best
+        by_method.setdefault(r["method"], {})[r["attack"]] = r
+    best = {m: strongest_attack(rs) for m, rs in by_method.items()}
+    return {m: by_method[m][b["attack"]] for m, b in best.items() if b is not None}
+
+
+# ----------------------------------------------------------------------------- comparable utility
+
+# A fine-tuned model whose validation perplexity exceeds this multiple of the base model's is
+# "not at comparable utility": the paper compares memorization across methods at similar
+# utility, and a method that fits the data much worse than the model it started from (e.g. a
+# diverged prefix) says little about how much that method memorizes.
+COMPARABLE_PPL_RATIO = 1.25
+
+
+def comparable_utility(val_ppl: float, base_ppl: float) -> bool:
+    """``val_ppl <= 1.25 x base_ppl`` (:data:`COMPARABLE_PPL_RATIO`); a NaN perplexity is not
+    comparable."""
+    return bool(val_ppl <= COMPARABLE_PPL_RATIO * base_ppl)
+
+
+def base_val_ppl(rows: list[dict], model: str, dataset: str) -> float | None:
+    """The base model's validation perplexity (its epoch-0 row), None if it has no row."""
+    base = _select(rows, model=model, dataset=dataset, method="base")
+    return base[0]["val_ppl"] if base else None
+
+
+def not_comparable(rows: list[dict], model: str, dataset: str) -> dict[str, float]:
+    """``{method: last-epoch val ppl / base val ppl}`` of one (model, dataset)'s methods that
+    are not at comparable utility (:func:`comparable_utility`); empty without a base row."""
+    base = base_val_ppl(rows, model, dataset)
+    if base is None:
+        return {}
+    final = _final_rows(_select(rows, model=model, dataset=dataset))
+    ppl = {r["method"]: r["val_ppl"] for r in final if r["method"] != "base"}
+    return {m: v / base for m, v in ppl.items() if not comparable_utility(v, base)}
+
+
+def utility_note(flagged: dict[str, float], base_ppl: float) -> str:
+    """The sentence naming the methods :func:`not_comparable` flags (empty if none)."""
+    if not flagged:
+        return ""
+    each = ", ".join(f"{display_name(m)} ({r:.2f}x)" for m, r in flagged.items())
+    return (f"Not at comparable utility: {each}: their last-epoch validation perplexity is more "
+            f"than {COMPARABLE_PPL_RATIO}x the base model's ({base_ppl:.2f}).")
 
 
 def _tpr_ci(out: Path | None, r: dict, key: str):
@@ -424,21 +495,30 @@ def _tpr_text(r: dict, key: str):
 
 
 def _last_epoch_table(sub: list[dict], attack: str, model: str, dataset: str) -> list[dict]:
-    """One row per method: epoch, validation perplexity, every attack's AUC (the main attack's
-    with its interval) and the main attack's TPR at each FPR."""
+    """One row per method: epoch, validation perplexity and whether it is at comparable utility
+    (:func:`comparable_utility`), every attack's AUC (the main attack's with its interval), the
+    main attack's TPR at each FPR, and the strongest attack (:func:`strongest_attack`)."""
     attacks = list(dict.fromkeys(r["attack"] for r in sub))
+    base = base_val_ppl(sub, model, dataset)
     table = []
     for method in dict.fromkeys(r["method"] for r in sub):
         rs = {r["attack"]: r for r in sub if r["method"] == method}
         any_row = next(iter(rs.values()))
         row = {"method": display_name(method), "epoch": any_row["epoch"],
                "val ppl": round(any_row["val_ppl"], 3)}
+        if base is not None:
+            ppl = any_row["val_ppl"]
+            verdict = "comparable" if comparable_utility(ppl, base) else "NOT comparable"
+            row["utility"] = ("reference" if method == "base"
+                              else f"{verdict} ({ppl / base:.2f}x base ppl)")
         for a in attacks:
             row[f"{a} AUC"] = (f"{rs[a]['auc']:.3f} [{rs[a]['auc_lo']:.2f}, "
                                f"{rs[a]['auc_hi']:.2f}]" if a == attack
                                else round(rs[a]["auc"], 3))
         for key in TPR_KEYS:
             row[f"{attack} TPR@{key[4:-4]}%FPR"] = _tpr_text(rs[attack], key)
+        row["strongest attack"] = strongest_text(strongest_attack(rs),
+                                                 any_row.get("n_nonmembers"))
         paper = PAPER_TABLE2.get(dataset, {}).get(method.partition(":")[0])
         if model == "llama-2-7b" and paper is not None:
             row["paper LOSS AUC"] = paper
@@ -502,6 +582,9 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
         sub = _select(final, model=model, dataset=dataset)
         lines += [f"## {model} / {dataset}: last epoch", "",
                   markdown_table(_last_epoch_table(sub, attack, model, dataset)), ""]
+        note = utility_note(not_comparable(rows, model, dataset),
+                            base_val_ppl(rows, model, dataset))
+        lines += [note, ""] if note else []
         lines += claim_lines(rows, model, dataset, attack, score_reader(out, model, dataset),
                              n_boot=scfg.audit.n_boot, seed=scfg.audit.seed)
     lines += ["## Figures", "", "![AUC by epoch](figures/auc_vs_epoch.png)", "",

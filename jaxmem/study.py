@@ -246,18 +246,34 @@ def _tpr(m: dict, key: str) -> float | None:
     return m.get(key)
 
 
-def _rows(model, n_params, dataset, method, epoch, where) -> list[dict]:
-    """The result rows of a done (cell, epoch), one per attack."""
+def _rows(model, n_params, dataset, method, epoch, where, base_ppl=None) -> list[dict]:
+    """The result rows of a done (cell, epoch), one per attack.
+
+    Every row of the cell also carries its strongest attack (:func:`jaxmem.report.strongest_attack`:
+    ``strongest_attack``, ``strongest_tpr`` at ``strongest_fpr``; empty where the non-members
+    support no FPR) and, given the base model's validation perplexity ``base_ppl`` (None: the
+    base model itself), ``ppl_vs_base`` and ``comparable_utility``
+    (:func:`jaxmem.report.comparable_utility`).
+    """
+    from jaxmem.report import comparable_utility, strongest_attack
+
     metrics, val = runs.read_cell(where)
+    ppl = float(np.exp(val))
+    base_ppl = ppl if base_ppl is None else base_ppl
     rows = []
     for attack, m in metrics.items():
         ci = m.get("auc_ci") or (np.nan, np.nan)
         rows.append({"model": model, "model_params": n_params, "dataset": dataset,
                      "method": method, "epoch": epoch,
-                     "val_loss": val, "val_ppl": float(np.exp(val)), "attack": attack,
+                     "val_loss": val, "val_ppl": ppl, "attack": attack,
                      "auc": m["auc"], "auc_lo": ci[0], "auc_hi": ci[1],
                      **{k: _tpr(m, k) for k in TPR_COLUMNS}, "n_members": m["n_members"],
                      "n_nonmembers": m["n_nonmembers"]})
+    best = strongest_attack({r["attack"]: r for r in rows}) or {}
+    for r in rows:
+        r.update(strongest_attack=best.get("attack"), strongest_tpr=best.get("tpr"),
+                 strongest_fpr=best.get("fpr"), ppl_vs_base=ppl / base_ppl,
+                 comparable_utility=comparable_utility(ppl, base_ppl))
     return rows
 
 
@@ -361,6 +377,7 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
                 runs.mark_cell_done(where, val)
                 save_session()
             rows += _rows(model_name, n_params, dataset, "base", 0, where)
+            base_ppl = rows[-1]["val_ppl"]
 
             for method in scfg.methods:
                 run_dir = runs.study_run_dir(out, model_name, dataset, method)
@@ -391,7 +408,7 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
                             print(f"[{time.perf_counter() - t_start:.0f}s] {model_name} / "
                                   f"{dataset} / {method} epoch {e}: val ppl "
                                   f"{np.exp(history[e]):.3f}, {first} AUC {m['auc']:.3f}")
-                    rows += _rows(model_name, n_params, dataset, method, e, where)
+                    rows += _rows(model_name, n_params, dataset, method, e, where, base_ppl)
             runs.write_study_results(out, rows)
     runs.write_study_results(out, rows)
     if is_main_process():

@@ -452,3 +452,44 @@ def test_import_errors(gpt2_base, tmp_path):
         export_adapter(base, cfg, "head", tmp_path / "h")
     with pytest.raises(ValueError, match="no LoRA weights"):
         export_adapter(base, cfg, "lora", tmp_path / "l")
+
+
+# ----------------------------------------------------------------------------- prefix from real words
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+@pytest.mark.parametrize("projection", [False, True])
+def test_prefix_from_activations_reproduces_base_on_real_words(kind, projection):
+    """init=activations (Li & Liang 2021): with the initial prefix, the model's logits on a text
+    are the base model's on (the init text's first n tokens + the text) at the text's positions
+    (Llama with GQA: the prefix keys hold RoPE at positions 0..n-1, the text's start at n)."""
+    from conftest import CharTok
+
+    base, cfg = to_jaxmem(_base(kind))
+    n, text = 5, "abc"  # 3 tokens, repeated to 5
+    spec = (f"prefix:num_virtual_tokens={n},prefix_projection={str(projection).lower()},"
+            f"init=activations,init_text={text}")
+    params, labels = init_method(spec, base, cfg, jax.random.PRNGKey(3), CharTok())
+    words = np.array([(CharTok()(text)["input_ids"] * 2)[:n]] * len(IDS), np.int32)
+    ref = _LOGITS(base, cfg, np.concatenate([words, IDS], 1),
+                  np.concatenate([np.ones_like(words), MASK], 1))
+    _assert_same(_jax_logits(params, cfg), np.asarray(ref)[:, n:])
+    peft_init, _ = init_method(spec.replace("activations", "peft"), base, cfg,
+                               jax.random.PRNGKey(3), CharTok())
+    assert rel_err(_jax_logits(peft_init, cfg), np.asarray(ref)[:, n:]) > 1e-2  # can fail
+    # every prefix leaf gets a gradient at the first step (the MLP's output weight is not 0)
+    grads = jax.grad(lambda p: _LOGITS({**params, "prefix": p}, cfg, IDS, MASK).std())(
+        params["prefix"])
+    assert all(np.abs(g).max() > 0 for g in jax.tree.leaves(grads))
+
+
+def test_prefix_init_errors(gpt2_base):
+    from conftest import CharTok
+
+    base, cfg = gpt2_base
+    with pytest.raises(ValueError, match="Unknown prefix init 'words'"):
+        method_config("prefix:init=words")
+    with pytest.raises(ValueError, match="pass the model's tokenizer"):
+        init_method("prefix:init=activations", base, cfg)
+    with pytest.raises(ValueError, match="encoder_hidden_size >= num_virtual_tokens"):
+        init_method("prefix:num_virtual_tokens=6,prefix_projection=true,encoder_hidden_size=4,"
+                    "init=activations", base, cfg, tokenizer=CharTok())

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from jaxmem.claims import claim_lines as _claims
-from jaxmem.report import _last_epoch_table, _tpr_text, display_name, strongest_attacks
+from jaxmem.report import (_last_epoch_table, _tpr_text, display_name, not_comparable,
+                           strongest_attack, strongest_attacks)
 
 N = 120  # members and non-members each
 
@@ -116,3 +117,63 @@ def test_strongest_attack_is_judged_at_the_lowest_supported_fpr():
     few = [dict(r, n_nonmembers=50) for r in final]  # only 10% supported now
     assert strongest_attacks(few)["lora"]["attack"] == "loss"
     assert strongest_attacks([dict(r, n_nonmembers=5) for r in final]) == {}
+
+
+def _with_base(rows, base_ppl=20.0, **ppl):
+    """``rows`` plus the base model's epoch-0 row; ``ppl``: method -> its validation perplexity."""
+    rows = [dict(r, val_ppl=ppl.get(r["method"], r["val_ppl"])) for r in rows]
+    return [_row("base", 0, val_ppl=base_ppl)] + rows
+
+
+def test_methods_not_at_comparable_utility_are_left_out_of_the_claims():
+    scores = _scores({("lora", 3): 2.0, ("lora", 1): 0.5, ("prompt", 3): 0.2})
+    # 24.9 / 20 = 1.245 <= 1.25: still comparable, the claims stand as before
+    lines = _claims(_with_base(ROWS, prompt=24.9), "m", "d", "loss", scores, n_boot=200)
+    assert "reproduced" in _claim(lines, "Claim 1 (")
+    assert not [line for line in lines if "Left out" in line]
+    # 30 / 20 = 1.5: prompt is named, left out, and claim 1 has nothing to compare
+    rows = _with_base(ROWS, prompt=30.0)
+    assert not_comparable(rows, "m", "d") == {"prompt": 1.5}
+    lines = _claims(rows, "m", "d", "loss", scores, n_boot=200)
+    left = _claim(lines, "Left out of both claims: prompt.")
+    assert "prompt (1.50x)" in left and "more than 1.25x the base model's (20.00)" in left
+    assert "no prompt-based method" in left
+    assert not [line for line in lines if "Claim 1 (" in line]
+    assert "reproduced" in _claim(lines, "Claim 2")  # LoRA is at comparable utility
+    # a diverged (NaN) perplexity is not comparable either; without a base row nothing is left out
+    assert not_comparable(_with_base(ROWS, lora=float("nan")), "m", "d").keys() == {"lora"}
+    assert not_comparable(ROWS, "m", "d") == {}
+
+
+def test_strongest_attack_of_an_audit_and_of_a_study_cell():
+    """The highest TPR at the lowest supported FPR, ties broken by AUC, on ``metrics.json``'s
+    form (an audit's) and on a study's rows."""
+    m = {"loss": {"auc": 0.8, "n_nonmembers": 150, "tpr@10%fpr": 0.5, "tpr@1%fpr": 0.1,
+                  "tpr@0.1%fpr": 0.0},
+         "zlib": {"auc": 0.7, "n_nonmembers": 150, "tpr@10%fpr": 0.3, "tpr@1%fpr": 0.2,
+                  "tpr@0.1%fpr": 0.1},
+         "min_k": {"auc": 0.75, "n_nonmembers": 150, "tpr@10%fpr": 0.3, "tpr@1%fpr": 0.2,
+                   "tpr@0.1%fpr": 0.1}}
+    assert strongest_attack(m) == {"attack": "min_k", "tpr": 0.2, "fpr": 0.01}  # tie: AUC
+    m99 = {k: dict(v, n_nonmembers=99) for k, v in m.items()}  # 1% no longer supported
+    assert strongest_attack(m99) == {"attack": "loss", "tpr": 0.5, "fpr": 0.1}
+    assert strongest_attack({k: dict(v, n_nonmembers=9) for k, v in m.items()}) is None
+
+
+def test_last_epoch_table_flags_utility_and_names_the_strongest_attack():
+    final = _with_base([
+        _row("lora", 3, 0.9, "loss", **{"tpr@10%fpr": 0.6, "tpr@1%fpr": 0.10}),
+        _row("lora", 3, 0.7, "ref", **{"tpr@10%fpr": 0.3, "tpr@1%fpr": 0.125}),
+        _row("prompt", 3, 0.6, "loss", **{"tpr@10%fpr": 0.2, "tpr@1%fpr": 0.05}),
+        _row("prompt", 3, 0.6, "ref", **{"tpr@10%fpr": 0.2, "tpr@1%fpr": 0.05})], prompt=26.0)
+    final[0].update({"tpr@10%fpr": 0.1, "tpr@1%fpr": 0.01})
+    final.insert(1, dict(final[0], attack="ref"))
+    table = {r["method"]: r for r in _last_epoch_table(final, "loss", "m", "d")}
+    assert table["LoRA (q,v; r=8)"]["utility"] == "comparable (1.00x base ppl)"
+    assert table["prompt"]["utility"] == "NOT comparable (1.30x base ppl)"
+    assert table["base model"]["utility"] == "reference"
+    assert table["LoRA (q,v; r=8)"]["strongest attack"] == "ref: TPR 0.125 @ 1% FPR"
+    assert table["prompt"]["strongest attack"] == "loss: TPR 0.05 @ 1% FPR"
+    few = [dict(r, n_nonmembers=5) for r in final]
+    assert _last_epoch_table(few, "loss", "m", "d")[1]["strongest attack"] \
+        == "n/a (needs >= 10 non-members)"

@@ -4,8 +4,6 @@ import json
 
 import pytest
 
-import jaxmem.models
-import jaxmem.data
 from conftest import save_tiny_tokenizer, tiny_hf_model
 from jaxmem.audit import AuditConfig
 from jaxmem.study import StudyConfig, migrate_study_json, run_study
@@ -52,7 +50,7 @@ def _flat_study_json(model, corpus) -> dict:
 def test_tiny_study_end_to_end_and_resume(tiny_setup, tmp_path):
     model, corpus = tiny_setup
     out = tmp_path / "study"
-    rows_killed = run_study(_cfg(model, corpus), out, progress=False, stop_after=2)
+    run_study(_cfg(model, corpus), out, progress=False, stop_after=2)
     assert not (out / "report.md").exists()
     # the killed study as an earlier jaxmem left it: a flat study.json, converted when it resumes
     (out / "study.json").write_text(json.dumps(_flat_study_json(model, corpus)))
@@ -79,9 +77,24 @@ def test_tiny_study_end_to_end_and_resume(tiny_setup, tmp_path):
     assert {r["method"] for r in res} == {"base", "lora", "prompt"}
     assert {r["epoch"] for r in res if r["method"] == "lora"} == {1, 2}
     assert len(res) == 3 * (1 + 2 + 2)
+    # each (method, epoch): its strongest attack (16 non-members: judged at 10% FPR, ties by AUC)
+    # and its perplexity against the base model's, on every one of its rows
+    cells = {}
+    for r in res:
+        cells.setdefault((r["method"], r["epoch"]), []).append(r)
+    base_ppl = cells["base", 0][0]["val_ppl"]
+    for rs in cells.values():
+        best = max(rs, key=lambda r: (r["tpr@10%fpr"], r["auc"]))
+        for r in rs:
+            assert (r["strongest_attack"], r["strongest_tpr"], r["strongest_fpr"]) \
+                == (best["attack"], best["tpr@10%fpr"], 0.1)
+            assert r["ppl_vs_base"] == pytest.approx(r["val_ppl"] / base_ppl)
+            assert r["comparable_utility"] == (r["val_ppl"] <= 1.25 * base_ppl)
     report = (out / "report.md").read_text()
     assert "Claim 1" in report and "LoRA (q,v; r=8)" in report
     assert "n/a (needs >= 100 non-members)" in report
+    assert "| utility |" in report and "| strongest attack |" in report
+    assert "@ 10% FPR |" in report
     claim1 = next(line for line in report.splitlines() if "Claim 1 (" in line)
     assert any(f"loss attack: {v}: " in claim1 for v in ("reproduced", "contradicted",
                                                           "inconclusive"))

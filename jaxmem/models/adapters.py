@@ -260,6 +260,13 @@ class Prefix(nn.Module):
         return x.transpose(1, 2, 0, 3, 4)
 
 
+def prefix_rows(kv: jax.Array) -> jax.Array:
+    """The inverse of :class:`Prefix`'s view: keys and values [L, 2, n, KV, Dh] -> the
+    [n, L*2*KV*Dh] rows its embedding (or its MLP's output) holds."""
+    n = kv.shape[2]
+    return kv.transpose(2, 0, 1, 3, 4).reshape(n, -1)
+
+
 def soft_prompt(p: dict, d_model: int) -> jax.Array:
     """The [n, D] virtual token embeddings of a ``soft_prompt`` subtree."""
     spec = Adapters.of({SOFT_PROMPT: p}).soft_prompt

@@ -153,6 +153,7 @@ class Attention(_Section):
         if cfg.arch != "gpt2":
             inv_freq = rope_inv_freq(cfg)
             q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
+        self.sow("intermediates", "kv", (k, v))  # what a prefix must hold to stand for these tokens
         if prefix is not None:
             pk, pv = (jnp.broadcast_to(z.astype(k.dtype), (b, *z.shape)) for z in prefix)
             k, v = jnp.concatenate([pk, k], axis=1), jnp.concatenate([pv, v], axis=1)
@@ -247,7 +248,7 @@ class Decoder(_Section):
         block = Block
         if cfg.remat != "none":
             block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
-        layers = nn.scan(block, variable_axes={"params": 0},
+        layers = nn.scan(block, variable_axes={"params": 0, "intermediates": 0},
                          split_rngs={"params": True, "dropout": True},
                          in_axes=(nn.broadcast if prefix is None else 0, nn.broadcast,
                                   nn.broadcast),
