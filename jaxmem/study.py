@@ -150,8 +150,9 @@ class StudyConfig:
         unknown = set(dotted) - known
         if unknown:
             raise ValueError(f"Unknown study options {sorted(unknown)}; known: {sorted(known)}.")
-        top = {k: v for k, v in dotted.items() if "." not in k}
-        return replace_nested(cls(**top), {k: v for k, v in dotted.items() if "." in k})
+        # attack_epochs is checked against train.epochs, so it is set together with train
+        top = {k: v for k, v in dotted.items() if "." not in k and k != "attack_epochs"}
+        return replace_nested(cls(**top), {k: v for k, v in dotted.items() if k not in top})
 
     @classmethod
     def from_yaml(cls, path, overrides: list[str] = ()) -> "StudyConfig":

@@ -1,6 +1,7 @@
 """A tiny study end to end: files, resumption without recomputation, refusal of another study."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -115,6 +116,18 @@ def test_config_from_yaml_with_overrides(tmp_path):
         StudyConfig.from_yaml(p, ["methods=[dora]"])
 
 
+@pytest.mark.parametrize("path", sorted(
+    str(p) for p in (Path(__file__).parents[1] / "experiments").rglob("*.yaml")))
+def test_every_experiment_config_loads(path):
+    """Every shipped config parses (cpu/figures.yaml once failed: its attack_epochs were checked
+    against the default 5 epochs before its own 15 were set), and prefix tuning starts from the
+    base model's activations wherever it appears."""
+    cfg = StudyConfig.from_yaml(path)
+    for m in cfg.methods:
+        if m.startswith("prefix"):
+            assert "init=activations" in m and cfg.lr_for(m) == 1e-3
+
+
 def test_report_draws_size_and_placement_figures_when_the_study_has_them(tmp_path):
     from jaxmem.report import write_study_report
 
@@ -159,14 +172,17 @@ DEMO_FLAT_STUDY_JSON = {
 
 
 def test_old_flat_study_json_becomes_todays_demo(tmp_path):
-    """A demo study started before the options were nested resumes under today's demo.yaml."""
-    from pathlib import Path
+    """A demo study started before the options were nested resumes under today's demo.yaml
+    (with that demo's prefix method: since then prefix tuning starts from activations)."""
+    import dataclasses
 
     from jaxmem.study import _claim_folder
 
     (tmp_path / "study.json").write_text(json.dumps(DEMO_FLAT_STUDY_JSON))
     migrate_study_json(tmp_path)
     demo = StudyConfig.from_yaml(Path(__file__).parents[1] / "experiments" / "demo.yaml")
+    demo = dataclasses.replace(demo, methods=DEMO_FLAT_STUDY_JSON["methods"],
+                               lr=DEMO_FLAT_STUDY_JSON["lr"])
     assert json.loads((tmp_path / "study.json").read_text()) == demo.to_dict()
     _claim_folder(tmp_path, demo, overwrite=False)  # the same study: no error
     migrate_study_json(tmp_path)  # already nested: left alone
