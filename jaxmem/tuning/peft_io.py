@@ -166,7 +166,7 @@ def _export_prefix(params, cfg, mcfg, base):
     prefix_kv = jax.jit(adapters.prefix_kv, static_argnums=(1, 2, 3))  # one compile, not many
     kv = np.asarray(prefix_kv(p, cfg.n_layers, cfg.n_kv_heads, cfg.head_dim), np.float32)
     n = kv.shape[2]
-    flat = kv.transpose(2, 0, 1, 3, 4).reshape(n, -1)  # inverse of prefix_kv: [n, L*2*KV*Dh]
+    flat = adapters.prefix_rows(kv)  # inverse of prefix_kv: [n, L*2*KV*Dh]
     token_dim = cfg.n_kv_heads * cfg.head_dim
     hidden = (p["transform"]["0"]["kernel"].shape[1] if "transform" in p
               else mcfg.encoder_hidden_size or token_dim)
