@@ -88,8 +88,9 @@ def claim_lines(rows, model, dataset, attack, scores=None, n_boot: int = 1000,
     prompt-based ones; claim 2 the mean over parameter-based methods of AUC(last epoch) -
     AUC(first epoch). Methods not at comparable utility (last-epoch validation perplexity more
     than 1.25x the base model's, :func:`jaxmem.report.not_comparable`) are left out of both
-    and named in a line of their own. Each is a difference measured on the same resamples of the same texts
-    (:mod:`jaxmem.paired`), so its interval is the interval of the difference: reproduced when
+    and named in a line of their own. Each claim is a difference measured on the same
+    resamples of the same texts (:mod:`jaxmem.paired`), so its interval is the interval of
+    the difference: reproduced when
     it lies entirely above 0, contradicted when entirely below, inconclusive otherwise. Every
     pair behind a mean is listed too.
 

@@ -359,9 +359,10 @@ def strongest_attack(metrics: dict[str, dict]) -> dict | None:
       ``{"attack", "tpr", "fpr"}``, or None when no FPR is supported (too few non-members).
 
     Example:
-        >>> strongest_attack({"loss": {"auc": .6, "n_nonmembers": 100, "tpr@10%fpr": .2,
-        ...                            "tpr@1%fpr": .03, "tpr@0.1%fpr": None}, ...})
-        {'attack': 'loss', 'tpr': 0.03, 'fpr': 0.01}
+        >>> m = {"auc": .6, "n_nonmembers": 100, "tpr@10%fpr": .2, "tpr@1%fpr": .03,
+        ...      "tpr@0.1%fpr": None}
+        >>> strongest_attack({"loss": m, "zlib": dict(m, auc=.7)})  # 1000 needed for 0.1%
+        {'attack': 'zlib', 'tpr': 0.03, 'fpr': 0.01}
     """
     fprs = _supported_fprs(list(metrics.values())) if metrics else []
     if not fprs:

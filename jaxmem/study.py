@@ -250,9 +250,9 @@ def _tpr(m: dict, key: str) -> float | None:
 def _rows(model, n_params, dataset, method, epoch, where, base_ppl=None) -> list[dict]:
     """The result rows of a done (cell, epoch), one per attack.
 
-    Every row of the cell also carries its strongest attack (:func:`jaxmem.report.strongest_attack`:
-    ``strongest_attack``, ``strongest_tpr`` at ``strongest_fpr``; empty where the non-members
-    support no FPR) and, given the base model's validation perplexity ``base_ppl`` (None: the
+    Every row of the cell also carries the cell's strongest attack
+    (:func:`jaxmem.report.strongest_attack`: ``strongest_attack``, ``strongest_tpr`` at
+    ``strongest_fpr``; empty where the non-members support no FPR) and, given the base model's validation perplexity ``base_ppl`` (None: the
     base model itself), ``ppl_vs_base`` and ``comparable_utility``
     (:func:`jaxmem.report.comparable_utility`).
     """

@@ -454,7 +454,7 @@ def test_import_errors(gpt2_base, tmp_path):
         export_adapter(base, cfg, "lora", tmp_path / "l")
 
 
-# ----------------------------------------------------------------------------- prefix from real words
+# ----------------------------------------------------------------------- prefix from real words
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
 @pytest.mark.parametrize("projection", [False, True])

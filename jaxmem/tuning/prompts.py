@@ -60,8 +60,8 @@ class PrefixConfig:
       encoder_hidden_size: that MLP's width (default KV heads x head dim, as PEFT).
       init: ``"peft"`` (PEFT's initialization: the raw prefix N(0, 1), the MLP at torch's
         default) or ``"activations"`` (Li & Liang 2021, "Initialization" in their section 7:
-        "initializing the prefix with activations of real words" beats random initialization,
-        most of all with little data): the prefix starts as the keys and values the base model
+        a prefix initialized with the activations of real words trains much better than a
+        random one, most of all with little data): the prefix starts as the keys and values the base model
         computes at the first n tokens of ``init_text``, so the tuned model starts out
         computing exactly what the base model computes on those tokens followed by the input.
       init_text: the real words for ``init="activations"``, tokenized as every text is (BOS
