@@ -91,3 +91,18 @@ def test_claim4_says_why_it_cannot_decide():
     assert "webnlg:/data/webnlg vs default" in _line(lines)
     assert is_structured("infobox") and is_structured("../shared/data/webnlg")
     assert not is_structured("default") and not is_structured("wikitext")
+
+
+def test_claim4_config_tests_the_claim():
+    from pathlib import Path
+
+    from jaxmem.claims import _family
+    from jaxmem.study import StudyConfig
+
+    cfg = StudyConfig.from_yaml(Path(__file__).parents[1] / "experiments/cpu/claim4.yaml")
+    assert [is_structured(d) for d in cfg.datasets] == [False, True]
+    families = {_family(m) for m in cfg.methods}
+    assert families == {"parameter", "prompt"}
+    assert cfg.n_members >= 128 and cfg.n_nonmembers >= 128 and cfg.n_train >= cfg.n_members
+    assert {"loss", "ref"} <= set(cfg.audit.attacks)
+    assert cfg.attack_epochs == (cfg.train.epochs,)
