@@ -11,7 +11,7 @@ METHODS = ("lora", "prompt", "ptuning")
 
 def _rows(datasets=("default", "infobox"), epoch=2):
     return [{"model": "m", "dataset": d, "method": m, "epoch": epoch, "attack": "loss"}
-            for d in datasets for m in ("base", *METHODS)]
+            for d in datasets for m in METHODS]
 
 
 def _tables(strength: dict, seed=0):
@@ -66,6 +66,11 @@ def test_claim4_reproduced_matches_a_float64_reference():
     assert par == round(_reference(tables, ("lora",)), 3)
     assert "prompt-based minus parameter-based difference: reproduced: +" in line
     assert "By method: prompt +" in line and "P-tuning +" in line
+    assert "base model" not in line  # no base rows: nothing to say
+    rows = _rows() + [{"model": "m", "dataset": d, "method": "base", "epoch": 0,
+                       "attack": "loss", "auc": a} for d, a in (("default", .6), ("infobox", .45))]
+    line = _line(claim4_lines(rows, "m", "loss", read, n_boot=300, seed=0))
+    assert "already has AUC 0.450 on infobox and 0.600 on default (-0.150)" in line
 
 
 def test_claim4_contradicted_and_inconclusive():
