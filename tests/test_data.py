@@ -558,10 +558,11 @@ def test_members_do_not_depend_on_nonmember_count(wikitext_dir):
 
 def test_unknown_name_lists_known_corpora():
     with pytest.raises(
-        ValueError, match="unknown corpus 'wikitext3'.*default, wiki-gensim, wikitext, webnlg, xsum"
+        ValueError,
+        match="unknown corpus 'wikitext3'.*default, wiki-gensim, infobox, wikitext, webnlg, xsum",
     ):
         load_corpus("wikitext3")
-    assert KNOWN_CORPORA == ("default", "wiki-gensim", "wikitext", "webnlg", "xsum")
+    assert KNOWN_CORPORA == ("default", "wiki-gensim", "infobox", "wikitext", "webnlg", "xsum")
 
 
 def test_missing_paths(tmp_path):

@@ -28,6 +28,12 @@ Sources (``name_or_path``):
   dump that the ``gensim==4.4.0`` wheel ships as test data (gensim itself
   is never imported). Needs ``pip install gensim==4.4.0 --no-deps
   mwparserfromhell``. Parsed once, then cached as JSON.
+* ``"infobox"`` (alias ``"wiki-infobox"``): a structured corpus from the same
+  dump, needing the same install: WebNLG-style examples of up to 2 triples
+  ``"s | p | o && s | p | o => verbalisation"`` read from the articles'
+  infoboxes (about 1,030 triples, 530 examples, 47 entities); split by
+  entity, a subject joined with every subject its objects name (see
+  :mod:`jaxmem.data.infobox`). Default sizes 256 / 32 / 128 / 128.
 * any other path: a ``.txt`` (paragraphs separated by blank lines, or one
   example a line when there are none), ``.jsonl``, ``.json``, ``.csv``,
   ``.tsv`` or ``.parquet`` file with a ``text_column``, or a directory of
@@ -58,7 +64,8 @@ Modules:
 * :mod:`jaxmem.data.files`: readers for .txt / .jsonl / .json / .csv / .tsv /
   .parquet files, and :func:`read_text_file`.
 * :mod:`jaxmem.data.embedded` and :mod:`jaxmem.data.mediawiki`: the
-  embedded Wikipedia corpus and the MediaWiki markup cleaner.
+  embedded Wikipedia corpus and the MediaWiki markup cleaner;
+  :mod:`jaxmem.data.infobox`: its infobox triples.
 * :mod:`jaxmem.data.overlap`: the one text normaliser, exact and
   near-duplicate detection (:func:`find_overlaps`).
 * :mod:`jaxmem.data.split`: default sizes, the seeded split and sampling into

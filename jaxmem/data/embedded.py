@@ -21,7 +21,14 @@ from jaxmem.data.formats import FORMATS
 from jaxmem.data.mediawiki import PARSER_VERSION, article_paragraphs, iter_articles
 from jaxmem.data.units import Source, Unit
 
-__all__ = ["EMBEDDED_INSTALL", "MIN_CHARS", "embedded_articles", "embedded_source"]
+__all__ = [
+    "EMBEDDED_INSTALL",
+    "MIN_CHARS",
+    "cached_parse",
+    "embedded_articles",
+    "embedded_origin",
+    "embedded_source",
+]
 
 #: The one command that makes the embedded default corpus available.
 EMBEDDED_INSTALL = "pip install gensim==4.4.0 --no-deps mwparserfromhell"
@@ -55,41 +62,41 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("JAXMEM_CACHE") or Path.home() / ".cache" / "jaxmem")
 
 
-def embedded_articles() -> tuple[list[tuple[str, list[str]]], dict]:
-    """Articles of the embedded corpus as (title, paragraphs), parsed or cached.
+def cached_parse(kind: str, version: int, parse) -> tuple[list, dict]:
+    """``parse(dump_path)``'s JSON-able list for the embedded dump, parsed once then cached.
 
-    The cache key is the dump's sha256 plus the parser version, so a changed
-    file or changed cleaning rules never reuse stale paragraphs.
+    The cache file is keyed by the dump's sha256, ``kind`` and the parser ``version``, so a
+    changed file or changed parsing rules never reuse stale results. Used for the prose
+    paragraphs (:func:`embedded_articles`) and the infobox triples
+    (:mod:`jaxmem.data.infobox`).
+
+    Returns:
+        The parsed items and a record of the cache (``file``, ``sha256``, ``cache``,
+        ``cache_hit``, ``seconds``, and ``cache_error`` when the cache could not be written).
     """
     path = _embedded_path()
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    cache = _cache_dir() / f"wiki-gensim-{sha[:16]}-p{PARSER_VERSION}.json"
+    cache = _cache_dir() / f"{kind}-{sha[:16]}-p{version}.items.json"
     meta = {"file": str(path), "sha256": sha, "cache": str(cache)}
     start = time.perf_counter()
     try:
         data = json.loads(cache.read_text(encoding="utf-8"))
-        if data.get("sha256") == sha and data.get("parser_version") == PARSER_VERSION:
+        if data.get("sha256") == sha and data.get("parser_version") == version:
             meta.update(cache_hit=True, seconds=round(time.perf_counter() - start, 3))
-            return [(a["title"], a["paragraphs"]) for a in data["articles"]], meta
+            return data["items"], meta
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no cache or an unreadable one: parse again
 
     try:
-        import mwparserfromhell  # noqa: F401
+        importlib.import_module("mwparserfromhell")  # only to fail early with the hint
     except ImportError:
         raise ImportError(
             "parsing the embedded default corpus needs mwparserfromhell. "
             f"Install it with: {EMBEDDED_INSTALL}"
         ) from None
-    articles = [(title, article_paragraphs(text)) for title, text in iter_articles(path)]
-    articles = [(t, ps) for t, ps in articles if ps]
+    items = parse(path)
     meta.update(cache_hit=False, seconds=round(time.perf_counter() - start, 3))
-    payload = {
-        "source": _EMBEDDED_FILE,
-        "sha256": sha,
-        "parser_version": PARSER_VERSION,
-        "articles": [{"title": t, "paragraphs": ps} for t, ps in articles],
-    }
+    payload = {"source": _EMBEDDED_FILE, "sha256": sha, "parser_version": version, "items": items}
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename, so a concurrent reader never sees half a file.
@@ -106,7 +113,25 @@ def embedded_articles() -> tuple[list[tuple[str, list[str]]], dict]:
         meta["cache_error"] = (
             f"could not write the cache ({exc}); set JAXMEM_CACHE to a writable folder"
         )
-    return articles, meta
+    return items, meta
+
+
+def embedded_origin() -> str:
+    """Where the embedded dump comes from, for ``info["source"]``."""
+    return (
+        f"embedded:{_EMBEDDED_DIST}=={importlib.metadata.version(_EMBEDDED_DIST)}:{_EMBEDDED_FILE}"
+    )
+
+
+def embedded_articles() -> tuple[list[tuple[str, list[str]]], dict]:
+    """Articles of the embedded corpus as (title, paragraphs), parsed or cached."""
+
+    def parse(path):
+        articles = [(title, article_paragraphs(text)) for title, text in iter_articles(path)]
+        return [{"title": t, "paragraphs": ps} for t, ps in articles if ps]
+
+    items, meta = cached_parse("wiki-gensim", PARSER_VERSION, parse)
+    return [(a["title"], a["paragraphs"]) for a in items], meta
 
 
 def embedded_source() -> Source:
@@ -114,7 +139,7 @@ def embedded_source() -> Source:
     units = [Unit(p, title) for title, paragraphs in articles for p in paragraphs]
     source = Source(
         "wiki-gensim",
-        f"embedded:{_EMBEDDED_DIST}=={importlib.metadata.version(_EMBEDDED_DIST)}:{_EMBEDDED_FILE}",
+        embedded_origin(),
         FORMATS["wiki-gensim"],
         {"all": units},
         grouped_by="article",

@@ -40,6 +40,12 @@ FORMATS = {
         "'{document}\\nSummary: {summary}': the article, a newline, 'Summary: ' and its "
         "one-sentence summary"
     ),
+    "infobox": (
+        "'s | p1 | o1 && s | p2 | o2 => The p1 of s is o1. The p2 of s is o2.': up to 2 "
+        "consecutive triples of one Wikipedia infobox (subject = article title, property = "
+        "field name in camelCase, object = the value as plain text) joined by ' && ' as in "
+        "WebNLG, then ' => ' and a template verbalisation"
+    ),
     "wiki-gensim": (
         "one English Wikipedia paragraph per example, MediaWiki markup stripped "
         "(no references, templates, tables, file/category links, lists, headings, "

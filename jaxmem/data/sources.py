@@ -1,7 +1,8 @@
 """Where a corpus comes from: a name, a prefixed path, or a local file or directory.
 
 :func:`resolve` turns ``name_or_path`` into a :class:`~jaxmem.data.units.Source`
-holding every example read, by split: the embedded corpus, a Hugging Face
+holding every example read, by split: the embedded corpus (prose, or the
+infobox triples of :mod:`jaxmem.data.infobox`), a Hugging Face
 Hub dataset (``datasets.load_dataset``, with a message on how to work
 offline when it fails), or local files, whose family (WikiText, WebNLG,
 XSum, generic text) is forced by a ``"wikitext:"`` / ``"webnlg:"`` /
@@ -31,16 +32,19 @@ from jaxmem.data.formats import (
     wikitext_units,
     xsum_rows,
 )
+from jaxmem.data.infobox import infobox_source
 from jaxmem.data.units import Source, Unit
 
 __all__ = ["KNOWN_CORPORA", "resolve"]
 
 #: Corpus names accepted by :func:`jaxmem.data.load_corpus` (besides local paths).
-KNOWN_CORPORA = ("default", "wiki-gensim", "wikitext", "webnlg", "xsum")
+KNOWN_CORPORA = ("default", "wiki-gensim", "infobox", "wikitext", "webnlg", "xsum")
 
 _ALIASES = {
     "default": "wiki-gensim",
     "wiki-gensim": "wiki-gensim",
+    "infobox": "infobox",
+    "wiki-infobox": "infobox",
     "wikitext": "wikitext",
     "wikitext-2": "wikitext",
     "wikitext-2-raw-v1": "wikitext",
@@ -210,7 +214,9 @@ def resolve(name_or_path: str, text_column: str) -> Source:
         return _local_source(path, kind, text_column)
     if key.lower() in _ALIASES:
         kind = _ALIASES[key.lower()]
-        return embedded_source() if kind == "wiki-gensim" else _hub_source(kind)
+        if kind == "wiki-gensim":
+            return embedded_source()
+        return infobox_source() if kind == "infobox" else _hub_source(kind)
     path = Path(key).expanduser()
     if path.exists():
         return _local_source(path, None, text_column)

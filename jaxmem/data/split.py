@@ -42,6 +42,8 @@ PAPER_SIZES = {
 # Sizes for the embedded corpus suit a CPU demo of a few minutes; local files
 # of unknown origin get "all of train" and a moderate MIA set.
 _EMBEDDED_SIZES = {"n_train": 1_000, "n_validation": 200, "n_members": 500, "n_nonmembers": 500}
+# The infobox corpus has about 530 examples from 47 entities; half at most is held out.
+_INFOBOX_SIZES = {"n_train": 256, "n_validation": 32, "n_members": 128, "n_nonmembers": 128}
 _LOCAL_SIZES = {"n_train": None, "n_members": 1_000, "n_nonmembers": 1_000}
 _DEFAULT_VALIDATION = 500
 
@@ -52,9 +54,8 @@ def requested_sizes(name: str, given: dict[str, int | None]) -> tuple[dict, list
     ``given`` maps ``n_train`` / ``n_validation`` / ``n_members`` /
     ``n_nonmembers`` to a size or None (use the default for corpus ``name``).
     """
-    defaults = dict(
-        _EMBEDDED_SIZES if name == "wiki-gensim" else PAPER_SIZES.get(name, _LOCAL_SIZES)
-    )
+    named = {"wiki-gensim": _EMBEDDED_SIZES, "infobox": _INFOBOX_SIZES, **PAPER_SIZES}
+    defaults = dict(named.get(name, _LOCAL_SIZES))
     defaults.setdefault("n_validation", _DEFAULT_VALIDATION)
     want = {k: int(v) if v is not None else defaults[k] for k, v in given.items()}
     explicit = sorted(k for k, v in given.items() if v is not None)
