@@ -159,9 +159,9 @@ def dc_pdd(inp: AttackInputs, a: float = 0.01) -> np.ndarray:
                              f"({len(f)} tokens); build it with the model's vocabulary size.")
         _, first = np.unique(ids, return_index=True)  # each distinct token's first position
         alpha = np.exp(lp[first]) * -np.log(f[ids[first]])
-        # mean of min(alpha, a), written so that a text clipped throughout scores exactly a
-        # (a sum of equal floats / n need not be; near-equal scores break histogram bins)
-        out[i] = a - np.maximum(a - alpha, 0.0).mean()
+        # a text clipped throughout scores exactly a (a mean of n copies of a need not be, and
+        # near-equal scores break histogram bins)
+        out[i] = a if (alpha >= a).all() else np.minimum(alpha, a).mean()
     return out
 
 
