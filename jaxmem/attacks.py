@@ -2,9 +2,10 @@
 
 Every attack returns one score per example with the same convention: **higher means more likely a
 member**. Inputs are :class:`jaxmem.scoring.TokenStats` (masked [N, L] arrays) from the target
-model, plus the reference model's (Ref) or the target's on lowercased text (Lowercase) where an
-attack needs them. An example with no scored token gets NaN (the metrics refuse NaN unless told to
-drop it).
+model, plus what an attack needs besides: the reference model's statistics (Ref, EZ-MIA), the
+target's on lowercased text (Lowercase) or after a non-member prefix (ReCaLL), and a token
+frequency table (DC-PDD). An example with no scored token gets NaN (the metrics refuse NaN unless
+told to drop it).
 
 Example:
     >>> inputs = AttackInputs(target=score_texts(params, cfg, tok, texts), texts=texts)
@@ -28,8 +29,10 @@ class AttackInputs:
 
     target: TokenStats
     texts: Sequence[str]
-    reference: TokenStats | None = None   # same texts under the reference model (Ref)
+    reference: TokenStats | None = None   # same texts under the reference model (Ref, EZ-MIA)
     lowercase: TokenStats | None = None   # lowercased texts under the target (Lowercase)
+    recall: TokenStats | None = None      # texts after a non-member prefix, target (ReCaLL)
+    frequencies: np.ndarray | None = None  # DC-PDD's smoothed token frequencies [vocab]
 
 
 def _mean_ll(s: TokenStats) -> np.ndarray:
@@ -95,11 +98,130 @@ def lowercase(inp: AttackInputs) -> np.ndarray:
         return inp.lowercase.nll() / inp.target.nll()
 
 
+def ez_mia(inp: AttackInputs) -> np.ndarray:
+    """EZ-MIA (Ilić, Stanojević and Cvejoski, 2026, arXiv 2601.12104): the Error Zone score.
+
+    Over the error zone E, the scored tokens where the target's top-1 prediction is wrong
+    (``top1`` False), with d_t = log p_target(x_t) - log p_reference(x_t):
+
+        EZ = sum_{t in E, d_t > 0} d_t / sum_{t in E, d_t < 0} |d_t|
+
+    (fine-tuning raises a member's true token even where the model still gets it wrong). As
+    in the authors' reference code (``error_zone_pos_neg_sum_ratio``, github.com/
+    JetBrains-Research/ez-mia): the first scored token of each text is left out
+    (``ignore_bos``), a text with fewer than 2 error tokens or no negative d_t scores 0.0 (the
+    code's fallbacks, kept so scores match theirs), and a text with no scored token NaN (this
+    project's convention). The reference is the base model, as in the paper's "base" variant.
+    """
+    t, r = inp.target, inp.reference
+    if r is None:
+        raise ValueError("The ez_mia attack needs the reference model's scores "
+                         "(AttackInputs.reference): pass reference_params (the base model).")
+    if t.top1 is None:
+        raise ValueError("The ez_mia attack needs the target's top-1 flags (TokenStats.top1), "
+                         "which score_texts / score_sequences fill; rescore the texts.")
+    first = np.arange(t.mask.shape[1])[None, :] == np.argmax(t.mask, axis=1)[:, None]
+    err = t.mask & ~t.top1 & ~first
+    d = np.where(err, t.logp.astype(np.float64) - r.logp, 0.0)
+    pos, neg = np.where(d > 0, d, 0.0).sum(-1), np.where(d < 0, -d, 0.0).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ez = np.where((err.sum(-1) >= 2) & (neg > 0), pos / neg, 0.0)
+    return np.where(t.n_tokens > 0, ez, np.nan)
+
+
+def dc_pdd(inp: AttackInputs, a: float = 0.01) -> np.ndarray:
+    """DC-PDD (Zhang et al., 2024, "Pretraining Data Detection for Large Language Models: A
+    Divergence-based Calibration Method", arXiv 2409.14781, EMNLP 2024).
+
+    With f(v) = (count(v) + 1) / (sum_u count(u) + |V|), the Laplace-smoothed frequency of token
+    v in a reference corpus (``AttackInputs.frequencies``, :func:`token_frequencies`), and FOS
+    the positions of each distinct scored token's first occurrence in the text:
+
+        alpha_t = min(p(x_t | x_<t) * log(1 / f(x_t)), a),  score = mean_{t in FOS} alpha_t
+
+    Higher means member (the reference code's ``-mean`` is "larger for non-member"); ``a`` is
+    the paper's upper bound, default 0.01 as in the authors' code (github.com/zhang-wei-chao/
+    DC-PDD): spec ``dc_pdd:0.01``.
+    """
+    s, f = inp.target, inp.frequencies
+    if f is None:
+        raise ValueError("The dc_pdd attack needs a token frequency table "
+                         "(AttackInputs.frequencies, see attacks.token_frequencies).")
+    if s.token_ids is None:
+        raise ValueError("The dc_pdd attack needs the scored token ids (TokenStats.token_ids).")
+    out = np.full(s.mask.shape[0], np.nan)
+    for i, (ids, lp, m) in enumerate(zip(s.token_ids, s.logp, s.mask)):
+        if not m.any():
+            continue
+        ids, lp = ids[m], lp[m].astype(np.float64)
+        if ids.max() >= len(f):
+            raise ValueError(f"Token id {ids.max()} is outside the frequency table "
+                             f"({len(f)} tokens); build it with the model's vocabulary size.")
+        _, first = np.unique(ids, return_index=True)  # each distinct token's first position
+        alpha = np.exp(lp[first]) * -np.log(f[ids[first]])
+        # a text clipped throughout scores exactly a (a mean of n copies of a need not be, and
+        # near-equal scores break histogram bins)
+        out[i] = a if (alpha >= a).all() else np.minimum(alpha, a).mean()
+    return out
+
+
+def recall(inp: AttackInputs) -> np.ndarray:
+    """ReCaLL (Xie et al., 2024, "ReCaLL: Membership Inference via Relative Conditional
+    Log-Likelihoods", arXiv 2406.15968): LL(x | P) / LL(x), with LL the mean token
+    log-likelihood and P a fixed prefix of non-member text.
+
+    A member's likelihood drops more when conditioned on non-member context, so with LL < 0
+    the ratio (= NLL(x | P) / NLL(x)) is larger for members: higher means member, as in the
+    authors' evaluation (github.com/ruoyuxie/recall, roc_curve(labels, ll_cond / ll)). Both
+    likelihoods average the same tokens of x (``AttackInputs.recall`` is aligned with
+    ``target``, see :func:`jaxmem.scoring.score_after_prefix`); the reference code also scores
+    x's first token under P.
+    """
+    if inp.recall is None:
+        raise ValueError("The recall attack needs the target's scores of the texts after a "
+                         "non-member prefix (AttackInputs.recall): set AuditConfig.recall_prefix "
+                         "or pass prefix texts (scoring.score_after_prefix).")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return inp.recall.nll() / inp.target.nll()
+
+
+def token_frequencies(tokenizer, texts, vocab_size: int, max_tokens: int = 1024) -> np.ndarray:
+    """Token counts [vocab_size] (int64) of texts, each tokenized as the tokenizer does by
+    default and cut to its first ``max_tokens`` tokens, as DC-PDD's reference code counts its
+    reference corpus (``com_fre_dis.py``); :func:`smoothed` turns them into DC-PDD's f."""
+    counts = np.zeros(vocab_size, np.int64)
+    texts = list(texts)
+    for start in range(0, len(texts), 256):  # tokenized in batches: fast, and bounded memory
+        for ids in tokenizer(texts[start:start + 256])["input_ids"]:
+            ids = np.asarray(ids[:max_tokens], np.int64)
+            if ids.size and ids.max() >= vocab_size:
+                raise ValueError(f"Token id {ids.max()} >= vocab_size {vocab_size}: the "
+                                 "tokenizer does not belong to this model.")
+            counts += np.bincount(ids, minlength=vocab_size)
+    return counts
+
+
+def smoothed(counts: np.ndarray) -> np.ndarray:
+    """Laplace smoothing (DC-PDD): f(v) = (count(v) + 1) / (sum counts + |V|), float64."""
+    counts = np.asarray(counts, np.float64)
+    return (counts + 1.0) / (counts.sum() + counts.size)
+
+
 ATTACKS: dict[str, Callable[..., np.ndarray]] = {
     "loss": loss, "ref": ref, "zlib": zlib, "min_k": min_k, "min_k_pp": min_k_pp,
-    "lowercase": lowercase,
+    "lowercase": lowercase, "ez_mia": ez_mia, "dc_pdd": dc_pdd, "recall": recall,
 }
 DEFAULT_ATTACKS = ("loss", "ref", "zlib", "min_k", "min_k_pp", "lowercase")
+# attacks with an argument: (name of the keyword, its default, its check, what it must be)
+ARGUMENTS = {
+    "min_k": ("k", 0.2, lambda k: 0 < k <= 1, "in (0, 1]"),
+    "min_k_pp": ("k", 0.2, lambda k: 0 < k <= 1, "in (0, 1]"),
+    "dc_pdd": ("a", 0.01, lambda a: a > 0, "> 0"),
+}
+# the extra inputs each attack needs (AttackInputs fields besides target and texts)
+NEEDS = {"ref": ("reference",), "ez_mia": ("reference",), "lowercase": ("lowercase",),
+         "recall": ("recall",), "dc_pdd": ("frequencies",)}
+SPECS_HELP = ", ".join(f"{n}:{ARGUMENTS[n][0].upper()}" if n in ARGUMENTS else n for n in ATTACKS)
 
 
 def parse_attack(spec: str) -> tuple[str, Callable[[AttackInputs], np.ndarray]]:
@@ -107,33 +229,34 @@ def parse_attack(spec: str) -> tuple[str, Callable[[AttackInputs], np.ndarray]]:
     name, _, arg = spec.partition(":")
     if name not in ATTACKS:
         raise ValueError(f"Unknown attack {name!r}; choose from {', '.join(ATTACKS)} "
-                         "(min_k and min_k_pp take ':k', e.g. min_k:0.1).")
+                         f"({', '.join(ARGUMENTS)} take an argument, e.g. min_k:0.1).")
     fn = ATTACKS[name]
-    if name in ("min_k", "min_k_pp"):
+    if name in ARGUMENTS:
+        key, default, ok, what = ARGUMENTS[name]
         try:
-            k = float(arg) if arg else 0.2
+            v = float(arg) if arg else default
         except ValueError:
-            raise ValueError(f"Attack {spec!r}: k must be a number in (0, 1], e.g. min_k:0.1.") from None
-        if not 0 < k <= 1:
-            raise ValueError(f"Attack {spec!r}: k must be in (0, 1], got {k}.")
-        return f"{name}:{k:g}", lambda inp: fn(inp, k=k)
+            raise ValueError(f"Attack {spec!r}: {key} must be a number {what}, e.g. "
+                             f"{name}:{default / 2:g}.") from None
+        if not ok(v):
+            raise ValueError(f"Attack {spec!r}: {key} must be {what}, got {v}.")
+        return f"{name}:{v:g}", lambda inp: fn(inp, **{key: v})
     if arg:
         raise ValueError(f"Attack {name!r} takes no argument (got {spec!r}).")
     return name, fn
 
 
 def needs(specs: Sequence[str]) -> set[str]:
-    """Which extra scoring passes a list of attacks needs: a subset of {"reference", "lowercase"}."""
-    names = {s.partition(":")[0] for s in specs}
-    return {extra for attack, extra in (("ref", "reference"), ("lowercase", "lowercase"))
-            if attack in names}
+    """Which extra inputs a list of attacks needs: a subset of {"reference", "lowercase",
+    "recall"} (extra scoring passes) and "frequencies" (DC-PDD's table)."""
+    return {x for s in specs for x in NEEDS.get(s.partition(":")[0], ())}
 
 
 def run_attacks(specs: Sequence[str], inputs: AttackInputs) -> dict[str, np.ndarray]:
     """Runs each attack spec on the same inputs; returns {canonical name: scores [N]}."""
     n = inputs.target.logp.shape[0]
     sizes = {"texts": len(inputs.texts)}
-    for extra in ("reference", "lowercase"):
+    for extra in ("reference", "lowercase", "recall"):
         if getattr(inputs, extra) is not None:
             sizes[extra] = getattr(inputs, extra).logp.shape[0]
     wrong = {k: v for k, v in sizes.items() if v != n}
@@ -146,5 +269,6 @@ def run_attacks(specs: Sequence[str], inputs: AttackInputs) -> dict[str, np.ndar
     return out
 
 
-__all__ = ["ATTACKS", "DEFAULT_ATTACKS", "AttackInputs", "loss", "lowercase", "min_k",
-           "min_k_pp", "needs", "parse_attack", "ref", "run_attacks", "zlib"]
+__all__ = ["ATTACKS", "DEFAULT_ATTACKS", "AttackInputs", "dc_pdd", "ez_mia", "loss", "lowercase",
+           "min_k", "min_k_pp", "needs", "parse_attack", "recall", "ref", "run_attacks",
+           "smoothed", "token_frequencies", "zlib"]

@@ -1,9 +1,10 @@
 """Run membership inference attacks on a model and write what a reader needs.
 
 One scoring pass of the target over members + non-members (plus one of the reference model for
-Ref, and one of the lowercased texts for Lowercase), every attack as a reduction of it, metrics
-with bootstrap CIs, then files: per-example scores, ``metrics.json``, a log-log ROC plot and
-member vs non-member histograms.
+Ref and EZ-MIA, one of the lowercased texts for Lowercase, one of the texts after a non-member
+prefix for ReCaLL, and a token frequency table for DC-PDD), every attack as a reduction of it,
+metrics with bootstrap CIs, then files: per-example scores, ``metrics.json``, a log-log ROC plot
+and member vs non-member histograms.
 
 Example:
     >>> res = run_attacks_on(params, cfg, tok, members, nonmembers, AuditConfig(),
@@ -14,10 +15,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -28,7 +30,7 @@ from jaxmem.config import DTYPES, check, check_positive_ints, dtype_name, field,
 from jaxmem.data.overlap import drop_exact_copies
 from jaxmem.metrics import roc_curve
 from jaxmem.profiling import phase
-from jaxmem.scoring import score_texts
+from jaxmem.scoring import score_after_prefix, score_texts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +39,7 @@ class AuditConfig:
     jax dtype (stored as its name, see :func:`jaxmem.config.dtype_name`)."""
 
     attacks: tuple = field(A.DEFAULT_ATTACKS, help="attack specs, comma-separated "
-                           "(loss, ref, zlib, min_k:K, min_k_pp:K, lowercase)")
+                           f"({A.SPECS_HELP})")
     block_size: int = field(128, help="tokens per text; longer texts are truncated",
                             aliases=("--max-length",))
     batch_size: int = field(16, help="texts per scoring batch")
@@ -46,6 +48,14 @@ class AuditConfig:
     seed: int = field(0, help="seed of the bootstrap (jaxmem attack: also of the corpus split)")
     nan_policy: str = field("raise", choices=("raise", "drop"),
                             help="NaN scores: raise, or drop them and count them")
+    dcpdd_corpus: str = field("default", help="dc_pdd: the reference corpus its token "
+                              "frequencies are counted on (a corpus name or path, as for "
+                              "--corpus); the audited texts are left out")
+    recall_prefix: str | None = field(None, help="recall: a file of non-member texts (.txt, "
+                                      ".jsonl, .csv, ...) whose first recall_shots texts form the "
+                                      "prefix (default: held-out texts the caller passes; a "
+                                      "study: its validation texts)")
+    recall_shots: int = field(12, help="recall: how many non-member texts make the prefix")
 
     def __post_init__(self):
         if isinstance(self.attacks, (list, str)):
@@ -56,6 +66,11 @@ class AuditConfig:
         check_positive_ints(self, "batch_size")
         check(self, "n_boot", lambda v: is_int(v) and v >= 0, "an integer >= 0 (0: no CIs)")
         check(self, "seed", is_int, "an integer")
+        check_positive_ints(self, "recall_shots")
+        check(self, "dcpdd_corpus", lambda v: isinstance(v, str) and v != "", "a corpus name "
+              "or path")
+        check(self, "recall_prefix", lambda v: v is None or Path(v).expanduser().is_file(),
+              "an existing file of non-member texts (or None)")
         for spec in self.attacks:  # an unknown attack fails here, before any scoring
             A.parse_attack(spec)
 
@@ -76,11 +91,100 @@ def check_member_sets(members: Sequence[str], nonmembers: Sequence[str]) -> tupl
     return list(members), keep
 
 
+def recall_prefix(acfg: AuditConfig, prefix_texts: Sequence[str] | None = None,
+                  audited: Iterable[str] = ()) -> str:
+    """ReCaLL's non-member prefix P: the first ``acfg.recall_shots`` texts of
+    ``acfg.recall_prefix`` (a file) or else of ``prefix_texts``, joined by blank lines (the
+    ReCaLL code joins its shots with no separator).
+
+    Raises:
+      ValueError: no source, or a prefix text that is one of the ``audited`` texts (a member
+        in P would be no non-member context; a non-member would be scored after itself).
+    """
+    from jaxmem.data import read_text_file
+    from jaxmem.streaming import _text_key
+
+    if acfg.recall_prefix:
+        texts = read_text_file(acfg.recall_prefix)
+    elif prefix_texts:
+        texts = list(prefix_texts)
+    else:
+        raise ValueError("The recall attack needs non-member texts for its prefix: set "
+                         "AuditConfig.recall_prefix (--recall-prefix FILE) or pass "
+                         "prefix_texts (held-out texts that are not audited).")
+    texts = texts[:acfg.recall_shots]
+    keys = {_text_key(t) for t in texts}
+    if any(_text_key(t) in keys for t in audited):
+        raise ValueError("A ReCaLL prefix text is also one of the audited texts; draw the prefix "
+                         "from held-out texts that are neither members nor non-members.")
+    return "\n\n".join(texts)
+
+
+def _cache_key(tokenizer, texts: list[str], vocab_size: int) -> str | None:
+    """A key for a frequency table: the tokenizer's full definition and the texts (None for a
+    tokenizer that cannot describe itself: no caching)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    h = hashlib.sha256(backend.to_str().encode())
+    h.update(f"{vocab_size}\0{len(texts)}".encode())
+    for t in texts:
+        h.update(t.encode() + b"\0")
+    return h.hexdigest()[:32]
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as fh:  # a handle: np.save would add ".npy" to the temporary name
+        np.save(fh, array)
+
+
+def dcpdd_frequencies(tokenizer, vocab_size: int, corpus: str = "default",
+                      exclude: Iterable[str] = ()) -> np.ndarray:
+    """DC-PDD's smoothed token frequencies [vocab_size] over every text of ``corpus`` but the
+    audited ones (``exclude``, matched as :mod:`jaxmem.data.overlap` normalizes texts).
+
+    Audited texts are left out so that the calibration knows nothing of them: with the default
+    corpus, the members and non-members come from the same corpus. The counts of the whole
+    corpus are cached in ``$JAXMEM_CACHE/dcpdd/`` (default ``~/.cache/jaxmem``), keyed by the
+    tokenizer and the texts; the left-out texts' counts are subtracted afterwards.
+
+    Example:
+        >>> f = dcpdd_frequencies(tok, cfg.vocab_size, "default", exclude=members + nonmembers)
+    """
+    from jaxmem import runs
+    from jaxmem.data.embedded import _cache_dir
+    from jaxmem.data.sources import resolve
+    from jaxmem.streaming import _text_key
+
+    texts = [u.text for units in resolve(os.fspath(corpus), "text").splits.values()
+             for u in units]
+    key = _cache_key(tokenizer, texts, vocab_size)
+    path = _cache_dir() / "dcpdd" / f"{key}.npy" if key else None
+    if path is not None and path.exists():
+        counts = np.load(path)
+    else:
+        with phase("dc-pdd frequencies"):
+            counts = A.token_frequencies(tokenizer, texts, vocab_size)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            runs.atomic_write(path, lambda tmp: _save_npy(tmp, counts))
+    where = {}
+    for i, t in enumerate(texts):
+        where.setdefault(_text_key(t), []).append(i)
+    drop = sorted({i for t in exclude for i in where.pop(_text_key(t), ())})
+    if len(drop) == len(texts):
+        raise ValueError(f"Every text of the DC-PDD corpus {corpus!r} is audited, so no "
+                         "frequencies are left; name another corpus (dcpdd_corpus).")
+    if drop:
+        counts = counts - A.token_frequencies(tokenizer, [texts[i] for i in drop], vocab_size)
+    return A.smoothed(counts)
+
+
 def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: Sequence[str],
                    acfg: AuditConfig = AuditConfig(), *, reference_params=None,
                    out_dir: str | os.PathLike | None = None, overwrite: bool = False,
                    title: str = "", target_stats=None, reference_stats=None,
-                   mesh=None) -> dict:
+                   prefix_texts: Sequence[str] | None = None, mesh=None) -> dict:
     """Scores members and non-members, runs the attacks, computes metrics, writes files.
 
     Args:
@@ -92,6 +196,8 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
         ``histograms.png``. An existing ``metrics.json`` is refused unless ``overwrite``.
       target_stats, reference_stats: precomputed :class:`TokenStats` of members + non-members
         under the target / the reference (a study scores the base model once for all methods).
+      prefix_texts: held-out non-member texts, neither members nor non-members, for ReCaLL's
+        prefix when ``acfg.recall_prefix`` names no file (:func:`recall_prefix`).
       mesh: score with every batch split over this mesh (:func:`jaxmem.scoring.score_sequences`).
         With several processes each one computes the same results and process 0 writes them.
 
@@ -120,11 +226,12 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
     specs = list(acfg.attacks)
     extra = A.needs(specs)
     if "reference" in extra and reference_params is None and reference_stats is None:
-        warnings.warn("No reference model given: the ref attack is skipped.", stacklevel=2)
-        specs = [s for s in specs if s.partition(":")[0] != "ref"]
-        extra.discard("reference")
+        specs, extra = skip_reference_attacks(specs)
+    prefix = recall_prefix(acfg, prefix_texts, texts) if "recall" in extra else None
     kw = dict(batch_size=acfg.batch_size, block_size=acfg.block_size, dtype=acfg.dtype,
               mesh=mesh)
+    frequencies = (dcpdd_frequencies(tokenizer, cfg.vocab_size, acfg.dcpdd_corpus, texts)
+                   if "frequencies" in extra else None)
     with phase("scoring"):
         target = target_stats or score_texts(params, cfg, tokenizer, texts, **kw)
         inputs = A.AttackInputs(
@@ -134,7 +241,10 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
                        if reference_params is params  # the base model attacked against itself
                        else score_texts(reference_params, cfg, tokenizer, texts, **kw)),
             lowercase=(score_texts(params, cfg, tokenizer, [t.lower() for t in texts], **kw)
-                       if "lowercase" in extra else None))
+                       if "lowercase" in extra else None),
+            recall=(score_after_prefix(params, cfg, tokenizer, prefix, texts, **kw)
+                    if prefix is not None else None),
+            frequencies=frequencies)
     with phase("attacks + bootstrap"):
         scores = A.run_attacks(specs, inputs)
         metrics = {name: summarize(s, labels, n_boot=acfg.n_boot, seed=acfg.seed,
@@ -152,6 +262,15 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
                 write_results(out, result, texts, title)
         sync("jaxmem-attack-written")
     return result
+
+
+def skip_reference_attacks(specs: list[str]) -> tuple[list[str], set[str]]:
+    """Without a reference model: the specs minus those that need one (with a warning), and
+    what the rest need."""
+    skipped = [s for s in specs if "reference" in A.needs([s])]
+    warnings.warn(f"No reference model given: {', '.join(skipped)} skipped.", stacklevel=3)
+    specs = [s for s in specs if s not in skipped]
+    return specs, A.needs(specs)
 
 
 def write_results(out: Path, result: dict, texts: Sequence[str], title: str = "") -> None:

@@ -166,6 +166,7 @@ def cmd_attack(args) -> int:
     else:
         c = _corpus(args)
         members, nonmembers = c.members, c.nonmembers
+        held_out = c.validation  # never trained on nor audited: ReCaLL's prefix
         n_members, n_nonmembers = len(members), len(nonmembers)
     base, cfg, tok = _load(args, args.model)
     params, what = base, f"base model {args.model}"
@@ -196,7 +197,8 @@ def cmd_attack(args) -> int:
     else:
         res = run_attacks_on(params, cfg, tok, members, nonmembers, acfg,
                              reference_params=reference, out_dir=args.out_dir,
-                             overwrite=args.overwrite, title=what, mesh=args.mesh)
+                             overwrite=args.overwrite, title=what, mesh=args.mesh,
+                             prefix_texts=held_out)
     if not _main_process():
         return 0
     print(markdown_table(metrics_table(res["metrics"])))

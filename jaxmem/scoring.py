@@ -5,7 +5,10 @@ For each scored token x_t (t >= 1) of each example it returns
 * ``logp``:  log p(x_t | x_<t), the log-probability of the actual next token;
 * ``mu``:    E_{z ~ p(.|x_<t)}[log p(z | x_<t)], the mean of log p over the vocabulary weighted by
   the model's own next-token distribution (minus the entropy);
-* ``sigma``: the standard deviation of log p(z | x_<t) under the same distribution.
+* ``sigma``: the standard deviation of log p(z | x_<t) under the same distribution;
+* ``top1``:  whether x_t is the model's most likely next token (its logit is the row's max;
+  a tie with the max counts), what EZ-MIA (Ilić et al., 2026) restricts its score to the
+  complement of.
 
 ``mu`` and ``sigma`` are exactly what Min-K%++ (Zhang et al., 2024) normalizes by. The first token
 of a sequence is never scored (nothing predicts it); GPT-2 tokenizers add no BOS, so a GPT-2 text is
@@ -40,13 +43,14 @@ from jaxmem.models.transformer import head_weight, hidden_states, project
 
 def vocab_stats(h: jax.Array, w: jax.Array, layout: str,
                 targets: jax.Array) -> tuple[jax.Array, ...]:
-    """(logp of targets, mu, sigma) from hidden states h [..., D] and the head (see
+    """(logp of targets, mu, sigma, top1) from hidden states h [..., D] and the head (see
     ``transformer.head_weight``).
 
     float32 whatever the compute dtype. One max pass, then one pass of three sums over
     e = exp(z - max): with s = sum e, A = sum e (z - max), B = sum e (z - max)^2,
     mu = A/s - log s and sigma^2 = B/s - (A/s)^2 (a variance is shift-invariant). Centering on
-    the max keeps the terms small enough for float32.
+    the max keeps the terms small enough for float32. ``top1`` (bool) comes free from the same
+    max: the target's centered logit z_t - max is exactly 0 where the target is an argmax.
     """
     z = project(h, w, layout).astype(jnp.float32)
     zc = z - jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
@@ -55,12 +59,12 @@ def vocab_stats(h: jax.Array, w: jax.Array, layout: str,
     a = jnp.sum(e * zc, axis=-1) / s
     b = jnp.sum(e * zc * zc, axis=-1) / s
     log_s = jnp.log(s)
-    logp = jnp.take_along_axis(zc, targets[..., None], axis=-1)[..., 0] - log_s
-    return logp, a - log_s, jnp.sqrt(jnp.maximum(b - a * a, 0.0))
+    zt = jnp.take_along_axis(zc, targets[..., None], axis=-1)[..., 0]
+    return zt - log_s, a - log_s, jnp.sqrt(jnp.maximum(b - a * a, 0.0)), zt >= 0
 
 
 @functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=("logp", "mu", "sigma", "mask", "token_ids", "truncated"),
+                   data_fields=("logp", "mu", "sigma", "mask", "token_ids", "truncated", "top1"),
                    meta_fields=())
 @dataclasses.dataclass
 class TokenStats:
@@ -69,7 +73,8 @@ class TokenStats:
     What both the jitted pass (:func:`token_stats`, jax arrays, ``token_ids`` and ``truncated``
     None) and :func:`score_texts` (numpy arrays) return; a pytree, so ``jax.device_get`` works.
     ``mask`` marks scored tokens; ``n_tokens`` counts them; ``token_ids`` holds the ids of the
-    scored tokens (for attacks that need the text, e.g. lowercase ratios).
+    scored tokens (for attacks that need the text, e.g. lowercase ratios, DC-PDD); ``top1``
+    (bool) marks tokens that are the model's top-1 prediction (EZ-MIA; None when built by hand).
     """
 
     logp: np.ndarray
@@ -78,6 +83,15 @@ class TokenStats:
     mask: np.ndarray
     token_ids: np.ndarray | None = None
     truncated: np.ndarray | None = None
+    top1: np.ndarray | None = None
+
+    def columns(self, start: int, stop: int | None = None) -> "TokenStats":
+        """The per-token columns ``start:stop`` of every field ([N, L] ones; ``truncated``,
+        per example, is kept as it is)."""
+        cut = lambda x: None if x is None else x[:, start:stop]  # noqa: E731
+        return TokenStats(logp=cut(self.logp), mu=cut(self.mu), sigma=cut(self.sigma),
+                          mask=cut(self.mask), token_ids=cut(self.token_ids),
+                          truncated=self.truncated, top1=cut(self.top1))
 
     @property
     def n_tokens(self) -> np.ndarray:
@@ -150,14 +164,14 @@ def per_token(params: dict, cfg: ModelConfig, input_ids: jax.Array, attention_ma
       forward_kwargs: passed to the decoder (LoRA dropout during training).
 
     Returns:
-      :class:`TokenStats` of float32 [B, T-1] arrays ``logp``, ``mu``, ``sigma`` and a bool
-      ``mask`` (``token_ids`` and ``truncated`` None); column t describes token t+1 predicted
-      from tokens 0..t.
+      :class:`TokenStats` of float32 [B, T-1] arrays ``logp``, ``mu``, ``sigma`` and bool
+      ``mask`` and ``top1`` (``token_ids`` and ``truncated`` None); column t describes token
+      t+1 predicted from tokens 0..t.
     """
     h, targets, w, layout, mask = _head(params, cfg, input_ids, attention_mask, dtype,
                                         forward_kwargs)
-    logp, mu, sigma = _over_chunks(vocab_stats, h, targets, w, layout, chunk)
-    return TokenStats(logp=logp, mu=mu, sigma=sigma, mask=mask)
+    logp, mu, sigma, top1 = _over_chunks(vocab_stats, h, targets, w, layout, chunk)
+    return TokenStats(logp=logp, mu=mu, sigma=sigma, mask=mask, top1=top1)
 
 
 def target_logp_of(h: jax.Array, w: jax.Array, layout: str, targets: jax.Array) -> tuple:
@@ -304,6 +318,7 @@ def score_sequences(params: dict, cfg: ModelConfig, seqs: Sequence[Sequence[int]
     lmax = max(max(len(s) for s in seqs) - 1, 1)
     out = {k: np.zeros((len(seqs), lmax), np.float32) for k in ("logp", "mu", "sigma")}
     out["mask"] = np.zeros((len(seqs), lmax), bool)
+    out["top1"] = np.zeros((len(seqs), lmax), bool)
     token_ids = np.zeros((len(seqs), lmax), np.int32)
     fn = token_stats
     dtype = dtype_name(dtype)  # one compiled function per dtype, however it was spelled
@@ -361,5 +376,62 @@ def score_texts(params: dict, cfg: ModelConfig, tokenizer, texts: Sequence[str],
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     stats = score_sequences(params, cfg, seqs, batch_size=batch_size, block_size=block_size,
                             dtype=dtype, pad_id=pad_id, progress=progress, mesh=mesh)
+    stats.truncated = truncated
+    return stats
+
+
+def prefix_ids(tokenizer, prefix: str, room: int) -> list[int]:
+    """``prefix`` tokenized as the tokenizer does by default, cut to its last ``room`` tokens
+    (the ones nearest the text that follows; a leading BOS is kept), with a warning if cut.
+
+    Raises:
+      ValueError: an empty prefix, or no room for one (``room`` < 1).
+    """
+    ids = list(tokenizer([prefix])["input_ids"][0])
+    if not prefix or not ids:
+        raise ValueError("The prefix is empty; give ReCaLL at least one non-member text.")
+    if room < 1:
+        raise ValueError(f"No room for a prefix: the texts take the model's whole context "
+                         f"({room} positions left); lower block_size.")
+    if len(ids) > room:
+        bos = getattr(tokenizer, "bos_token_id", None)
+        keep = [ids[0]] if bos is not None and ids[0] == bos and room > 1 else []
+        warnings.warn(f"The prefix has {len(ids)} tokens but only {room} fit beside "
+                      f"block_size-token texts in the model's context; its first "
+                      f"{len(ids) - room} tokens{' after BOS' if keep else ''} are dropped.",
+                      stacklevel=2)
+        ids = keep + ids[len(ids) - room + len(keep):]
+    return ids
+
+
+def score_after_prefix(params: dict, cfg: ModelConfig, tokenizer, prefix: str,
+                       texts: Sequence[str], *, batch_size: int = 8,
+                       block_size: int | None = None, dtype="float32",
+                       on_overflow: str = "truncate", progress: bool = False,
+                       mesh=None) -> TokenStats:
+    """:func:`score_texts` of each text conditioned on a fixed ``prefix``: the pass ReCaLL needs.
+
+    Each text is tokenized exactly as :func:`score_texts` does (same truncation), put after the
+    prefix's tokens (P's tokens, then x's, BOS included where the tokenizer adds one, as in
+    the ReCaLL reference code), and only the text's tokens are kept: the result has
+    :func:`score_texts`'s shape and scored tokens, column t holding log p(x_{t+1} | P, x_<=t).
+    The prefix is cut from the left to fit ``cfg.max_positions - block_size`` tokens.
+
+    Example:
+        >>> stats = score_after_prefix(params, cfg, tok, "Some held-out text.", texts)
+        >>> stats.nll() / score_texts(params, cfg, tok, texts).nll()   # ReCaLL
+    """
+    block_size = block_size or min(cfg.max_positions, 1024)
+    if block_size > cfg.max_positions:
+        raise ValueError(f"block_size {block_size} exceeds the model's context "
+                         f"({cfg.max_positions} positions); lower it.")
+    p = prefix_ids(tokenizer, prefix, cfg.max_positions - block_size)
+    seqs, truncated = encode_texts(tokenizer, texts, block_size, on_overflow)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    stats = score_sequences(params, cfg, [p + s for s in seqs], batch_size=batch_size,
+                            block_size=len(p) + block_size, dtype=dtype, pad_id=pad_id,
+                            progress=progress, mesh=mesh)
+    # column len(p) - 1 + j predicts x_j; score_texts' column t predicts x_{t+1}
+    stats = stats.columns(len(p), len(p) + max(max(len(s) for s in seqs) - 1, 1))
     stats.truncated = truncated
     return stats

@@ -311,13 +311,17 @@ def _write_synced(tmp: Path, table, pq) -> None:
 
 # ----------------------------------------------------------------------------- scoring
 
-def _score_chunk(params, cfg, tokenizer, texts: Sequence[str], kw: dict):
-    """The one scoring pass over a chunk, its truncation warning held back: the caller warns
-    once for the whole input."""
-    from jaxmem.scoring import score_texts
+def _score_chunk(params, cfg, tokenizer, texts: Sequence[str], kw: dict,
+                 prefix: str | None = None):
+    """The one scoring pass over a chunk (after ``prefix``, if given: ReCaLL's pass), its
+    truncation warnings held back: the caller warns once for the whole input."""
+    from jaxmem.scoring import score_after_prefix, score_texts
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".* texts are longer than")
+        warnings.filterwarnings("ignore", message=r"The prefix has .* tokens")
+        if prefix is not None:
+            return score_after_prefix(params, cfg, tokenizer, prefix, texts, **kw)
         return score_texts(params, cfg, tokenizer, texts, **kw)
 
 
@@ -437,15 +441,28 @@ def score_file(params, cfg, tokenizer, inp: InputFile, settings: dict, *,
 
 # ----------------------------------------------------------------------------- attacks
 
+def _warn_prefix_cut(prefix: str | None, cfg, tokenizer, block_size: int) -> None:
+    """ReCaLL's prefix-cut warning, once for the whole input (the chunks hold theirs back)."""
+    from jaxmem.scoring import prefix_ids
+
+    if prefix is not None:
+        prefix_ids(tokenizer, prefix, cfg.max_positions - block_size)
+
 def attack_settings(members: InputFile, nonmembers: InputFile, acfg, *,
                     chunk_size: int = CHUNK_SIZE, **extra) -> dict:
     """What a streamed attack's per-example scores are: both inputs, the attacks, the scoring
     settings and ``extra`` (model, run, reference). The bootstrap settings are left out: the
     metrics are computed from the scores at the end, so they may change on a resume."""
+    from jaxmem.attacks import needs
+
+    inputs = needs(acfg.attacks)  # the settings of DC-PDD and ReCaLL, only where they are used
+    own = ({"dcpdd_corpus": acfg.dcpdd_corpus} if "frequencies" in inputs else {}) | (
+        {"recall_prefix": acfg.recall_prefix, "recall_shots": acfg.recall_shots}
+        if "recall" in inputs else {})
     return {"kind": "attack", "members": members.identity(), "nonmembers": nonmembers.identity(),
             "attacks": list(acfg.attacks), "block_size": acfg.block_size,
             "batch_size": acfg.batch_size, "dtype": acfg.dtype, "chunk_size": chunk_size,
-            **extra}
+            **own, **extra}
 
 
 def _text_key(text: str) -> bytes:
@@ -471,14 +488,15 @@ def _kept_nonmembers(members: InputFile, nonmembers: InputFile) -> np.ndarray:
 def attack_files(params, cfg, tokenizer, members: InputFile, nonmembers: InputFile, acfg, *,
                  out_dir: str | os.PathLike, settings: dict, reference_params=None,
                  overwrite: bool = False, title: str = "", mesh=None,
-                 chunk_size: int = CHUNK_SIZE,
+                 chunk_size: int = CHUNK_SIZE, prefix_texts: Sequence[str] | None = None,
                  after_chunk: Callable[[int], None] | None = None) -> dict:
     """:func:`jaxmem.audit.run_attacks_on` for two files of any size, resumable.
 
     Members, then the non-members that copy no member, form one stream of texts; each chunk of
-    it gets the target's scoring pass (plus the reference's for Ref, and the lowercased texts'
-    for Lowercase), every attack's per-example score, and its rows in ``scores.parquet``'s
-    parts. At the end the metrics come from the score columns read back, and the attack
+    it gets the target's scoring pass (plus the reference's for Ref and EZ-MIA, the lowercased
+    texts' for Lowercase, and the texts' after the non-member prefix for ReCaLL), every attack's
+    per-example score, and its rows in ``scores.parquet``'s parts. DC-PDD's frequency table is
+    built once before the first chunk (its corpus minus the texts of both files, streamed). At the end the metrics come from the score columns read back, and the attack
     folder holds what :func:`run_attacks_on` writes. With no more texts than ``chunk_size``,
     the scores are bit-identical to :func:`run_attacks_on`'s (one chunk, the same batches).
 
@@ -487,14 +505,16 @@ def attack_files(params, cfg, tokenizer, members: InputFile, nonmembers: InputFi
       acfg: an :class:`jaxmem.audit.AuditConfig`.
       out_dir: the attack folder, claimed by the caller (:func:`jaxmem.runs.claim_attack_dir`).
       settings: the run's identity (:func:`attack_settings`).
-      reference_params: the Ref attack's reference; Ref is skipped (with a warning) without one.
+      reference_params: the reference of Ref and EZ-MIA; they are skipped (with a warning)
+        without one.
+      prefix_texts: ReCaLL's held-out prefix texts, when ``acfg.recall_prefix`` names no file.
       overwrite, mesh, chunk_size, after_chunk: as :func:`score_file`.
 
     Returns:
       {"metrics", "scores", "labels", "info"}, as :func:`run_attacks_on` (no token stats).
     """
     from jaxmem import attacks as A
-    from jaxmem.audit import write_summary
+    from jaxmem import audit
     from jaxmem.bootstrap import summarize
 
     if acfg.block_size > cfg.max_positions:
@@ -504,12 +524,18 @@ def attack_files(params, cfg, tokenizer, members: InputFile, nonmembers: InputFi
     specs = list(acfg.attacks)
     extra = A.needs(specs)
     if "reference" in extra and reference_params is None:
-        warnings.warn("No reference model given: the ref attack is skipped.", stacklevel=2)
-        specs = [s for s in specs if s.partition(":")[0] != "ref"]
-        extra.discard("reference")
+        specs, extra = audit.skip_reference_attacks(specs)
     names = [A.parse_attack(s)[0] for s in specs]
     kw = dict(batch_size=acfg.batch_size, block_size=acfg.block_size, dtype=acfg.dtype,
               mesh=mesh)
+
+    def audited():  # both files again, one text at a time (only hashes are kept)
+        return itertools.chain(members.texts(), nonmembers.texts())
+
+    prefix = (audit.recall_prefix(acfg, prefix_texts, audited()) if "recall" in extra
+              else None)
+    frequencies = (audit.dcpdd_frequencies(tokenizer, cfg.vocab_size, acfg.dcpdd_corpus,
+                                           audited()) if "frequencies" in extra else None)
     table = ChunkedTable(Path(out_dir) / runs.SCORES, settings, overwrite=overwrite)
     n_total = members.n_texts + int(keep.sum())
     stream = itertools.chain(
@@ -527,8 +553,11 @@ def attack_files(params, cfg, tokenizer, members: InputFile, nonmembers: InputFi
                          else _score_chunk(reference_params, cfg, tokenizer, texts, kw))
         lower = (_score_chunk(params, cfg, tokenizer, [t.lower() for t in texts], kw)
                  if "lowercase" in extra else None)
+        after = (_score_chunk(params, cfg, tokenizer, texts, kw, prefix=prefix)
+                 if prefix is not None else None)
         scores = A.run_attacks(specs, A.AttackInputs(target=target, texts=texts,
-                                                     reference=reference, lowercase=lower))
+                                                     reference=reference, lowercase=lower,
+                                                     recall=after, frequencies=frequencies))
         n_tok = target.n_tokens
         rows = [{"index": table.done + i, "member": member, "n_tokens": int(n_tok[i]),
                  **{k: float(v[i]) for k, v in scores.items()}, "text": text[:200]}
@@ -543,6 +572,7 @@ def attack_files(params, cfg, tokenizer, members: InputFile, nonmembers: InputFi
             after_chunk(table.done)
     bar.close()
     _warn_truncated(state["n_truncated"], n_total, acfg.block_size)
+    _warn_prefix_cut(prefix, cfg, tokenizer, acfg.block_size)
     cols = table.read_columns(["member", *names])
     labels = cols.pop("member").astype(bool)
     metrics = {name: summarize(s, labels, n_boot=acfg.n_boot, seed=acfg.seed,
@@ -553,6 +583,6 @@ def attack_files(params, cfg, tokenizer, members: InputFile, nonmembers: InputFi
     result = {"metrics": metrics, "scores": cols, "labels": labels, "info": info}
     table.finish(cleanup=False)
     if table.writer:
-        write_summary(Path(out_dir), result, title)  # metrics.json last: it marks the folder done
+        audit.write_summary(Path(out_dir), result, title)  # metrics.json last: it marks the folder done
     table.cleanup()
     return result

@@ -365,7 +365,8 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
                 return run_attacks_on(params, cfg, tok, corpus.members, corpus.nonmembers, acfg,
                                       reference_params=base, out_dir=where, overwrite=True,
                                       title=title, reference_stats=base_stats,
-                                      target_stats=base_stats if is_base else None, mesh=mesh)
+                                      target_stats=base_stats if is_base else None, mesh=mesh,
+                                      prefix_texts=corpus.validation)
 
             # epoch 0: the base model itself, the floor every method starts from
             where = runs.study_attack_dir(out, model_name, dataset, "base", 0)
