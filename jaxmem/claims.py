@@ -240,6 +240,9 @@ def claim4_lines(rows, model, attack, scores=None, n_boot: int = 1000, seed: int
     """
     sub = [r for r in rows if r["model"] == model and r["attack"] == attack
            and r["method"] != "base"]
+    # like claims 1 and 2: a method far from the base model's utility on a dataset says nothing
+    flagged = {d: not_comparable(rows, model, d) for d in dict.fromkeys(r["dataset"] for r in sub)}
+    sub = [r for r in sub if r["method"] not in flagged[r["dataset"]]]
     datasets = list(dict.fromkeys(r["dataset"] for r in sub))
     struct = [d for d in datasets if (d in structured if structured is not None
                                       else is_structured(d))]

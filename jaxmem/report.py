@@ -540,7 +540,7 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
                        timings: list[dict] | None = None) -> Path:
     """Writes ``report.md`` and ``figures/*.png`` for a study's result rows; ``timings``
     (:meth:`jaxmem.profiling.Profile.table` rows of this session) become its last table."""
-    from jaxmem.claims import claim_lines, score_reader  # it imports this module
+    from jaxmem.claims import claim4_lines, claim_lines, score_reader  # it imports this module
 
     out = Path(out)
     fig_dir = out / runs.FIGURES
@@ -588,6 +588,9 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
         lines += [note, ""] if note else []
         lines += claim_lines(rows, model, dataset, attack, score_reader(out, model, dataset),
                              n_boot=scfg.audit.n_boot, seed=scfg.audit.seed)
+    for model in dict.fromkeys(r["model"] for r in rows):  # claim 4 spans the datasets
+        lines += claim4_lines(rows, model, attack, lambda d, m=model: score_reader(out, m, d),
+                              n_boot=scfg.audit.n_boot, seed=scfg.audit.seed)
     lines += ["## Figures", "", "![AUC by epoch](figures/auc_vs_epoch.png)", "",
               "![validation perplexity](figures/ppl_vs_epoch.png)", ""]
     if has_dist:
