@@ -10,7 +10,7 @@ METHODS = ("lora", "prompt", "ptuning")
 
 
 def _rows(datasets=("default", "infobox"), epoch=2):
-    return [{"model": "m", "dataset": d, "method": m, "epoch": epoch, "attack": "loss"}
+    return [{"model": "m", "dataset": d, "method": m, "epoch": epoch, "attack": "loss", "val_ppl": 10.0}
             for d in datasets for m in METHODS]
 
 
@@ -68,7 +68,7 @@ def test_claim4_reproduced_matches_a_float64_reference():
     assert "By method: prompt +" in line and "P-tuning +" in line
     assert "base model" not in line  # no base rows: nothing to say
     rows = _rows() + [{"model": "m", "dataset": d, "method": "base", "epoch": 0,
-                       "attack": "loss", "auc": a} for d, a in (("default", .6), ("infobox", .45))]
+                       "attack": "loss", "auc": a, "val_ppl": 10.0} for d, a in (("default", .6), ("infobox", .45))]
     line = _line(claim4_lines(rows, "m", "loss", read, n_boot=300, seed=0))
     assert "already has AUC 0.450 on infobox and 0.600 on default (-0.150)" in line
 
@@ -111,3 +111,20 @@ def test_claim4_config_tests_the_claim():
     assert cfg.n_members >= 128 and cfg.n_nonmembers >= 128 and cfg.n_train >= cfg.n_members
     assert {"loss", "ref"} <= set(cfg.audit.attacks)
     assert cfg.attack_epochs == (cfg.train.epochs,)
+
+
+def test_claim4_leaves_out_a_method_not_at_comparable_utility():
+    """P-tuning's infobox perplexity is 3x the base model's: only prompt tuning is read there."""
+    strength = {("default", "lora"): 1.5, ("default", "prompt"): 0.1, ("default", "ptuning"): 0.2,
+                ("infobox", "lora"): 1.5, ("infobox", "prompt"): 1.2, ("infobox", "ptuning"): 1.0}
+    tables, read = _tables(strength)
+    rows = [dict(r, val_ppl=30.0) if (r["dataset"], r["method"]) == ("infobox", "ptuning") else r
+            for r in _rows()]
+    rows += [{"model": "m", "dataset": d, "method": "base", "epoch": 0, "attack": "loss",
+              "auc": 0.5, "val_ppl": 10.0} for d in ("default", "infobox")]
+    line = _line(claim4_lines(rows, "m", "loss", read, n_boot=300, seed=0))
+    assert "P-tuning" not in line
+    got = _value(line, "reproduced: ")
+    auc = {d: _auc_loop(t[("prompt", 2)]["loss"], t[("prompt", 2)]["member"])
+           for d, t in tables.items()}
+    assert got == round(auc["infobox"] - auc["default"], 3)
