@@ -308,7 +308,12 @@ def _tpr_cell(m: dict, key: str):
 
 
 def metrics_table(metrics: dict) -> list[dict]:
-    """Rows for a Markdown table: attack, AUC [CI], TPR at 10/1/0.1% FPR."""
+    """Rows for a Markdown table: attack, AUC [CI], TPR at 10/1/0.1% FPR, and which attack is
+    the strongest (:func:`jaxmem.report.strongest_attack`: highest TPR at the lowest FPR the
+    non-members support)."""
+    from jaxmem.report import strongest_attack
+
+    best = strongest_attack(metrics)
     rows = []
     for name, m in metrics.items():
         ci = m.get("auc_ci")
@@ -316,5 +321,7 @@ def metrics_table(metrics: dict) -> list[dict]:
                      "AUC 95% CI": f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "",
                      "TPR@10%FPR": _tpr_cell(m, "tpr@10%fpr"),
                      "TPR@1%FPR": _tpr_cell(m, "tpr@1%fpr"),
-                     "TPR@0.1%FPR": _tpr_cell(m, "tpr@0.1%fpr")})
+                     "TPR@0.1%FPR": _tpr_cell(m, "tpr@0.1%fpr"),
+                     "strongest": (f"yes (TPR at {best['fpr'] * 100:g}% FPR)"
+                                   if best and best["attack"] == name else "")})
     return rows

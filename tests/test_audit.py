@@ -32,6 +32,10 @@ def test_pipeline_writes_every_file(tmp_path):
     assert m["metrics"]["loss"]["tpr@1%fpr"] is None
     assert m["metrics"]["loss"]["tpr_na"]["tpr@1%fpr"] == "n/a (needs >= 100 non-members)"
     assert metrics_table(res["metrics"])[0]["TPR@1%FPR"] == "n/a (needs >= 100 non-members)"
+    # exactly one attack is marked strongest: the highest TPR at 10% FPR (ties: higher AUC)
+    marked = [r["attack"] for r in metrics_table(res["metrics"]) if r["strongest"]]
+    top = max(m["metrics"].items(), key=lambda kv: (kv[1]["tpr@10%fpr"], kv[1]["auc"]))[0]
+    assert marked == [top]
     with pytest.raises(FileExistsError, match="already holds results"):
         run_attacks_on(params, cfg, CharTok(), _texts(20, 0), _texts(20, 1),
                        AuditConfig(block_size=48, n_boot=50), out_dir=tmp_path)
