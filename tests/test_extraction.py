@@ -1,0 +1,101 @@
+"""Verbatim extraction measures against plain float64 numpy loops over the full forward pass."""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import CharTok, tiny_hf_model, to_jaxmem
+from jaxmem.extraction import (ExtractionConfig, discoverable_prob, extraction_metrics,
+                               extraction_stats)
+from jaxmem.generate import GenerateConfig, generate
+from jaxmem.models import logits
+
+P, S = 6, 5
+
+
+@pytest.fixture(scope="module")
+def model():
+    return to_jaxmem(tiny_hf_model("llama", num_key_value_heads=2))
+
+
+def _reference(params, cfg, seqs, n_samples, p):
+    """Greedy decoding and p_x by the full forward pass (no cache, no scoring module), float64."""
+    rows = []
+    for s in seqs:
+        if len(s) < P + S:
+            continue
+        ids = list(s[:P])
+        for _ in range(S):  # greedy, one full pass per token
+            ids.append(int(np.asarray(logits(params, cfg, jnp.asarray([ids])))[0, -1].argmax()))
+        z = np.asarray(logits(params, cfg, jnp.asarray([list(s[:P + S])])), np.float64)[0]
+        log_px = 0.0
+        for t in range(P, P + S):  # log p(x_t | x_<t), from the logits at position t - 1
+            row = z[t - 1]
+            log_px += row[s[t]] - (row.max() + math.log(np.exp(row - row.max()).sum()))
+        gen, true = ids[P:], list(s[P:P + S])
+        rows.append((gen == true, sum(a == b for a, b in zip(gen, true)) / S, log_px))
+    extracted, match, log_px = map(np.array, zip(*rows))
+    disc = {n: np.mean([1 - (1 - math.exp(lp)) ** n >= p for lp in log_px]) for n in n_samples}
+    return extracted, match, log_px, disc
+
+
+def test_measures_match_a_numpy_loop(model):
+    params, cfg = model
+    rng = np.random.default_rng(0)
+    prompts = [[int(t) for t in rng.integers(1, cfg.vocab_size, P)] for _ in range(5)]
+    greedy = generate(params, cfg, prompts, GenerateConfig(max_new_tokens=S))
+    seqs = [p + g.tolist() for p, g in zip(prompts, greedy)]  # extracted by construction
+    seqs[1][-1] = (seqs[1][-1] + 1) % cfg.vocab_size  # one suffix token off: not extracted
+    seqs[2][P] = (seqs[2][P] + 1) % cfg.vocab_size
+    seqs += [[int(t) for t in rng.integers(1, cfg.vocab_size, n)] for n in (P + S, 20, 4)]
+    ecfg = ExtractionConfig(prefix_len=P, suffix_len=S, n_samples=(1, 10, 1000), p=0.5,
+                            batch_size=3)
+    got = extraction_stats(params, cfg, seqs, ecfg)
+    extracted, match, log_px, disc = _reference(params, cfg, seqs, ecfg.n_samples, ecfg.p)
+    assert got["n_texts"] == 8 and got["n_skipped"] == 1 and got["n_evaluated"] == 7
+    assert got["per_text"]["index"] == [0, 1, 2, 3, 4, 5, 6]
+    np.testing.assert_array_equal(got["per_text"]["extracted"], extracted)
+    assert extracted[[0, 3, 4]].all() and not extracted[[1, 2]].any()
+    np.testing.assert_allclose(got["per_text"]["token_match"], match)
+    np.testing.assert_allclose(got["per_text"]["log_px"], log_px, rtol=1e-5)
+    assert got["k_extractable_rate"] == pytest.approx(extracted.mean())
+    assert got["token_match"] == pytest.approx(match.mean())
+    for n in ecfg.n_samples:
+        assert got["discoverable"][f"n={n},p=0.5"] == pytest.approx(disc[n])
+    assert len(set(got["discoverable"].values())) > 1  # the grid is not vacuous here
+
+
+def test_discoverable_prob_is_exact_in_the_tails():
+    lp = np.log(np.array([1.0, 0.5, 1e-12, 0.0 + 1e-300]))
+    n = 1000
+    ref = [1.0, 1 - 0.5 ** n, 1e-9 * (1 - 999 * 1e-12 / 2), 1e-297]
+    np.testing.assert_allclose(discoverable_prob(lp, n), ref, rtol=1e-9)
+
+
+def test_extraction_metrics_members_and_control(model):
+    params, cfg = model
+    ecfg = ExtractionConfig(prefix_len=4, suffix_len=3, n_samples=("1", "100"), batch_size=4)
+    assert ecfg.n_samples == (1, 100)
+    out = extraction_metrics(params, cfg, CharTok(), ["abcdefghij", "abc", "hello world"],
+                             ["zyxwvutsrq"], ecfg)
+    assert out["config"]["prefix_len"] == 4
+    assert out["members"]["n_skipped"] == 1 and out["members"]["n_evaluated"] == 2
+    assert out["nonmembers"]["n_evaluated"] == 1
+    assert set(out["members"]["discoverable"]) == {"n=1,p=0.5", "n=100,p=0.5"}
+    empty = extraction_metrics(params, cfg, CharTok(), ["ab"], ["cd"], ecfg)
+    assert math.isnan(empty["members"]["k_extractable_rate"])
+
+
+def test_bad_config_is_refused(model):
+    params, cfg = model
+    with pytest.raises(ValueError, match="prefix_len"):
+        ExtractionConfig(prefix_len=0)
+    with pytest.raises(ValueError, match="n_samples"):
+        ExtractionConfig(n_samples=("ten",))
+    with pytest.raises(ValueError, match=r"in \(0, 1\]"):
+        ExtractionConfig(p=1.5)
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        extraction_stats(params, cfg, [[1] * 200], ExtractionConfig(prefix_len=100,
+                                                                    suffix_len=100))
