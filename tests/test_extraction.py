@@ -105,3 +105,33 @@ def test_bad_config_is_refused(model):
     with pytest.raises(ValueError, match="exceeds the model's context"):
         extraction_stats(params, cfg, [[1] * 200], ExtractionConfig(prefix_len=100,
                                                                     suffix_len=100))
+
+
+def test_cli_extract(tmp_path, capsys):
+    """``jaxmem extract`` on a saved tiny model: a member file whose suffixes the model
+    continues greedily is extracted, random non-members are not."""
+    import json
+
+    from conftest import save_tiny_tokenizer
+    from jaxmem.cli import main
+
+    model = tiny_hf_model("llama", num_key_value_heads=2)
+    model.save_pretrained(tmp_path / "m")
+    save_tiny_tokenizer(tmp_path / "m")
+    params, cfg = to_jaxmem(model)
+    rng = np.random.default_rng(0)
+    prompts = [[int(t) for t in rng.integers(0, 96, 4)] for _ in range(3)]
+    greedy = generate(params, cfg, prompts, GenerateConfig(max_new_tokens=3))
+    words = lambda ids: " ".join(f"w{i}" for i in ids)  # noqa: E731
+    (tmp_path / "m.txt").write_text("\n".join(words(p + g.tolist())
+                                              for p, g in zip(prompts, greedy)))
+    (tmp_path / "n.txt").write_text("\n".join(words(rng.integers(0, 96, 7)) for _ in range(3)))
+    out = tmp_path / "x.json"
+    assert main(["extract", "--model", str(tmp_path / "m"), "--members", str(tmp_path / "m.txt"),
+                 "--nonmembers", str(tmp_path / "n.txt"), "--prefix-len", "4",
+                 "--suffix-len", "3", "--n-samples", "1,1000", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["members"]["k_extractable_rate"] == 1.0
+    assert res["nonmembers"]["k_extractable_rate"] < 1.0
+    assert "k_extractable_rate" in capsys.readouterr().out
+    assert main(["extract", "--prefix-len", "0", "--members", "a", "--nonmembers", "b"]) == 2
