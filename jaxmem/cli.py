@@ -4,6 +4,7 @@
     jaxmem train --method lora --run-dir DIR [--corpus default] [--epochs 3]
     jaxmem attack --members M --nonmembers N [--model ...] [--out-dir DIR]
     jaxmem study CONFIG.yaml --out-dir DIR [--set train.epochs=3]
+    jaxmem extract --members M --nonmembers N [--prefix-len 32 --suffix-len 32] [--out F.json]
 
 Every command takes --mesh (shard over several devices: auto, DATAxFSDP such as 4x2, or xFSDP)
 and --distributed (several processes: one per TPU host or per GPU, each running this command).
@@ -231,6 +232,69 @@ def cmd_study(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- jaxmem extract
+
+def cmd_extract(args) -> int:
+    """Verbatim extraction (jaxmem.extraction) of members vs non-members, on one device."""
+    import json
+
+    from jaxmem.extraction import ExtractionConfig, extraction_metrics
+    from jaxmem.runs import atomic_write
+
+    ecfg = dataclass_from_args(ExtractionConfig, args)  # bad numbers cost nothing
+    if args.mesh is not None:
+        raise ValueError("jaxmem extract runs on one device; drop --mesh / --distributed.")
+    if args.run_dir:
+        _follow_run(args)
+    if args.members or args.nonmembers:
+        from jaxmem.data.files import read_text_file
+
+        if not (args.members and args.nonmembers):
+            raise ValueError("--members and --nonmembers go together.")
+        members, nonmembers = (read_text_file(f, text_column=args.text_column)
+                               for f in (args.members, args.nonmembers))
+    else:
+        c = _corpus(args)
+        members, nonmembers = c.members, c.nonmembers
+    params, cfg, tok = _load(args, args.model)
+    if args.run_dir:
+        from jaxmem.trainer import load_checkpoint
+        params, _ = load_checkpoint(args.run_dir, params, cfg, tok, epoch=args.epoch)
+    res = extraction_metrics(params, cfg, tok, members, nonmembers, ecfg, progress=True)
+    keys = ("n_evaluated", "n_skipped", "k_extractable_rate", "token_match")
+    print(markdown_table([{"texts": name, **{k: res[name][k] for k in keys},
+                           **res[name]["discoverable"]} for name in ("members", "nonmembers")]))
+    if args.out:
+        atomic_write(args.out, json.dumps(res, indent=1))
+        print(f"\nwrote {args.out}")
+    return 0
+
+
+def _add_extract_parser(sub) -> None:
+    from jaxmem.extraction import ExtractionConfig
+    from jaxmem.models import DEFAULT_MODEL
+
+    e = sub.add_parser("extract", help="verbatim extraction: k-extractable rate and (n, p)-"
+                       "discoverable extraction of members vs non-members")
+    e.add_argument("--model", default=DEFAULT_MODEL, help="the base model")
+    e.add_argument("--run-dir", help="a jaxmem train run: measure its checkpoint")
+    e.add_argument("--epoch", type=int, default=None, help="which epoch (default: last)")
+    e.add_argument("--members", help="file of member texts (instead of --corpus)")
+    e.add_argument("--nonmembers", help="file of non-member texts")
+    _add_corpus_args(e)
+    e.add_argument("--seed", type=int, default=0, help="seed of the corpus split (default: 0)")
+    add_dataclass_args(e, ExtractionConfig, defaults={"n_samples": ("1", "10", "100", "1000")})
+    e.add_argument("--out", help="write the metrics and per-text results as JSON")
+    _add_scale_args(e)
+    _add_tokenizer_arg(e)
+    e.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show tracebacks")
+    e.set_defaults(func=cmd_extract, block_size=None)
+
+
+# ----------------------------------------------------------------------------- (end of extract)
+
+
 def _load(args, name):
     """load_model, with the attention kernel chosen by --attention."""
     from jaxmem.models import load_model
@@ -412,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                    help="show tracebacks")
     st.set_defaults(func=cmd_study)
+    _add_extract_parser(sub)
     return p
 
 

@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -134,10 +135,12 @@ class _Section(nn.Module):
 class Attention(_Section):
     """Grouped-query self-attention (MHA, GQA, MQA); RoPE (Llama) or none (GPT-2 adds learned
     positions to the input). ``prefix`` [2, n, KV, Dh]: prefix-tuning keys and values, prepended
-    and never rotated."""
+    and never rotated. ``cache`` (k, v) [B, S, KV, Dh]: this call's keys and values (prefix
+    first) are written at slot ``index`` and the queries attend over all S slots (``mask``
+    [B, T, S]). Returns (output, updated cache or None)."""
 
     @nn.compact
-    def __call__(self, x, positions, mask, prefix=None):
+    def __call__(self, x, positions, mask, prefix=None, cache=None, index=None):
         cfg = self.cfg
         b, t, _ = x.shape
         h, kvh, dh = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
@@ -157,10 +160,14 @@ class Attention(_Section):
         if prefix is not None:
             pk, pv = (jnp.broadcast_to(z.astype(k.dtype), (b, *z.shape)) for z in prefix)
             k, v = jnp.concatenate([pk, k], axis=1), jnp.concatenate([pv, v], axis=1)
+        if cache is not None:
+            k, v = (jax.lax.dynamic_update_slice(c, z.astype(c.dtype), (0, index, 0, 0))
+                    for c, z in zip(cache, (k, v)))
+            cache = (k, v)
         out = attention(q, k, v, mask, cfg.attention_impl)
         name = "c_proj" if cfg.arch == "gpt2" else "o_proj"
         return self.dense("attn", name, cfg.d_model, ("heads", "embed"),
-                          cfg.attention_bias or cfg.arch == "gpt2")(out)
+                          cfg.attention_bias or cfg.arch == "gpt2")(out), cache
 
 
 class MLP(_Section):
@@ -181,16 +188,17 @@ class MLP(_Section):
 
 class Block(_Section):
     """One pre-norm transformer block: attention then MLP, each with a residual. Written as a
-    scan body: (x, this layer's prefix) -> (x, None)."""
+    scan body: (x, this layer's prefix and KV cache) -> (x, its updated cache or None)."""
 
     @nn.compact
-    def __call__(self, x, prefix, positions, mask):
+    def __call__(self, x, prefix, positions, mask, cache=None, index=None):
         kw = dict(cfg=self.cfg, adapters=self.adapters, lora_dropout=self.lora_dropout,
                   deterministic=self.deterministic)
         y = Norm(self.cfg, name="attn_norm")(x)
-        x = x + Attention(**kw, name="attn")(y, positions, mask, prefix)
+        y, cache = Attention(**kw, name="attn")(y, positions, mask, prefix, cache, index)
+        x = x + y
         y = Norm(self.cfg, name="mlp_norm")(x)
-        return x + MLP(**kw, name="mlp")(y), None
+        return x + MLP(**kw, name="mlp")(y), cache
 
 
 class LMHead(nn.Module):
@@ -205,6 +213,32 @@ class LMHead(nn.Module):
                       (d_model, self.vocab_size))
 
 
+class KVCache(NamedTuple):
+    """Keys and values of the tokens seen so far, for decoding one token at a time.
+
+    Slots fill left to right: prefix-tuning keys first, then soft-prompt tokens, then the
+    (left-padded) prompt, then each generated token. Every row writes the same slot at each
+    call, so one scalar ``index`` serves the batch; ``mask`` marks the slots that hold a real
+    key (padding slots stay False, so they are never attended).
+
+    Attributes:
+      k, v: [L, B, S, KV, Dh] in the compute dtype (the layout :func:`attention` takes).
+      mask: bool [B, S], True where a slot holds a real key.
+      index: int32 [], the next slot to write.
+    """
+
+    k: jax.Array
+    v: jax.Array
+    mask: jax.Array
+    index: jax.Array
+
+    @classmethod
+    def empty(cls, cfg: ModelConfig, batch: int, slots: int, dtype=jnp.float32) -> "KVCache":
+        """A zeroed cache of ``slots`` slots (prefix + soft prompt + prompt + new tokens)."""
+        kv = jnp.zeros((cfg.n_layers, batch, slots, cfg.n_kv_heads, cfg.head_dim), dtype)
+        return cls(kv, kv, jnp.zeros((batch, slots), bool), jnp.zeros((), jnp.int32))
+
+
 class Decoder(_Section):
     """The causal decoder: embeddings, soft prompt, prefix, scanned blocks, final norm.
 
@@ -214,10 +248,17 @@ class Decoder(_Section):
     (soft prompts) take positions 0..n-1 and are dropped from the output; prefix tuning shifts
     real positions by n as a cache of n tokens would, as PEFT does. The compute dtype is the
     params' dtype (:func:`hidden_states` casts them).
+
+    With a :class:`KVCache` it returns (hidden states, updated cache): the call's keys and
+    values are written into the cache and its tokens attend to every real slot up to their
+    own. An empty cache is a prefill (the prefix and soft prompt go in first);
+    ``continuing=True`` appends to a filled cache, which already holds them. Positions then
+    continue from the number of real slots, so prefill + steps equal one full pass.
     """
 
     @nn.compact
-    def __call__(self, input_ids, attention_mask=None):
+    def __call__(self, input_ids, attention_mask=None, cache: KVCache | None = None,
+                 continuing: bool = False):
         cfg, ad = self.cfg, self.adapters
         b, t = input_ids.shape
         if attention_mask is None:
@@ -227,38 +268,52 @@ class Decoder(_Section):
         x = _param(self, "wte", normal, ("vocab", "embed"), (cfg.vocab_size, cfg.d_model))[input_ids]
 
         n_virtual = 0
-        if ad.soft_prompt is not None:
+        if ad.soft_prompt is not None and not continuing:
             virt = SoftPrompt(ad.soft_prompt, cfg.d_model, name=SOFT_PROMPT)().astype(x.dtype)
             n_virtual = virt.shape[0]
             x = jnp.concatenate([jnp.broadcast_to(virt, (b, *virt.shape)), x], axis=1)
             attention_mask = jnp.concatenate([jnp.ones((b, n_virtual), bool), attention_mask], 1)
         n_prefix, prefix = 0, None
-        if ad.prefix is not None:
+        if ad.prefix is not None and not continuing:
             prefix = Prefix(ad.prefix, cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, name=PREFIX)()
             n_prefix = prefix.shape[2]
         positions = n_prefix + jnp.maximum(jnp.cumsum(attention_mask, axis=-1) - 1, 0)
+        if cache is not None:  # after the real tokens already cached (none at a prefill)
+            positions = positions + cache.mask.sum(-1, keepdims=True)
         if cfg.arch == "gpt2":
             wpe = _param(self, "wpe", normal, ("positions", "embed"), (cfg.max_positions, cfg.d_model))
             x = x + wpe[positions]
 
         s = x.shape[1]
-        mask = jnp.tril(jnp.ones((s, s), bool))[None] & attention_mask[:, None, :]
-        if n_prefix:
-            mask = jnp.concatenate([jnp.ones((b, s, n_prefix), bool), mask], axis=-1)
+        if cache is None:
+            mask = jnp.tril(jnp.ones((s, s), bool))[None] & attention_mask[:, None, :]
+            if n_prefix:
+                mask = jnp.concatenate([jnp.ones((b, s, n_prefix), bool), mask], axis=-1)
+        else:  # keys are cache slots: real ones up to the query's own slot
+            new = jnp.concatenate([jnp.ones((b, n_prefix), bool), attention_mask], axis=1)
+            slot_mask = jax.lax.dynamic_update_slice(cache.mask, new, (0, cache.index))
+            own_slot = cache.index + n_prefix + jnp.arange(s)
+            causal = jnp.arange(cache.mask.shape[1])[None, :] <= own_slot[:, None]
+            mask = causal[None] & slot_mask[:, None, :]
         block = Block
         if cfg.remat != "none":
             block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
         layers = nn.scan(block, variable_axes={"params": 0, "intermediates": 0},
                          split_rngs={"params": True, "dropout": True},
                          in_axes=(nn.broadcast if prefix is None else 0, nn.broadcast,
+                                  nn.broadcast, nn.broadcast if cache is None else 0,
                                   nn.broadcast),
                          length=cfg.n_layers, unroll=min(cfg.scan_unroll, cfg.n_layers),
                          metadata_params={nn.PARTITION_NAME: "layers"})
-        x, _ = layers(cfg, ad, self.lora_dropout, self.deterministic, name="layers")(
-            x, prefix, positions, mask)
+        kv = None if cache is None else (cache.k, cache.v)
+        x, kv = layers(cfg, ad, self.lora_dropout, self.deterministic, name="layers")(
+            x, prefix, positions, mask, kv, None if cache is None else cache.index)
         if not cfg.tie_embeddings or ad.untied_head:
             LMHead(cfg.vocab_size, name="lm_head")(cfg.d_model)
-        return Norm(cfg, name="final_norm")(x[:, n_virtual:])
+        h = Norm(cfg, name="final_norm")(x[:, n_virtual:])
+        if cache is None:
+            return h
+        return h, KVCache(*kv, slot_mask, cache.index + n_prefix + s)
 
 
 # ----------------------------------------------------------------------------- functional API
@@ -271,7 +326,8 @@ def cast_params(params, dtype):
 
 def hidden_states(params: dict, cfg: ModelConfig, input_ids: jax.Array,
                   attention_mask: jax.Array | None = None, *, dtype=jnp.float32,
-                  dropout_rng: jax.Array | None = None, lora_dropout: float = 0.0) -> jax.Array:
+                  dropout_rng: jax.Array | None = None, lora_dropout: float = 0.0,
+                  cache: KVCache | None = None, continuing: bool = False):
     """:class:`Decoder` applied to ``params`` with the adapters they carry.
 
     Args:
@@ -281,14 +337,17 @@ def hidden_states(params: dict, cfg: ModelConfig, input_ids: jax.Array,
       attention_mask: [B, T], 1 for real tokens and 0 for padding (any side).
       dtype: compute dtype (float32 or bfloat16); norms and softmax stay float32.
       dropout_rng, lora_dropout: LoRA dropout during training (off when ``dropout_rng`` is None).
+      cache, continuing: decoding with a :class:`KVCache` (see :class:`Decoder`;
+        :mod:`jaxmem.generate` drives it).
 
     Returns:
-      The final-normed hidden states [B, T, D] of the real tokens.
+      The final-normed hidden states [B, T, D] of the real tokens; with a ``cache``, a pair
+      (hidden states, updated cache).
     """
     train = dropout_rng is not None and lora_dropout > 0
     model = Decoder(cfg, Adapters.of(params), lora_dropout, deterministic=not train)
     return model.apply({"params": cast_params(params, dtype)}, input_ids, attention_mask,
-                       rngs={"dropout": dropout_rng} if train else None)
+                       cache, continuing, rngs={"dropout": dropout_rng} if train else None)
 
 
 def head_weight(params: dict) -> tuple[jax.Array, str]:
