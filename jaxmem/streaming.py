@@ -496,9 +496,10 @@ def attack_files(params, cfg, tokenizer, members: InputFile, nonmembers: InputFi
     it gets the target's scoring pass (plus the reference's for Ref and EZ-MIA, the lowercased
     texts' for Lowercase, and the texts' after the non-member prefix for ReCaLL), every attack's
     per-example score, and its rows in ``scores.parquet``'s parts. DC-PDD's frequency table is
-    built once before the first chunk (its corpus minus the texts of both files, streamed). At the end the metrics come from the score columns read back, and the attack
-    folder holds what :func:`run_attacks_on` writes. With no more texts than ``chunk_size``,
-    the scores are bit-identical to :func:`run_attacks_on`'s (one chunk, the same batches).
+    built once before the first chunk (its corpus minus the texts of both files, streamed). At
+    the end the metrics come from the score columns read back, and the attack folder holds what
+    :func:`run_attacks_on` writes. With no more texts than ``chunk_size``, the scores are
+    bit-identical to :func:`run_attacks_on`'s (one chunk, the same batches).
 
     Args:
       members, nonmembers: the scanned inputs (:func:`scan_input`).
@@ -583,6 +584,7 @@ def attack_files(params, cfg, tokenizer, members: InputFile, nonmembers: InputFi
     result = {"metrics": metrics, "scores": cols, "labels": labels, "info": info}
     table.finish(cleanup=False)
     if table.writer:
-        audit.write_summary(Path(out_dir), result, title)  # metrics.json last: it marks the folder done
+        # metrics.json last: it marks the folder done
+        audit.write_summary(Path(out_dir), result, title)
     table.cleanup()
     return result
