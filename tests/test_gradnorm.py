@@ -24,15 +24,17 @@ def _reference(params, cfg, labels, texts, which, p):
     """One jax.grad per unpadded text, then MIMIR's mean of per-tensor norms in float64 numpy."""
     tok = CharTok()
     flat_labels = traverse_util.flatten_dict(labels)
+
+    @jax.jit  # compiled once per text length; the texts below have two
+    @jax.grad
+    def grad(prm, ids):
+        logp, m = target_logp(prm, cfg, ids, jnp.ones_like(ids))
+        return -jnp.sum(jnp.where(m, logp, 0.0)) / jnp.sum(m)
+
     out = []
     for t in texts:
         ids = jnp.asarray([tok(t)["input_ids"]], jnp.int32)
-
-        def loss(prm):
-            logp, m = target_logp(prm, cfg, ids, jnp.ones_like(ids))
-            return -jnp.sum(jnp.where(m, logp, 0.0)) / jnp.sum(m)
-
-        grads = traverse_util.flatten_dict(jax.grad(loss)(params))
+        grads = traverse_util.flatten_dict(grad(params, ids))
         norms = []
         for path, g in grads.items():
             if path[-1] == "lora_scale" or (which == "trainable" and flat_labels[path] != TRAINABLE):
@@ -53,7 +55,9 @@ def test_grad_norm_matches_per_example_loop(tiny, method, which, p, micro):
     if method == "lora":  # lora_b starts at zero; make the adapter matter
         params = jax.tree_util.tree_map_with_path(
             lambda path, x: x + 0.1 if "lora_b" in jax.tree_util.keystr(path) else x, params)
-    texts = random_texts(7, seed=3)  # 7 texts, batch 4: a filler row and two lengths
+    # 6 texts of two lengths, batch 4: two buckets, and filler rows in the second batch
+    texts = [t[:12] for t in random_texts(4, seed=3, alphabet="abcdefgh")] + \
+        [t[:20] + "x" for t in random_texts(2, seed=4, alphabet="abcdefgh")]
     got = grad_norm_scores(params, cfg, labels, CharTok(), texts, which=which, p=p,
                            batch_size=4, micro_batch=micro, block_size=64)
     want = _reference(params, cfg, labels, texts, which, p)
