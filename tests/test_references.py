@@ -1,5 +1,6 @@
 """Reference models (one vmapped step for K adapters) and offline LiRA / RMIA."""
 
+import dataclasses
 import math
 
 import jax
@@ -11,7 +12,7 @@ from conftest import CharTok, random_texts, tiny_hf_model, to_jaxmem
 from jaxmem.references import (lira_offline, make_reference_step, param_axes,
                                reference_params, reference_splits, rmia_offline,
                                stack_references, train_references)
-from jaxmem.trainer import OptimConfig, TrainConfig, make_optimizer, make_train_step
+from jaxmem.trainer import OptimConfig, TrainConfig, make_optimizer, make_train_step, train
 from jaxmem.tuning import init_method
 
 
@@ -55,15 +56,23 @@ def test_vmapped_reference_step_equals_separate_steps(tiny, method):
     assert stacked["wte"].shape == params["wte"].shape
 
 
-def test_train_references_halves_and_shapes(tiny):
+def test_train_references_equal_ordinary_runs_on_their_halves(tiny, tmp_path):
     params, cfg = tiny
     pop = random_texts(10, seed=5)
-    refs = train_references(params, cfg, CharTok(), "lora", pop,
-                            TrainConfig(epochs=1, batch_size=2, block_size=48), n_refs=2)
+    tcfg = TrainConfig(epochs=2, batch_size=2, block_size=48, optim=OptimConfig(lr=1e-2))
+    refs = train_references(params, cfg, CharTok(), "lora", pop, tcfg, n_refs=2)
     assert refs.membership.shape == (2, 10)
     assert (refs.membership.sum(0) == 1).all() and (refs.membership.sum(1) == 5).all()
     assert refs.params["layers"]["attn"]["q_proj"]["lora_a"].shape[0] == 2
-    assert refs.train_loss.shape == (1, 2) and np.isfinite(refs.train_loss).all()
+    assert refs.train_loss.shape == (2, 2) and np.isfinite(refs.train_loss).all()
+    # reference k is the trainer's own run with seed + 1 + k on its half
+    k = 1
+    half = [t for t, m in zip(pop, refs.membership[k]) if m]
+    alone = train(params, cfg, CharTok(), "lora", half, pop[:2], tmp_path,
+                  dataclasses.replace(tcfg, seed=tcfg.seed + 1 + k), progress=False)
+    got = reference_params(refs.params, refs.labels, k)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(alone.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="even number"):
         reference_splits(10, 3)
 
