@@ -13,9 +13,11 @@ non-members, so the references see the members' articles and the non-members' ar
 references and flatter every reference attack). No population text is audited: offline.
 
 Attacks (higher = member): ``loss`` (target mean token log-likelihood), ``ref`` (minus the base
-model's), ``ref_mean_k`` (minus the mean over the K references'), ``lira_offline`` and
-``rmia_offline`` (:mod:`jaxmem.references`; the population is RMIA's z set, each z compared
-against the references that did not train on it), and ``grad_norm`` (MIMIR,
+model's), ``ref_mean_k`` (minus the mean over the K references'), ``lira_offline:global`` and
+``lira_offline:per_example`` (the two variance options), ``rmia_offline:a=A``
+(:mod:`jaxmem.references`; the population is RMIA's z set, each z compared against the
+references that did not train on it; ``rmia_a: tune`` picks A with
+:func:`jaxmem.references.tune_rmia_a` on the references alone), and ``grad_norm`` (MIMIR,
 :mod:`jaxmem.gradnorm`, over the method's trainable leaves) when ``grad_norm: true``.
 
 Outputs in ``--out-dir`` (every file atomic; a folder holding another config is refused unless
@@ -65,8 +67,7 @@ class ReferenceExperiment:
     n_population: int = 64
     n_validation: int = 16
     n_refs: int = 4
-    lira_variance: str = "global"
-    rmia_a: float = 0.3
+    rmia_a: float | str = "tune"
     rmia_gamma: float = 1.0
     grad_norm: bool = True
     train: TrainConfig = TrainConfig(epochs=1, block_size=32)
@@ -85,6 +86,10 @@ class ReferenceExperiment:
         from jaxmem.tuning import method_config
 
         method_config(self.method)  # an unknown method fails before any work
+        if self.rmia_a != "tune" and not (isinstance(self.rmia_a, (int, float))
+                                          and 0 <= self.rmia_a <= 1):
+            raise ValueError(f"rmia_a must be 'tune' or a number in [0, 1], got "
+                             f"{self.rmia_a!r}.")
         reference_splits(self.n_population, self.n_refs)  # so does a bad n_refs
 
     @classmethod
@@ -133,7 +138,7 @@ def run(exp: ReferenceExperiment, out_dir, *, overwrite: bool = False,
     from jaxmem.models import load_model
     from jaxmem.profiling import Profile, phase
     from jaxmem.references import (lira_offline, reference_log_likelihoods, rmia_offline,
-                                   train_references)
+                                   train_references, tune_rmia_a)
     from jaxmem.scoring import score_texts
     from jaxmem.trainer import train
 
@@ -169,13 +174,16 @@ def run(exp: ReferenceExperiment, out_dir, *, overwrite: bool = False,
                                                ("logp", "mu", "sigma", "mask", "token_ids",
                                                 "truncated")})
         inputs = A.AttackInputs(target=stats, texts=texts, reference=base_stats)
+        a, a_aucs = exp.rmia_a, None
+        if a == "tune":  # on the references and the population only: still offline
+            a, a_aucs = tune_rmia_a(ref_ll[:, n:], refs.membership, gamma=exp.rmia_gamma)
         scores = {"loss": A.loss(inputs), "ref": A.ref(inputs),
                   "ref_mean_k": target_ll[:n] - ref_ll[:, :n].mean(0),
-                  "lira_offline": lira_offline(target_ll[:n], ref_ll[:, :n],
-                                               variance=exp.lira_variance),
-                  "rmia_offline": rmia_offline(target_ll[:n], ref_ll[:, :n], target_ll[n:],
-                                               ref_ll[:, n:], z_ref_out=~refs.membership,
-                                               a=exp.rmia_a, gamma=exp.rmia_gamma)}
+                  **{f"lira_offline:{v}": lira_offline(target_ll[:n], ref_ll[:, :n], variance=v)
+                     for v in ("global", "per_example")},
+                  f"rmia_offline:a={a:g}": rmia_offline(
+                      target_ll[:n], ref_ll[:, :n], target_ll[n:], ref_ll[:, n:],
+                      z_ref_out=~refs.membership, a=a, gamma=exp.rmia_gamma)}
         if exp.grad_norm:
             with phase("gradient norms"):
                 scores["grad_norm"] = grad_norm_scores(res.params, cfg, res.labels, tok, texts,
@@ -187,6 +195,7 @@ def run(exp: ReferenceExperiment, out_dir, *, overwrite: bool = False,
             "n_population": len(population), "n_refs": exp.n_refs,
             "target_val_loss": res.history[-1]["val_loss"],
             "reference_train_loss": refs.train_loss[-1].tolist(),
+            "rmia_a": a, "rmia_a_tuning_auc": a_aucs,
             "wall_seconds": round(time.perf_counter() - t0, 1)}
     rows = [{"index": i, "member": bool(labels[i]), "text": texts[i][:200],
              **{k: float(v[i]) for k, v in scores.items()}} for i in range(n)]

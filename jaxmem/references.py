@@ -270,8 +270,8 @@ def lira_offline(target_ll, ref_ll, *, variance: str = "global") -> np.ndarray:
     return log_ndtr((logit_confidence(target) - mu) / sigma)
 
 
-def rmia_offline(target_ll, ref_ll, z_target_ll, z_ref_ll, *, z_ref_out=None, a: float = 0.3,
-                 gamma: float = 1.0) -> np.ndarray:
+def rmia_offline(target_ll, ref_ll, z_target_ll, z_ref_ll, *, ref_out=None, z_ref_out=None,
+                 a: float = 0.3, gamma: float = 1.0) -> np.ndarray:
     """Offline RMIA (Zarifzadeh et al., 2024, "Low-Cost High-Power Membership Inference
     Attacks"), as ml_privacy_meter's ``run_rmia``.
 
@@ -281,18 +281,21 @@ def rmia_offline(target_ll, ref_ll, z_target_ll, z_ref_ll, *, z_ref_out=None, a:
         LR(x)  = Pr(x | theta) / Pr(x),   and the same for each population sample z
         score(x) = (1/|Z|) sum_z 1[ LR(x) / LR(z) > gamma ]
 
-    The references are OUT for every audited x; a population sample z averages only over the
-    references that did not train on it (``z_ref_out``). ``a`` (default 0.3, the reference
-    code's) stands for how much an IN model would raise Pr(x) over the OUT average; the
-    reference code tunes it on a held-out reference model. ``gamma`` = 1 as in the reference
-    code (the paper sweeps it; the score ranks texts for any gamma).
+    The mean runs over the references that did not train on the text (``ref_out`` /
+    ``z_ref_out``; audited texts are OUT for every reference in the offline setting, the
+    default). ``a`` stands for how much an IN model would raise Pr(x) over the OUT average:
+    0.3 is the reference code's default, which also tunes it on a reference model
+    (:func:`tune_rmia_a`). For a language model Pr(x | theta) is small (a geometric-mean token
+    probability of a few percent), so with a small ``a`` the constant (1 - a)/2 dominates Pr(x)
+    and RMIA ranks texts as LOSS does; tuning matters. ``gamma`` = 1 as in the reference code.
 
     Args:
       target_ll: [N] mean token log-likelihoods of the audited texts under the target.
       ref_ll: [K, N] the same under the references.
       z_target_ll: [M] population samples under the target (which never trained on them).
       z_ref_ll: [K, M] population samples under the references.
-      z_ref_out: bool [K, M], True where reference k did not train on z (default: all True).
+      ref_out, z_ref_out: bool [K, N] / [K, M], True where reference k did not train on the
+        text (default: all True).
       a: in [0, 1].
       gamma: > 0.
 
@@ -308,24 +311,64 @@ def rmia_offline(target_ll, ref_ll, z_target_ll, z_ref_ll, *, z_ref_out=None, a:
         raise ValueError(f"a must be in [0, 1], got {a}.")
     if not gamma > 0:
         raise ValueError(f"gamma must be > 0, got {gamma}.")
-    out = np.ones_like(z_refs, bool) if z_ref_out is None else np.asarray(z_ref_out, bool)
-    if out.shape != z_refs.shape:
-        raise ValueError(f"z_ref_out has shape {out.shape}; it must match z_ref_ll "
-                         f"{z_refs.shape}.")
-    if not out.any(0).all():
-        raise ValueError(f"{int((~out.any(0)).sum())} population samples are IN for every "
-                         "reference, so nothing estimates their Pr(z); drop them.")
 
-    def p_marginal(p_out_mean):
-        return (1 + a) / 2 * p_out_mean + (1 - a) / 2
+    def p_marginal(ll, out, what):
+        out = np.ones_like(ll, bool) if out is None else np.asarray(out, bool)
+        if out.shape != ll.shape:
+            raise ValueError(f"The OUT mask of the {what} has shape {out.shape}; it must match "
+                             f"their log-likelihoods {ll.shape}.")
+        if not out.any(0).all():
+            raise ValueError(f"{int((~out.any(0)).sum())} {what} are IN for every reference, "
+                             "so nothing estimates their Pr(x); drop them.")
+        p_out = (np.exp(ll) * out).sum(0) / out.sum(0)
+        return (1 + a) / 2 * p_out + (1 - a) / 2
 
-    p_x = p_marginal(np.exp(refs).mean(0))
-    p_z = p_marginal((np.exp(z_refs) * out).sum(0) / out.sum(0))
-    ratio_x = np.exp(target) / p_x
-    ratio_z = np.exp(z_target) / p_z
+    ratio_x = np.exp(target) / p_marginal(refs, ref_out, "texts")
+    ratio_z = np.exp(z_target) / p_marginal(z_refs, z_ref_out, "population samples")
     return (ratio_x[:, None] / ratio_z[None, :] > gamma).mean(1)
+
+
+A_GRID = tuple(round(0.1 * i, 1) for i in range(11))
+
+
+def tune_rmia_a(pop_ref_ll, membership, *, gamma: float = 1.0,
+                grid: Sequence[float] = A_GRID) -> tuple[float, dict]:
+    """RMIA's offline ``a`` chosen without the target, as ml_privacy_meter's ``tune_offline_a``:
+    attack each reference in turn with the others and keep the ``a`` of the best mean AUC.
+
+    Reference k plays the target, the population texts are its members (IN for k) and
+    non-members, the other references (each only where OUT) estimate Pr(x), and k's
+    non-members are the z samples. Only population texts are read, so the audit stays offline.
+
+    Args:
+      pop_ref_ll: [K, P] mean token log-likelihoods of the population under the references.
+      membership: bool [K, P] (:attr:`References.membership`).
+
+    Returns:
+      (best a, {a: mean AUC over the K pseudo-targets}); ties go to the smaller a.
+    """
+    from jaxmem.metrics import roc_auc
+
+    ll, member = np.asarray(pop_ref_ll, np.float64), np.asarray(membership, bool)
+    if ll.shape != member.shape or ll.shape[0] < 4:
+        raise ValueError(f"tune_rmia_a needs log-likelihoods and membership of one shape with "
+                         f"at least 4 references (got {ll.shape} and {member.shape}); with 2, a "
+                         "non-member of one is a member of the other, so nothing is OUT for it.")
+    aucs = {}
+    for a in grid:
+        per_k = []
+        for k in range(ll.shape[0]):
+            others = [j for j in range(ll.shape[0]) if j != k]
+            z = ~member[k]
+            s = rmia_offline(ll[k], ll[others], ll[k, z], ll[others][:, z],
+                             ref_out=~member[others], z_ref_out=~member[others][:, z], a=a,
+                             gamma=gamma)
+            per_k.append(roc_auc(s, member[k]))
+        aucs[float(a)] = float(np.mean(per_k))
+    best = max(aucs, key=lambda a: (aucs[a], -a))
+    return best, aucs
 
 
 __all__ = ["References", "lira_offline", "logit_confidence", "make_reference_step",
            "param_axes", "reference_log_likelihoods", "reference_params", "reference_splits",
-           "rmia_offline", "stack_references", "train_references"]
+           "rmia_offline", "stack_references", "train_references", "tune_rmia_a"]

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import CharTok, random_texts, tiny_hf_model, to_jaxmem
-from jaxmem.references import (lira_offline, make_reference_step, param_axes,
+from jaxmem.references import (A_GRID, lira_offline, make_reference_step, param_axes,
                                reference_params, reference_splits, rmia_offline,
-                               stack_references, train_references)
+                               stack_references, train_references, tune_rmia_a)
 from jaxmem.trainer import OptimConfig, TrainConfig, make_optimizer, make_train_step, train
 from jaxmem.tuning import init_method
 
@@ -124,28 +124,67 @@ def _phi_all(x):
     return np.vectorize(_phi)(x)
 
 
-@pytest.mark.parametrize("a,gamma", [(0.3, 1.0), (0.0, 2.0), (1.0, 0.5)])
-def test_rmia_offline_matches_a_float64_loop(a, gamma):
-    target, refs, z_target, z_refs = _synthetic(seed=1)
+def _rmia_loop(target, refs, z_target, z_refs, ref_out, z_out, a, gamma):
+    """RMIA's score, one text and one z at a time, in float64 Python."""
     k = refs.shape[0]
-    z_out = np.ones_like(z_refs, bool)
-    z_out[0, ::2] = False  # some z were in reference 0's training half
-    z_out[1, 1::2] = False
 
     def pr_marginal(values):
         return (1 + a) / 2 * (sum(values) / len(values)) + (1 - a) / 2
 
     want = []
     for i in range(len(target)):
-        lr_x = math.exp(target[i]) / pr_marginal([math.exp(refs[j, i]) for j in range(k)])
+        outs = [math.exp(refs[j, i]) for j in range(k) if ref_out[j, i]]
+        lr_x = math.exp(target[i]) / pr_marginal(outs)
         hits = 0
         for q in range(len(z_target)):
             outs = [math.exp(z_refs[j, q]) for j in range(k) if z_out[j, q]]
             lr_z = math.exp(z_target[q]) / pr_marginal(outs)
             hits += lr_x / lr_z > gamma
         want.append(hits / len(z_target))
-    got = rmia_offline(target, refs, z_target, z_refs, z_ref_out=z_out, a=a, gamma=gamma)
+    return np.array(want)
+
+
+@pytest.mark.parametrize("a,gamma", [(0.3, 1.0), (0.0, 2.0), (1.0, 0.5)])
+def test_rmia_offline_matches_a_float64_loop(a, gamma):
+    target, refs, z_target, z_refs = _synthetic(seed=1)
+    ref_out = np.ones_like(refs, bool)
+    ref_out[2, ::3] = False
+    z_out = np.ones_like(z_refs, bool)
+    z_out[0, ::2] = False  # some z were in reference 0's training half
+    z_out[1, 1::2] = False
+    want = _rmia_loop(target, refs, z_target, z_refs, ref_out, z_out, a, gamma)
+    got = rmia_offline(target, refs, z_target, z_refs, ref_out=ref_out, z_ref_out=z_out, a=a,
+                       gamma=gamma)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    default = rmia_offline(target, refs, z_target, z_refs, z_ref_out=z_out, a=a, gamma=gamma)
+    np.testing.assert_allclose(default, _rmia_loop(target, refs, z_target, z_refs,
+                                                   np.ones_like(refs, bool), z_out, a, gamma))
+
+
+def test_tune_rmia_a_picks_the_best_mean_auc_of_the_pseudo_targets():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(2)
+    member = reference_splits(16, 4, seed=3)
+    ease = rng.uniform(-4, -1, 16)  # how easy each text is, shared by every model
+    ll = np.minimum(ease + 0.4 * member + rng.normal(0, 0.1, member.shape), -0.01)
+    best, aucs = tune_rmia_a(ll, member)
+    want = {}
+    for a in A_GRID:
+        per_k = []
+        for k in range(4):
+            o = [j for j in range(4) if j != k]
+            z = ~member[k]
+            s = _rmia_loop(ll[k], ll[o], ll[k, z], ll[o][:, z], ~member[o], ~member[o][:, z],
+                           a, 1.0)
+            per_k.append(roc_auc_score(member[k], s))
+        want[a] = np.mean(per_k)
+    assert aucs.keys() == want.keys()
+    np.testing.assert_allclose([aucs[a] for a in A_GRID], [want[a] for a in A_GRID])
+    assert aucs[best] == max(want.values()) and best == min(a for a in A_GRID
+                                                            if want[a] == max(want.values()))
+    with pytest.raises(ValueError, match="at least 4 references"):
+        tune_rmia_a(ll[:2], member[:2])
 
 
 def test_attacks_refuse_bad_inputs():
@@ -158,5 +197,7 @@ def test_attacks_refuse_bad_inputs():
         lira_offline(target[:-1], refs)
     with pytest.raises(ValueError, match="a must be"):
         rmia_offline(target, refs, z_target, z_refs, a=1.5)
+    with pytest.raises(ValueError, match="IN for every reference"):
+        rmia_offline(target, refs, z_target, z_refs, ref_out=np.zeros_like(refs, bool))
     with pytest.raises(ValueError, match="IN for every reference"):
         rmia_offline(target, refs, z_target, z_refs, z_ref_out=np.zeros_like(z_refs, bool))
