@@ -146,12 +146,13 @@ def _sum_nll(params, cfg, ids, mask, dtype, rng, lora_dropout):
 
 
 def make_train_step(cfg: ModelConfig, tx: optax.GradientTransformation, labels, *,
-                    dtype: str = "float32", lora_dropout: float = 0.0):
+                    dtype: str = "float32", lora_dropout: float = 0.0, jit: bool = True):
     """A jit-compiled step over micro-batches ids/mask [A, B, T].
 
     Only the trainable subtree is differentiated, so XLA computes no weight gradient for frozen
     leaves; gradients are sums over tokens of all micro-batches divided by their token count.
-    Returns (params, opt_state, loss).
+    Returns (params, opt_state, loss). ``jit=False`` returns the plain function, for callers
+    that transform it first (:func:`jaxmem.references.make_reference_step` vmaps it).
     """
 
     def step(params, opt_state, ids, mask, rng):
@@ -180,7 +181,7 @@ def make_train_step(cfg: ModelConfig, tx: optax.GradientTransformation, labels, 
         new_trainable = optax.apply_updates(trainable, split(updates, labels)[0])
         return merge(new_trainable, frozen), opt_state, loss
 
-    return jax.jit(step, donate_argnums=(0, 1))
+    return jax.jit(step, donate_argnums=(0, 1)) if jit else step
 
 
 def _epoch_batches(seqs, tcfg: TrainConfig, epoch: int, pad_id: int):
