@@ -1,6 +1,7 @@
 """A tiny study end to end: files, resumption without recomputation, refusal of another study."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,16 @@ def test_every_experiment_config_loads(path):
     """Every shipped config parses (cpu/figures.yaml once failed: its attack_epochs were checked
     against the default 5 epochs before its own 15 were set), and prefix tuning starts from the
     base model's activations wherever it appears."""
+    if path.endswith("reference_attacks.yaml"):  # not a study: experiments/reference_attacks.py
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(
+            "reference_attacks", Path(__file__).parents[1] / "experiments" / "reference_attacks.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod  # its dataclasses look their module up there
+        spec.loader.exec_module(mod)
+        assert mod.ReferenceExperiment.from_yaml(path).n_refs >= 2
+        return
     cfg = StudyConfig.from_yaml(path)
     for m in cfg.methods:
         if m.startswith("prefix"):
@@ -171,18 +182,31 @@ DEMO_FLAT_STUDY_JSON = {
     "n_boot": 500, "score_batch_size": 16, "mesh": None}
 
 
-def test_old_flat_study_json_becomes_todays_demo(tmp_path):
-    """A demo study started before the options were nested resumes under today's demo.yaml
-    (with that demo's prefix method: since then prefix tuning starts from activations)."""
-    import dataclasses
+# The demo of that time as nested YAML: what its flat study.json must become.
+DEMO_OF_THAT_TIME = """
+name: demo
+models: [smollm2-135m]
+datasets: [default]
+methods: [full, head, lora, "prefix:prefix_projection=true", prompt, ptuning]
+lr: {full: 1.0e-4, head: 1.0e-4, lora: 1.0e-3, prefix: 1.0e-2, prompt: 3.0e-2, ptuning: 1.0e-3}
+train: {epochs: 3, batch_size: 8, block_size: 48}
+audit: {attacks: [loss, ref, zlib, min_k, min_k_pp], block_size: 48, n_boot: 500}
+n_train: 48
+n_members: 48
+n_nonmembers: 48
+n_validation: 24
+"""
 
+
+def test_old_flat_study_json_becomes_the_nested_demo(tmp_path):
+    """A demo study started before the options were nested resumes under the same demo
+    written as nested YAML."""
     from jaxmem.study import _claim_folder
 
     (tmp_path / "study.json").write_text(json.dumps(DEMO_FLAT_STUDY_JSON))
     migrate_study_json(tmp_path)
-    demo = StudyConfig.from_yaml(Path(__file__).parents[1] / "experiments" / "demo.yaml")
-    demo = dataclasses.replace(demo, methods=DEMO_FLAT_STUDY_JSON["methods"],
-                               lr=DEMO_FLAT_STUDY_JSON["lr"])
+    (tmp_path / "demo.yaml").write_text(DEMO_OF_THAT_TIME)
+    demo = StudyConfig.from_yaml(tmp_path / "demo.yaml")
     assert json.loads((tmp_path / "study.json").read_text()) == demo.to_dict()
     _claim_folder(tmp_path, demo, overwrite=False)  # the same study: no error
     migrate_study_json(tmp_path)  # already nested: left alone
