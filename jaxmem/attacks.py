@@ -33,6 +33,9 @@ class AttackInputs:
     lowercase: TokenStats | None = None   # lowercased texts under the target (Lowercase)
     recall: TokenStats | None = None      # texts after a non-member prefix, target (ReCaLL)
     frequencies: np.ndarray | None = None  # DC-PDD's smoothed token frequencies [vocab]
+    # gradient-norm scores {"trainable": [N], "all": [N]} (jaxmem.gradnorm; a backward pass,
+    # not a reduction of the scoring pass)
+    grad_norms: dict | None = None
 
 
 def _mean_ll(s: TokenStats) -> np.ndarray:
@@ -207,9 +210,31 @@ def smoothed(counts: np.ndarray) -> np.ndarray:
     return (counts + 1.0) / (counts.sum() + counts.size)
 
 
+def _grad_norm(inp: AttackInputs, which: str) -> np.ndarray:
+    if inp.grad_norms is None or which not in inp.grad_norms:
+        raise ValueError(f"The gradient-norm attack needs per-example gradient norms over the "
+                         f"{which} leaves (AttackInputs.grad_norms[{which!r}], from "
+                         "jaxmem.gradnorm.grad_norm_scores).")
+    return np.asarray(inp.grad_norms[which], np.float64)
+
+
+def grad_norm(inp: AttackInputs) -> np.ndarray:
+    """Gradient norm (as in MIMIR, Duan et al., 2024): -(1/J) sum_j ||dL(x)/dW_j||_inf over the
+    J tensors of the method's TRAINABLE leaves, L(x) the mean token loss; members sit nearer a
+    minimum, so smaller gradients (higher score). Computed by :mod:`jaxmem.gradnorm` with
+    ``jax.vmap(jax.grad(...))``; the exact conventions are documented there."""
+    return _grad_norm(inp, "trainable")
+
+
+def grad_norm_all(inp: AttackInputs) -> np.ndarray:
+    """Gradient norm over ALL parameter tensors (the base model's too), as :func:`grad_norm`."""
+    return _grad_norm(inp, "all")
+
+
 ATTACKS: dict[str, Callable[..., np.ndarray]] = {
     "loss": loss, "ref": ref, "zlib": zlib, "min_k": min_k, "min_k_pp": min_k_pp,
     "lowercase": lowercase, "ez_mia": ez_mia, "dc_pdd": dc_pdd, "recall": recall,
+    "grad_norm": grad_norm, "grad_norm_all": grad_norm_all,
 }
 DEFAULT_ATTACKS = ("loss", "ref", "zlib", "min_k", "min_k_pp", "lowercase")
 # attacks with an argument: (name of the keyword, its default, its check, what it must be)
@@ -220,7 +245,8 @@ ARGUMENTS = {
 }
 # the extra inputs each attack needs (AttackInputs fields besides target and texts)
 NEEDS = {"ref": ("reference",), "ez_mia": ("reference",), "lowercase": ("lowercase",),
-         "recall": ("recall",), "dc_pdd": ("frequencies",)}
+         "recall": ("recall",), "dc_pdd": ("frequencies",),
+         "grad_norm": ("gradients:trainable",), "grad_norm_all": ("gradients:all",)}
 SPECS_HELP = ", ".join(f"{n}:{ARGUMENTS[n][0].upper()}" if n in ARGUMENTS else n for n in ATTACKS)
 
 
@@ -248,7 +274,8 @@ def parse_attack(spec: str) -> tuple[str, Callable[[AttackInputs], np.ndarray]]:
 
 def needs(specs: Sequence[str]) -> set[str]:
     """Which extra inputs a list of attacks needs: a subset of {"reference", "lowercase",
-    "recall"} (extra scoring passes) and "frequencies" (DC-PDD's table)."""
+    "recall"} (extra scoring passes), "frequencies" (DC-PDD's table) and "gradients:trainable"
+    / "gradients:all" (per-example gradient norms)."""
     return {x for s in specs for x in NEEDS.get(s.partition(":")[0], ())}
 
 

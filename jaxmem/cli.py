@@ -170,15 +170,15 @@ def cmd_attack(args) -> int:
         held_out = c.validation  # never trained on nor audited: ReCaLL's prefix
         n_members, n_nonmembers = len(members), len(nonmembers)
     base, cfg, tok = _load(args, args.model)
-    params, what = base, f"base model {args.model}"
+    params, what, labels = base, f"base model {args.model}", None
     if args.run_dir:
         from jaxmem.trainer import load_checkpoint
-        params, _ = load_checkpoint(args.run_dir, base, cfg, tok, epoch=args.epoch,
-                                    mesh=args.mesh)
+        params, labels = load_checkpoint(args.run_dir, base, cfg, tok, epoch=args.epoch,
+                                         mesh=args.mesh)
         what = f"{args.run_dir} (epoch {args.epoch or 'last'})"
     elif args.adapter:
         from jaxmem.tuning.peft_import import import_adapter
-        params, _, _ = import_adapter(base, cfg, args.adapter)
+        params, labels, _ = import_adapter(base, cfg, args.adapter)
         what = f"{args.model} + adapter {args.adapter}"
     reference = base
     if args.reference and args.reference != args.model:
@@ -199,7 +199,7 @@ def cmd_attack(args) -> int:
         res = run_attacks_on(params, cfg, tok, members, nonmembers, acfg,
                              reference_params=reference, out_dir=args.out_dir,
                              overwrite=args.overwrite, title=what, mesh=args.mesh,
-                             prefix_texts=held_out)
+                             prefix_texts=held_out, labels=labels)
     if not _main_process():
         return 0
     print(markdown_table(metrics_table(res["metrics"])))

@@ -526,6 +526,9 @@ def attack_files(params, cfg, tokenizer, members: InputFile, nonmembers: InputFi
     extra = A.needs(specs)
     if "reference" in extra and reference_params is None:
         specs, extra = audit.skip_reference_attacks(specs)
+    if any(x.startswith("gradients:") for x in extra):
+        raise ValueError("The gradient-norm attacks (grad_norm, grad_norm_all) are not streamed; "
+                         "attack a corpus in memory (jaxmem attack --corpus) or drop them.")
     names = [A.parse_attack(s)[0] for s in specs]
     kw = dict(batch_size=acfg.batch_size, block_size=acfg.block_size, dtype=acfg.dtype,
               mesh=mesh)

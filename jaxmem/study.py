@@ -355,7 +355,7 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
             texts = corpus.members + corpus.nonmembers
             base_stats = None  # the reference pass, shared by every method of this dataset
 
-            def attack(params, where: Path, title: str, is_base: bool = False):
+            def attack(params, where: Path, title: str, is_base: bool = False, labels=None):
                 nonlocal base_stats
                 if base_stats is None:
                     with phase("scoring"):
@@ -366,7 +366,7 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
                                       reference_params=base, out_dir=where, overwrite=True,
                                       title=title, reference_stats=base_stats,
                                       target_stats=base_stats if is_base else None, mesh=mesh,
-                                      prefix_texts=corpus.validation)
+                                      prefix_texts=corpus.validation, labels=labels)
 
             # epoch 0: the base model itself, the floor every method starts from
             where = runs.study_attack_dir(out, model_name, dataset, "base", 0)
@@ -400,8 +400,9 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
                         if stop_after is not None and done_new >= stop_after:
                             runs.write_study_results(out, rows)
                             return rows
-                        params, _ = load_checkpoint(run_dir, base, cfg, tok, epoch=e, mesh=mesh)
-                        attack(params, where, f"{model_name} {method} epoch {e}")
+                        params, labels = load_checkpoint(run_dir, base, cfg, tok, epoch=e,
+                                                         mesh=mesh)
+                        attack(params, where, f"{model_name} {method} epoch {e}", labels=labels)
                         runs.mark_cell_done(where, history[e])
                         save_session()
                         done_new += 1

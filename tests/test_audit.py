@@ -72,3 +72,39 @@ def test_base_model_on_a_random_split_is_near_chance(smollm2):
     for name, m in res["metrics"].items():
         assert 0.3 < m["auc"] < 0.7, (name, m["auc"])
         assert m["auc_ci"][0] < 0.5 < m["auc_ci"][1] or abs(m["auc"] - 0.5) < 0.12, name
+
+
+def test_gradient_norm_attacks_through_the_audit(tmp_path):
+    """grad_norm (the method's trainable leaves) and grad_norm_all in run_attacks_on equal
+    gradnorm.grad_norm_scores called directly (itself tested against a per-example loop); the
+    base model (no labels) counts every leaf; the streamed path refuses them by name."""
+    import jax
+    import numpy as np
+
+    from jaxmem.gradnorm import grad_norm_scores
+    from jaxmem.tuning import init_method
+
+    base, cfg = to_jaxmem(tiny_hf_model("llama", num_key_value_heads=2))
+    params, labels = init_method("lora", base, cfg, jax.random.PRNGKey(0))
+    members, nonmembers = _texts(6, 0), _texts(6, 1)
+    acfg = AuditConfig(attacks=("loss", "grad_norm", "grad_norm_all"), block_size=32, n_boot=0)
+    res = run_attacks_on(params, cfg, CharTok(), members, nonmembers, acfg, labels=labels)
+    texts = members + nonmembers
+    for name, which in (("grad_norm", "trainable"), ("grad_norm_all", "all")):
+        want = grad_norm_scores(params, cfg, labels, CharTok(), texts, which=which,
+                                batch_size=acfg.batch_size, block_size=32)
+        np.testing.assert_allclose(res["scores"][name], want, rtol=1e-6)
+    assert not np.allclose(res["scores"]["grad_norm"], res["scores"]["grad_norm_all"])
+    res0 = run_attacks_on(base, cfg, CharTok(), members, nonmembers,
+                          AuditConfig(attacks=("grad_norm",), block_size=32, n_boot=0))
+    want = grad_norm_scores(base, cfg, None, CharTok(), texts, which="all", block_size=32)
+    np.testing.assert_allclose(res0["scores"]["grad_norm"], want, rtol=1e-6)
+
+    from jaxmem import streaming as S
+
+    m, n = tmp_path / "m.txt", tmp_path / "n.txt"
+    m.write_text("\n\n".join(members))
+    n.write_text("\n\n".join(nonmembers))
+    with pytest.raises(ValueError, match="gradient-norm attacks.*not streamed"):
+        S.attack_files(params, cfg, CharTok(), S.scan_input(m), S.scan_input(n), acfg,
+                       out_dir=tmp_path / "out", settings={})
