@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -474,7 +475,9 @@ def _tpr_low_fpr(final, path, out: Path | None = None) -> bool:
             ax.hlines([fpr] * len(x), pos - width / 2, pos + width / 2, colors="k",
                       linestyles=":", lw=1, label="chance (TPR = FPR)" if j == 0 else None)
         ax.set_xticks(x)
-        ax.set_xticklabels([f"{display_name(m)}\n[{r['attack']}]" for m, r in best.items()],
+        # long names ("prefix (reparam.; init=activations)") wrapped so neighbours don't overlap
+        ax.set_xticklabels([f"{textwrap.fill(display_name(m), 16)}\n[{r['attack']}]"
+                            for m, r in best.items()],
                            fontsize=7)
         ax.set_ylabel("true positive rate")
         ax.set_ylim(0, 1.05)
