@@ -308,6 +308,7 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
 
 
 def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_impl, prof):
+    from jaxmem import attacks as A
     from jaxmem.audit import run_attacks_on
     from jaxmem.data import load_corpus
     from jaxmem.models import load_model
@@ -321,6 +322,9 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
         from jaxmem.sharding import parse_mesh
 
         mesh = parse_mesh(scfg.mesh or "auto")
+    if mesh is not None and any(x.startswith("gradients:") for x in A.needs(scfg.audit.attacks)):
+        raise ValueError("The gradient-norm attacks (grad_norm, grad_norm_all) run on one "
+                         "device; drop them from audit.attacks or run without a mesh.")
     out = Path(out_dir)
     migrate_study_json(out)
     _claim_folder(out, scfg, overwrite)
