@@ -184,7 +184,8 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
                    acfg: AuditConfig = AuditConfig(), *, reference_params=None,
                    out_dir: str | os.PathLike | None = None, overwrite: bool = False,
                    title: str = "", target_stats=None, reference_stats=None,
-                   prefix_texts: Sequence[str] | None = None, labels=None, mesh=None) -> dict:
+                   prefix_texts: Sequence[str] | None = None, param_labels=None,
+                   mesh=None) -> dict:
     """Scores members and non-members, runs the attacks, computes metrics, writes files.
 
     Args:
@@ -198,8 +199,8 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
         under the target / the reference (a study scores the base model once for all methods).
       prefix_texts: held-out non-member texts, neither members nor non-members, for ReCaLL's
         prefix when ``acfg.recall_prefix`` names no file (:func:`recall_prefix`).
-      labels: the method's label tree, for ``grad_norm`` over its trainable leaves; None (the
-        base model, no method) counts every leaf as trainable.
+      param_labels: the method's label tree, for ``grad_norm`` over its trainable leaves;
+        None (the base model, no method) counts every leaf as trainable.
       mesh: score with every batch split over this mesh (:func:`jaxmem.scoring.score_sequences`).
         With several processes each one computes the same results and process 0 writes them.
 
@@ -255,7 +256,8 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
             raise ValueError("The gradient-norm attacks run on one device; drop them or --mesh.")
         with phase("gradient norms"):
             inputs.grad_norms = {w: grad_norm_scores(
-                params, cfg, labels, tokenizer, texts, which="all" if labels is None else w,
+                params, cfg, param_labels, tokenizer, texts,
+                which="all" if param_labels is None else w,
                 batch_size=acfg.batch_size, block_size=acfg.block_size, dtype=acfg.dtype)
                 for w in grads}
     with phase("attacks + bootstrap"):

@@ -199,7 +199,7 @@ def cmd_attack(args) -> int:
         res = run_attacks_on(params, cfg, tok, members, nonmembers, acfg,
                              reference_params=reference, out_dir=args.out_dir,
                              overwrite=args.overwrite, title=what, mesh=args.mesh,
-                             prefix_texts=held_out, labels=labels)
+                             prefix_texts=held_out, param_labels=labels)
     if not _main_process():
         return 0
     print(markdown_table(metrics_table(res["metrics"])))

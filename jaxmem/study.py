@@ -370,7 +370,7 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
                                       reference_params=base, out_dir=where, overwrite=True,
                                       title=title, reference_stats=base_stats,
                                       target_stats=base_stats if is_base else None, mesh=mesh,
-                                      prefix_texts=corpus.validation, labels=labels)
+                                      prefix_texts=corpus.validation, param_labels=labels)
 
             # epoch 0: the base model itself, the floor every method starts from
             where = runs.study_attack_dir(out, model_name, dataset, "base", 0)

@@ -88,7 +88,8 @@ def test_gradient_norm_attacks_through_the_audit(tmp_path):
     params, labels = init_method("lora", base, cfg, jax.random.PRNGKey(0))
     members, nonmembers = _texts(6, 0), _texts(6, 1)
     acfg = AuditConfig(attacks=("loss", "grad_norm", "grad_norm_all"), block_size=32, n_boot=0)
-    res = run_attacks_on(params, cfg, CharTok(), members, nonmembers, acfg, labels=labels)
+    res = run_attacks_on(params, cfg, CharTok(), members, nonmembers, acfg,
+                         param_labels=labels)
     texts = members + nonmembers
     for name, which in (("grad_norm", "trainable"), ("grad_norm_all", "all")):
         want = grad_norm_scores(params, cfg, labels, CharTok(), texts, which=which,
