@@ -206,7 +206,8 @@ def _dotted(d: dict, prefix: str = "") -> dict:
 
 def migrate_study_json(out: Path) -> None:
     """Rewrites a ``study.json`` written before the configs were nested (flat ``epochs``,
-    ``block_size``, ...) into today's form, so a study started then resumes.
+    ``block_size``, ...) into today's form, and fills in options added since a study started
+    with their defaults, so a study started then resumes.
 
     Every process reads the file before process 0 rewrites it.
     """
@@ -226,6 +227,18 @@ def migrate_study_json(out: Path) -> None:
         if is_main_process():
             runs.atomic_write(path, json.dumps(new, indent=1))
             print(f"{path}: converted to the nested study options (train:, audit:)")
+    elif old is not None:
+        # Options added since the study started (e.g. audit.recall_shots) take their defaults,
+        # which leave what was already computed unchanged: fill them in so the study resumes.
+        try:
+            new = StudyConfig.from_dict(old).to_dict()
+        except (ValueError, TypeError):
+            new = old  # not a config this version reads: claim_study names the difference
+        added = sorted(set(_dotted(new)) - set(_dotted(old)))
+        if new != old and not set(_dotted(old)) - set(_dotted(new)) and is_main_process():
+            runs.atomic_write(path, json.dumps(new, indent=1))
+            print(f"{path}: options added since the study started take their defaults "
+                  f"({', '.join(added)})")
     sync("jaxmem-study-migrated")
 
 

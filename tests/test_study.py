@@ -231,3 +231,23 @@ def test_flat_and_max_length_study_options_still_parse_with_a_warning(tmp_path):
     nested = StudyConfig.from_dict({"train": {"epochs": 2, "optim": {"lr": 0.01}}})
     assert nested.train.epochs == 2 and nested.lr_for("full") == 0.01
     assert nested.train_config("full").optim.lr == 0.01
+
+
+def test_study_started_before_new_options_resumes_with_their_defaults(tmp_path, capsys):
+    """A study.json without options added since (audit.recall_shots, ...) is completed with
+    their defaults and claimed as the same study; a real difference is still refused."""
+    from jaxmem.study import _claim_folder
+
+    demo = StudyConfig.from_yaml(Path(__file__).parents[1] / "experiments" / "demo.yaml")
+    old = demo.to_dict()
+    for k in ("recall_shots", "recall_prefix", "dcpdd_corpus"):
+        del old["audit"][k]
+    (tmp_path / "study.json").write_text(json.dumps(old))
+    migrate_study_json(tmp_path)
+    assert "audit.dcpdd_corpus, audit.recall_prefix, audit.recall_shots" in capsys.readouterr().out
+    assert json.loads((tmp_path / "study.json").read_text()) == demo.to_dict()
+    _claim_folder(tmp_path, demo, overwrite=False)
+    (tmp_path / "study.json").write_text(json.dumps(dict(old, n_train=7)))
+    migrate_study_json(tmp_path)
+    with pytest.raises(FileExistsError):
+        _claim_folder(tmp_path, demo, overwrite=False)
