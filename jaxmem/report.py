@@ -530,6 +530,24 @@ def _last_epoch_table(sub: list[dict], attack: str, model: str, dataset: str) ->
     return table
 
 
+def _extraction_table(sub: list[dict]) -> list[dict]:
+    """One row per (method, epoch) with verbatim extraction (the study's ``extraction:``):
+    the k-extractable rate and the fraction of suffix tokens reproduced, members against
+    non-members (the control)."""
+    table, seen = [], set()
+    for r in sub:
+        key = (r["method"], r["epoch"])
+        if "k_extractable_rate_members" not in r or key in seen:
+            continue
+        seen.add(key)
+        table.append({"method": display_name(r["method"]), "epoch": r["epoch"],
+                      "k-extractable, members": round(r["k_extractable_rate_members"], 3),
+                      "k-extractable, non-members": round(r["k_extractable_rate_nonmembers"], 3),
+                      "tokens reproduced, members": round(r["token_match_members"], 3),
+                      "tokens reproduced, non-members": round(r["token_match_nonmembers"], 3)})
+    return table
+
+
 def _final_rows(rows: list[dict]) -> list[dict]:
     """Each (model, dataset, method)'s rows at its last attacked epoch."""
     last = {}
@@ -589,6 +607,11 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
         note = utility_note(not_comparable(rows, model, dataset),
                             base_val_ppl(rows, model, dataset))
         lines += [note, ""] if note else []
+        ext = _extraction_table(_select(rows, model=model, dataset=dataset))
+        if ext:
+            lines += ["Verbatim extraction (greedy decoding from each text's first tokens; "
+                      "k-extractable: the next tokens reproduced exactly; non-members are the "
+                      "control):", "", markdown_table(ext), ""]
         lines += claim_lines(rows, model, dataset, attack, score_reader(out, model, dataset),
                              n_boot=scfg.audit.n_boot, seed=scfg.audit.seed)
     for model in dict.fromkeys(r["model"] for r in rows):  # claim 4 spans the datasets

@@ -77,7 +77,8 @@ TIMINGS = "timings.json"  # where each session's time went (jaxmem.profiling)
 RUN_OUTPUTS = (RUN_SPEC, CORPUS_RECORD, LOG, CHECKPOINTS)
 # a streamed attack's work in progress (jaxmem.streaming.ChunkedTable), until metrics.json
 SCORES_WORK = (SCORES + ".parts", SCORES + ".progress.json")
-ATTACK_OUTPUTS = (SCORES, METRICS, ROC, HISTOGRAMS, *SCORES_WORK)
+EXTRACTION = "extraction.json"  # a study cell's verbatim extraction (jaxmem.extraction), if asked
+ATTACK_OUTPUTS = (SCORES, METRICS, ROC, HISTOGRAMS, EXTRACTION, *SCORES_WORK)
 STUDY_OUTPUTS = (STUDY_SPEC, RESULTS_JSON, RESULTS_CSV, REPORT, FIGURES, SESSIONS, TIMINGS,
                  "runs", "attacks")
 

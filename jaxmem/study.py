@@ -79,6 +79,9 @@ class StudyConfig:
     n_nonmembers: int | None = None
     train: TrainConfig = TrainConfig(epochs=5)
     audit: AuditConfig = AuditConfig(attacks=STUDY_ATTACKS)
+    # Verbatim extraction of every attacked cell (jaxmem.extraction): None = off, else the
+    # ExtractionConfig fields as a mapping ({} = its defaults), e.g. {prefix_len: 16}.
+    extraction: dict | None = None
     # How to run, not what: "auto", "4x2" (data x fsdp), ... (see jaxmem.sharding.parse_mesh).
     # Not part of the study's identity: a study resumes on another mesh.
     mesh: str | None = None
@@ -110,6 +113,24 @@ class StudyConfig:
 
         for a in self.audit.attacks:
             parse_attack(a)
+        if self.extraction is not None:
+            self.extraction_config()  # an unknown or bad field fails now
+
+    def extraction_config(self):
+        """``extraction`` as a :class:`jaxmem.extraction.ExtractionConfig` (None when off)."""
+        from jaxmem.extraction import ExtractionConfig
+
+        if self.extraction is None:
+            return None
+        if not isinstance(self.extraction, dict):
+            raise ValueError("extraction: must be a mapping of ExtractionConfig fields, e.g. "
+                             "{prefix_len: 16, suffix_len: 16} ({} for the defaults).")
+        names = {f.name for f in dataclasses.fields(ExtractionConfig)}
+        unknown = set(self.extraction) - names
+        if unknown:
+            raise ValueError(f"Unknown extraction options {sorted(unknown)}; known: "
+                             f"{sorted(names)}.")
+        return ExtractionConfig(**self.extraction)
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -283,6 +304,12 @@ def _rows(model, n_params, dataset, method, epoch, where, base_ppl=None) -> list
                      "auc": m["auc"], "auc_lo": ci[0], "auc_hi": ci[1],
                      **{k: _tpr(m, k) for k in TPR_COLUMNS}, "n_members": m["n_members"],
                      "n_nonmembers": m["n_nonmembers"]})
+    ext = where / runs.EXTRACTION
+    if ext.exists():  # verbatim extraction of this cell, when the study asked for it
+        e = runs.read_json(ext)
+        for r in rows:
+            r.update({f"{k}_{side}": e[side][k] for side in ("members", "nonmembers")
+                      for k in ("k_extractable_rate", "token_match")})
     best = strongest_attack({r["attack"]: r for r in rows}) or {}
     for r in rows:
         r.update(strongest_attack=best.get("attack"), strongest_tpr=best.get("tpr"),
@@ -338,6 +365,9 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
     if mesh is not None and any(x.startswith("gradients:") for x in A.needs(scfg.audit.attacks)):
         raise ValueError("The gradient-norm attacks (grad_norm, grad_norm_all) run on one "
                          "device; drop them from audit.attacks or run without a mesh.")
+    if mesh is not None and scfg.extraction is not None:
+        raise ValueError("Verbatim extraction runs on one device; drop extraction: or run "
+                         "without a mesh.")
     out = Path(out_dir)
     migrate_study_json(out)
     _claim_folder(out, scfg, overwrite)
@@ -346,7 +376,7 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
     done_new = 0
     t_start = time.perf_counter()
     session = time.strftime("%Y-%m-%dT%H:%M:%S")  # this session's id in sessions.json
-    acfg = scfg.audit
+    acfg, ecfg = scfg.audit, scfg.extraction_config()
 
     def save_session():
         runs.record_session(out, session, time.perf_counter() - t_start, prof.table())
@@ -379,11 +409,19 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
                         base_stats = score_texts(base, cfg, tok, texts, mesh=mesh,
                                                  batch_size=acfg.batch_size,
                                                  block_size=acfg.block_size, dtype=acfg.dtype)
-                return run_attacks_on(params, cfg, tok, corpus.members, corpus.nonmembers, acfg,
-                                      reference_params=base, out_dir=where, overwrite=True,
-                                      title=title, reference_stats=base_stats,
-                                      target_stats=base_stats if is_base else None, mesh=mesh,
-                                      prefix_texts=corpus.validation, param_labels=labels)
+                res = run_attacks_on(params, cfg, tok, corpus.members, corpus.nonmembers, acfg,
+                                     reference_params=base, out_dir=where, overwrite=True,
+                                     title=title, reference_stats=base_stats,
+                                     target_stats=base_stats if is_base else None, mesh=mesh,
+                                     prefix_texts=corpus.validation, param_labels=labels)
+                if ecfg is not None and is_main_process():  # before the cell is marked done
+                    from jaxmem.extraction import extraction_metrics
+
+                    with phase("extraction"):
+                        ext = extraction_metrics(params, cfg, tok, corpus.members,
+                                                 corpus.nonmembers, ecfg, progress=progress)
+                    runs.atomic_write(where / runs.EXTRACTION, json.dumps(ext))
+                return res
 
             # epoch 0: the base model itself, the floor every method starts from
             where = runs.study_attack_dir(out, model_name, dataset, "base", 0)

@@ -251,3 +251,31 @@ def test_study_started_before_new_options_resumes_with_their_defaults(tmp_path, 
     migrate_study_json(tmp_path)
     with pytest.raises(FileExistsError):
         _claim_folder(tmp_path, demo, overwrite=False)
+
+
+def test_study_measures_verbatim_extraction_when_asked(tiny_setup, tmp_path):
+    """extraction: {...} gives every attacked cell an extraction.json, equal for the base model
+    to extraction_metrics called directly; rows and report carry it; bad options fail early."""
+    from jaxmem import runs
+    from jaxmem.data import load_corpus
+    from jaxmem.extraction import ExtractionConfig, extraction_metrics
+    from jaxmem.models import load_model
+
+    model, corpus = tiny_setup
+    ext = {"prefix_len": 4, "suffix_len": 4, "n_samples": [1, 10]}
+    cfg = _cfg(model, corpus, methods=["lora"], extraction=ext, **{"train.epochs": 1})
+    rows = run_study(cfg, tmp_path / "s", progress=False)
+    base_cell = runs.study_attack_dir(tmp_path / "s", model, corpus, "base", 0)
+    got = runs.read_json(base_cell / runs.EXTRACTION)
+    params, mcfg, tok = load_model(model)
+    c = load_corpus(corpus, n_train=24, n_validation=8, n_members=16, n_nonmembers=16, seed=0)
+    want = extraction_metrics(params, mcfg, tok, c.members, c.nonmembers, ExtractionConfig(**ext))
+    for side in ("members", "nonmembers"):
+        assert got[side]["k_extractable_rate"] == want[side]["k_extractable_rate"]
+        assert got[side]["per_text"]["log_px"] == pytest.approx(want[side]["per_text"]["log_px"],
+                                                                rel=1e-5)
+    lora = [r for r in rows if r["method"] == "lora"]
+    assert lora and all("k_extractable_rate_members" in r for r in lora)
+    assert "Verbatim extraction" in (tmp_path / "s" / "report.md").read_text()
+    with pytest.raises(ValueError, match="Unknown extraction options.*prefix"):
+        _cfg(model, corpus, extraction={"prefx_len": 4})
