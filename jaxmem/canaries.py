@@ -260,15 +260,15 @@ def log_perplexities(params: dict, cfg: ModelConfig, tokenizer, ccfg: CanaryConf
         tokenizer merges the prefix's end with a symbol); end the prefix at a word boundary.
     """
     prefix = ccfg.prefix
-    p = len(tokenizer([prefix])["input_ids"][0])
+    ids = list(tokenizer([prefix])["input_ids"][0])
+    p = len(ids)
     texts = [ccfg.fill(s) for s in secrets]
     stats = score_texts(params, cfg, tokenizer, texts, batch_size=ccfg.batch_size,
                         block_size=block_size, dtype=ccfg.dtype, on_overflow="error",
                         progress=progress)
     # Column t scores token t + 1; the prefix holds tokens 0..p-1, so the secret starts at
     # column p - 1, and token_ids[:, :p-1] are the prefix's tokens 1..p-1.
-    want = np.asarray(tokenizer([prefix])["input_ids"][0][1:], np.int64)
-    if not (stats.token_ids[:, :p - 1] == want).all():
+    if not (stats.token_ids[:, :p - 1] == np.asarray(ids[1:], np.int64)).all():
         raise ValueError(f"The template's prefix {prefix!r} tokenizes differently inside the "
                          "filled template (the tokenizer merges it with what follows); put a "
                          "space before the first slot's word.")
