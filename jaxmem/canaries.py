@@ -373,7 +373,8 @@ def exposure_report(params: dict, cfg: ModelConfig, tokenizer, canaries: Canarie
 def plot_exposure(reports: dict[str, dict], path, title: str = "") -> None:
     """Mean exposure against repetitions: one panel per estimator, one line per entry of
     ``reports`` (e.g. a tuning method or epoch: ``{name: exposure_report(...)}``), log2 |R|
-    (the most a rank can show) dashed. Written atomically as PNG.
+    (the most a rank can show) dashed, and on the sampled panel log2(m + 1) (the most m
+    references can show) dotted. Written atomically as PNG.
 
     Example:
         >>> plot_exposure({"lora": rep_lora, "full": rep_full}, "exposure.png")
@@ -395,12 +396,19 @@ def plot_exposure(reports: dict[str, dict], path, title: str = "") -> None:
                     label=display_name(name))
         top = max(r["log2_space"] for r in reports.values())
         ax.axhline(top, color="k", ls="--", lw=0.8, label="log2 |R|")
+        if est == "sampled":  # the most k = 0 of m references can show
+            cap = math.log2(max(r["n_samples"] for r in reports.values()) + 1)
+            ax.axhline(cap, color="k", ls=":", lw=0.8, label="log2 (m + 1)")
         ax.set_xscale("symlog", linthresh=1)
+        ticks = sorted({int(r) for rep in reports.values() for r in rep["by_repeats"]})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.margins(x=0.08)
         ax.set_xlabel("insertions of the canary")
         ax.set_title(est)
         ax.grid(True, alpha=0.2)
     axes[0][0].set_ylabel("mean exposure (bits)")
-    axes[0][-1].legend(fontsize=8)
+    axes[0][0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
