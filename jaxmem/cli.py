@@ -295,6 +295,80 @@ def _add_extract_parser(sub) -> None:
 # ----------------------------------------------------------------------------- (end of extract)
 
 
+# ----------------------------------------------------------------------------- jaxmem canaries
+
+def cmd_canaries(args) -> int:
+    """Canary exposure (jaxmem.canaries) of a trained run, or of a base model (the baseline)."""
+    from jaxmem.canaries import Canaries, exposure_report, plot_exposure
+    from jaxmem.runs import atomic_write
+
+    canaries = Canaries.load(args.canaries_json)  # a bad record costs nothing
+    # measurement settings given on the command line replace the record's
+    keep = {k: getattr(args, k) for k in ("n_samples", "exact_max", "batch_size", "dtype")
+            if k in args.given}
+    canaries.config = dataclasses.replace(canaries.config, **keep)
+    if args.mesh is not None:
+        raise ValueError("jaxmem canaries runs on one device; drop --mesh / --distributed.")
+    if args.run_dir:
+        from jaxmem.runs import read_run_spec
+
+        spec = read_run_spec(args.run_dir)
+        if "model" in args.given and spec.get("model") not in (None, args.model):
+            raise ValueError(f"{args.run_dir} was trained from {spec['model']}, but --model "
+                             f"{args.model} was given; omit --model.")
+        args.model = spec.get("model") or args.model
+    params, cfg, tok = _load(args, args.model)
+    if args.run_dir:
+        from jaxmem.trainer import load_checkpoint
+        params, _ = load_checkpoint(args.run_dir, params, cfg, tok, epoch=args.epoch)
+    rep = exposure_report(params, cfg, tok, canaries, seed=args.seed, progress=True)
+    rows = [{"repeats": r, **v} for r, v in rep["by_repeats"].items()]
+    print(f"|R| = {rep['space_size']} (log2 {rep['log2_space']:.2f}), "
+          f"{rep['n_samples']} sampled references")
+    print(markdown_table([{k: (round(v, 3) if isinstance(v, float) else v)
+                           for k, v in row.items()} for row in rows]))
+    if args.out:
+        atomic_write(args.out, rep)
+        print(f"\nwrote {args.out}")
+    if args.figure:
+        name = args.run_dir or args.model
+        plot_exposure({str(name): rep}, args.figure)
+        print(f"wrote {args.figure}")
+    return 0
+
+
+def _add_canaries_parser(sub) -> None:
+    from jaxmem.canaries import CanaryConfig
+    from jaxmem.models import DEFAULT_MODEL
+
+    c = sub.add_parser("canaries", help="canary exposure (The Secret Sharer) of a run whose "
+                       "fine-tuning set held the canaries of a record")
+    c.add_argument("--canaries-json", required=True,
+                   help="the canary record (jaxmem.canaries.Canaries.save)")
+    c.add_argument("--run-dir", help="a jaxmem train run: measure its checkpoint (default: "
+                   "the base model alone, the baseline)")
+    c.add_argument("--model", default=DEFAULT_MODEL, help="the base model (default: the run's)")
+    c.add_argument("--epoch", type=int, default=None, help="which epoch (default: last)")
+    add_dataclass_args(c, CanaryConfig, only=("n_samples", "exact_max", "batch_size", "dtype"),
+                       meta={k: {"help": h + "; default: the record's"} for k, h in (
+                           ("n_samples", "random reference secrets scored"),
+                           ("exact_max", "enumerate the randomness space up to this size"),
+                           ("batch_size", "texts per scoring batch"),
+                           ("dtype", "compute dtype"))})
+    c.add_argument("--seed", type=int, default=0, help="seed of the reference secrets")
+    c.add_argument("--out", help="write the report (per canary and per repetition count) as "
+                   "JSON")
+    c.add_argument("--figure", help="write exposure against repetitions as PNG")
+    _add_scale_args(c)
+    _add_tokenizer_arg(c)
+    c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show tracebacks")
+    c.set_defaults(func=cmd_canaries)
+
+
+# ----------------------------------------------------------------------------- (end of canaries)
+
+
 def _load(args, name):
     """load_model, with the attention kernel chosen by --attention."""
     from jaxmem.models import load_model
@@ -477,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show tracebacks")
     st.set_defaults(func=cmd_study)
     _add_extract_parser(sub)
+    _add_canaries_parser(sub)
     return p
 
 
