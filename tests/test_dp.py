@@ -24,6 +24,12 @@ def tiny():
     return to_jaxmem(tiny_hf_model("llama", num_key_value_heads=2))
 
 
+def _init(tiny, method):
+    params, cfg = tiny
+    params, labels = init_method(method, params, cfg, jax.random.PRNGKey(0))
+    return jax.tree.map(jnp.asarray, params), labels, cfg
+
+
 def _batch(cfg, a=1, b=4, t=12, seed=0):
     ids = np.random.default_rng(seed).integers(1, cfg.vocab_size, (a, b, t)).astype(np.int32)
     return jnp.asarray(ids), jnp.ones((a, b, t), jnp.int32)
@@ -48,9 +54,7 @@ def _grad_of_step(params, labels, cfg, ids, mask, dp, key=0):
 
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_clipped_gradient_sum_equals_a_loop_over_examples(tiny, method):
-    params, cfg = tiny
-    params, labels = init_method(method, params, cfg, jax.random.PRNGKey(0))
-    params = jax.tree.map(jnp.asarray, params)
+    params, labels, cfg = _init(tiny, method)
     ids, mask = _batch(cfg, a=2, b=3)
     mask = mask.at[0, 1, 7:].set(0).at[1, 2, :].set(0)  # a shorter row and a filler row
     trainable, frozen = split(params, labels)
@@ -83,9 +87,7 @@ def test_clipped_gradient_sum_equals_a_loop_over_examples(tiny, method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_noise_off_and_huge_clip_is_the_normal_step(tiny, method):
-    params, cfg = tiny
-    params, labels = init_method(method, params, cfg, jax.random.PRNGKey(0))
-    params = jax.tree.map(jnp.asarray, params)
+    params, labels, cfg = _init(tiny, method)
     tx = make_optimizer(OptimConfig(lr=1e-2), labels, 10)
     ids, mask = _batch(cfg, a=2, b=2)  # equal token counts: mean of means = token mean
     plain = make_train_step(cfg, tx, labels)(jax.tree.map(jnp.copy, params), tx.init(params),
@@ -98,9 +100,7 @@ def test_noise_off_and_huge_clip_is_the_normal_step(tiny, method):
 
 
 def test_noise_has_std_sigma_clip_over_batch(tiny):
-    params, cfg = tiny
-    params, labels = init_method("full", params, cfg, jax.random.PRNGKey(0))
-    params = jax.tree.map(jnp.asarray, params)
+    params, labels, cfg = _init(tiny, "full")
     ids, mask = _batch(cfg, b=4)
     clean, _ = _grad_of_step(params, labels, cfg, ids, mask, dpsgd.DPStep(0.5, 0.0, 4))
     noisy, _ = _grad_of_step(params, labels, cfg, ids, mask, dpsgd.DPStep(0.5, 2.0, 4))
@@ -118,12 +118,10 @@ def test_dp_training_resumes_exactly_and_records_sigma(tiny, tmp_path):
     val = random_texts(2, seed=1)
     tcfg = TrainConfig(epochs=2, batch_size=4, block_size=16, optim=OptimConfig(lr=1e-2),
                        dp="epsilon=8,delta=1e-5,clip=1.0")
-    full = train(params, cfg, CharTok(), "lora:dropout=0.1", texts, val, tmp_path / "a", tcfg,
-                 progress=False)
-    train(params, cfg, CharTok(), "lora:dropout=0.1", texts, val, tmp_path / "b", tcfg,
-          progress=False, stop_after_epoch=1)
-    resumed = train(params, cfg, CharTok(), "lora:dropout=0.1", texts, val, tmp_path / "b",
-                    tcfg, progress=False)
+    # uninterrupted in a/, then b/ stopped after epoch 1 (as if killed) and resumed
+    full, _, resumed = [train(params, cfg, CharTok(), "lora:dropout=0.1", texts, val,
+                              tmp_path / name, tcfg, progress=False, stop_after_epoch=stop)
+                        for name, stop in (("a", None), ("b", 1), ("b", None))]
     for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
         np.testing.assert_array_equal(a, b)
     spec = json.loads((tmp_path / "b" / "run.json").read_text())["dp"]
