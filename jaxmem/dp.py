@@ -70,12 +70,13 @@ class DPConfig:
 
     def __post_init__(self):
         check(self, "epsilon", lambda v: v is None or is_number(v) and v > 0,
-              "a finite number > 0 (e.g. epsilon=8)")
+              "a finite number > 0", "--dp epsilon=")
         check(self, "delta", lambda v: is_number(v) and 0 < v < 1,
-              "in (0, 1), usually below 1/n_train (e.g. delta=1e-5)")
-        check(self, "clip", lambda v: is_number(v) and v > 0, "a finite number > 0 (e.g. clip=1.0)")
+              "in (0, 1), usually below 1/n_train", "--dp delta=")
+        check(self, "clip", lambda v: is_number(v) and v > 0, "a finite number > 0",
+              "--dp clip=")
         check(self, "noise_multiplier", lambda v: v is None or is_number(v) and v >= 0,
-              "a finite number >= 0")
+              "a finite number >= 0", "--dp noise_multiplier=")
         if self.epsilon is None and self.noise_multiplier is None:
             raise ValueError("DP needs a target epsilon (epsilon=8) or a fixed noise_multiplier.")
 
