@@ -100,14 +100,15 @@ def cmd_train(args) -> int:
     from jaxmem.tuning import method_config
 
     method_config(args.method)  # before any work: an unknown method or option costs nothing
+    tcfg = dataclass_from_args(TrainConfig, args)  # so does a bad --dp or --epochs
     refuse_foreign(args.run_dir, RUN_SPEC, "run")
     corpus = _corpus(args)
     params, cfg, tok = _load(args, args.model)
     data = CorpusRecord(**{f.name: getattr(args, f.name)
                            for f in dataclasses.fields(CorpusRecord)})
     res = train(params, cfg, tok, args.method, corpus.train, corpus.validation, args.run_dir,
-                dataclass_from_args(TrainConfig, args), model_name=args.model,
-                data=dataclasses.asdict(data), overwrite=args.overwrite, mesh=args.mesh)
+                tcfg, model_name=args.model, data=dataclasses.asdict(data),
+                overwrite=args.overwrite, mesh=args.mesh)
     if not _main_process():
         return 0
     print(markdown_table([{k: (round(v, 4) if isinstance(v, float) else v) for k, v in h.items()}

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxmem import dp as dpsgd
 from jaxmem import runs
 from jaxmem import sharding as sh
 from jaxmem.checkpointing import CheckpointError
@@ -114,6 +115,9 @@ class TrainConfig:
     optim: OptimConfig = OptimConfig()
     eval_batch_size: int = field(16, help="batch size of the validation passes")
     log_every: int = field(1, help="log the loss every this many steps")
+    dp: str | None = field(None, help="DP-SGD: per-example clipping + Gaussian noise, e.g. "
+                                      "'epsilon=8,delta=1e-5,clip=1.0' (keys: epsilon, delta, "
+                                      "clip, noise_multiplier; see jaxmem.dp)")
 
     def __post_init__(self):
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
@@ -122,6 +126,7 @@ class TrainConfig:
         check_positive_ints(self, "epochs", "batch_size", "grad_accum", "block_size",
                             "eval_batch_size", "log_every")
         check(self, "seed", is_int, "an integer")
+        dpsgd.parse_dp(self.dp)  # a bad --dp fails here, before any model is loaded
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -146,16 +151,21 @@ def _sum_nll(params, cfg, ids, mask, dtype, rng, lora_dropout):
 
 
 def make_train_step(cfg: ModelConfig, tx: optax.GradientTransformation, labels, *,
-                    dtype: str = "float32", lora_dropout: float = 0.0, jit: bool = True):
+                    dtype: str = "float32", lora_dropout: float = 0.0, jit: bool = True,
+                    dp: dpsgd.DPStep | None = None):
     """A jit-compiled step over micro-batches ids/mask [A, B, T].
 
     Only the trainable subtree is differentiated, so XLA computes no weight gradient for frozen
     leaves; gradients are sums over tokens of all micro-batches divided by their token count.
     Returns (params, opt_state, loss). ``jit=False`` returns the plain function, for callers
     that transform it first (:func:`jaxmem.references.make_reference_step` vmaps it).
+    With ``dp`` the gradient is DP-SGD's (:mod:`jaxmem.dp`) and the loss the mean over real
+    examples of their mean token NLL.
     """
 
     def step(params, opt_state, ids, mask, rng):
+        if dp is not None:
+            return dp_step(params, opt_state, ids, mask, rng)
         trainable, frozen = split(params, labels)
         m = mask.astype(bool)
         # The token count is known before any gradient: scaling the loss by it gives mean
@@ -181,6 +191,35 @@ def make_train_step(cfg: ModelConfig, tx: optax.GradientTransformation, labels, 
         new_trainable = optax.apply_updates(trainable, split(updates, labels)[0])
         return merge(new_trainable, frozen), opt_state, loss
 
+    # ---- DP-SGD (jaxmem.dp): clipped per-example gradients of each example's mean token NLL,
+    # summed over all micro-batches, one Gaussian draw, divided by the fixed batch size.
+    def dp_step(params, opt_state, ids, mask, rng):
+        trainable, frozen = split(params, labels)
+
+        def example_loss(tr, i, mk, k):  # i, mk [1, T]
+            b = mk.astype(bool)
+            n = jnp.maximum(jnp.sum(b[..., 1:] & b[..., :-1]), 1)
+            return _sum_nll(merge(tr, frozen), cfg, i, mk, dtype, k, lora_dropout) / n
+
+        noise_key, drop_key = jax.random.split(rng)
+        keys = jax.random.split(drop_key, ids.shape[:2])
+
+        def micro(carry, xs):
+            g_acc, loss_acc, n_acc = carry
+            i, mk, k = xs
+            g, losses = dpsgd.clipped_grad_sum(example_loss, trainable, i, mk, k,
+                                               dp.clip)
+            real = jnp.sum(mk, axis=-1) >= 2
+            return (jax.tree.map(jnp.add, g_acc, g), loss_acc + jnp.sum(losses * real),
+                    n_acc + jnp.sum(real)), None
+
+        zeros = jax.tree.map(jnp.zeros_like, trainable)
+        (g, loss, n), _ = jax.lax.scan(micro, (zeros, 0.0, 0), (ids, mask, keys))
+        g = dpsgd.add_noise(g, noise_key, dp)
+        updates, opt_state = tx.update(zeros_for_frozen(g, frozen), opt_state, params)
+        new_trainable = optax.apply_updates(trainable, split(updates, labels)[0])
+        return merge(new_trainable, frozen), opt_state, loss / jnp.maximum(n, 1)
+
     return jax.jit(step, donate_argnums=(0, 1)) if jit else step
 
 
@@ -204,6 +243,26 @@ def _run_spec(model_name, cfg, mcfg, tcfg, n_train, n_val, data) -> dict:
     if data is not None:  # where the texts came from: part of the run's identity
         spec["data"] = dict(data)
     return spec
+
+
+def _dp_setup(tcfg: TrainConfig, n_train: int, spec: dict, progress: bool):
+    """The run's :class:`jaxmem.dp.DPStep` (None without ``tcfg.dp``); records sigma and the
+    epsilon of the whole run under ``spec["dp"]`` (deterministic, so resume compares equal)."""
+    dp = dpsgd.parse_dp(tcfg.dp)
+    if dp is None:
+        return None
+    batch = tcfg.batch_size * tcfg.grad_accum
+    steps, q = dpsgd.steps_and_rate(n_train, batch, tcfg.epochs)
+    sigma = dpsgd.noise_multiplier(dp, n_train=n_train, batch=batch, steps=steps)
+    eps = dpsgd.epsilon_spent(sigma, n_train=n_train, batch=batch, steps=steps, delta=dp.delta)
+    spec["dp"] = {"noise_multiplier": sigma, "epsilon": eps, "delta": dp.delta, "clip": dp.clip,
+                  "steps": steps, "sampling_rate": q,
+                  "accountant": "RDP, Poisson-subsampled Gaussian (batches are shuffled, "
+                                "fixed-size: the standard caveat)"}
+    if progress:
+        print(f"DP-SGD: noise multiplier {sigma:.4f}, clip {dp.clip}, epsilon {eps:.3f} at "
+              f"delta {dp.delta} over {steps} steps (sampling rate {q:.4g})")
+    return dpsgd.DPStep(clip=dp.clip, sigma=sigma, batch=batch)
 
 
 def validation_loss(params, cfg, seqs, tcfg: TrainConfig, pad_id: int, mesh=None) -> float:
@@ -293,13 +352,17 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
     # lacks, too many virtual tokens) leaves no run.json behind to block the corrected rerun
     params, labels = init_method(mcfg, params, cfg, jax.random.fold_in(key, 1), tokenizer)
     spec = _run_spec(model_name, cfg, mcfg, tcfg, len(train_texts), len(val_texts), data)
+    dp_step = _dp_setup(tcfg, len(seqs), spec, progress)
     runs.claim_run(run_dir, spec, overwrite=overwrite)
+    if dp_step is not None:
+        runs.append_log(run_dir, {"dp": spec["dp"]})
     # the caller's device arrays would be deleted by the step's donation
     params = jax.tree.map(lambda x: jnp.copy(x) if isinstance(x, jax.Array) else x, params)
     steps_per_epoch = math.ceil(len(seqs) / (tcfg.batch_size * tcfg.grad_accum))
     tx = make_optimizer(tcfg.optim, labels, steps_per_epoch * tcfg.epochs)
     lora_dropout = getattr(mcfg, "dropout", 0.0) if mcfg.name == "lora" else 0.0
-    step_fn = make_train_step(cfg, tx, labels, dtype=tcfg.dtype, lora_dropout=lora_dropout)
+    step_fn = make_train_step(cfg, tx, labels, dtype=tcfg.dtype, lora_dropout=lora_dropout,
+                              dp=dp_step)
     if mesh is None:
         params = jax.tree.map(jnp.asarray, params)
         opt_state = tx.init(params)
@@ -363,6 +426,11 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
         metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val,
                    "val_ppl": math.exp(val), "epoch_seconds": time.perf_counter() - t0,
                    "n_trainable": n_trainable}
+        if dp_step is not None:  # the privacy spent so far (accountant: jaxmem.dp)
+            metrics["dp_noise_multiplier"] = dp_step.sigma
+            metrics["dp_epsilon"] = dpsgd.epsilon_spent(
+                dp_step.sigma, n_train=len(seqs), batch=dp_step.batch,
+                steps=epoch * steps_per_epoch, delta=spec["dp"]["delta"])
         history.append(metrics)
         state = {"params": split(params, labels)[0], "opt_state": opt_state}
         with phase("checkpoint save"):
