@@ -69,7 +69,10 @@ def plot_histograms(scores: dict[str, np.ndarray], labels: np.ndarray, path: str
     for ax, (name, s) in zip(axes.flat, scores.items()):
         s = np.asarray(s, np.float64)
         ok = np.isfinite(s)
-        bins = np.histogram_bin_edges(s[ok], bins=40)
+        lo, hi = (s[ok].min(), s[ok].max()) if ok.any() else (0.0, 1.0)
+        if not hi - lo > 1e-9 * max(1.0, abs(lo)):  # (near-)constant: 40 bins would collapse
+            lo, hi = lo - 0.5, hi + 0.5
+        bins = np.linspace(lo, hi, 41)
         ax.hist(s[ok & ~labels], bins=bins, alpha=0.55, density=True, label="non-members")
         ax.hist(s[ok & labels], bins=bins, alpha=0.55, density=True, label="members")
         ax.set_title(name, fontsize=10)

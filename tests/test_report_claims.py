@@ -177,3 +177,17 @@ def test_last_epoch_table_flags_utility_and_names_the_strongest_attack():
     few = [dict(r, n_nonmembers=5) for r in final]
     assert _last_epoch_table(few, "loss", "m", "d")[1]["strongest attack"] \
         == "n/a (needs >= 10 non-members)"
+
+
+def test_histograms_survive_near_constant_scores(tmp_path):
+    """Scores a few ulps apart (a fully clipped DC-PDD column) once made matplotlib refuse
+    ("Too many bins for data range"); all-NaN and constant columns draw too."""
+    import numpy as np
+
+    from jaxmem.report import plot_histograms
+
+    tiny = 0.01 + np.arange(8) * np.spacing(0.01)
+    labels = np.array([1, 0] * 4, bool)
+    plot_histograms({"dc_pdd": tiny, "const": np.ones(8), "nan": np.full(8, np.nan),
+                     "loss": np.linspace(-3, -1, 8)}, labels, tmp_path / "h.png")
+    assert (tmp_path / "h.png").stat().st_size > 0
