@@ -288,8 +288,7 @@ def _add_extract_parser(sub) -> None:
     e.add_argument("--out", help="write the metrics and per-text results as JSON")
     _add_scale_args(e)
     _add_tokenizer_arg(e)
-    e.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                   help="show tracebacks")
+    _add_debug_arg(e)
     e.set_defaults(func=cmd_extract, block_size=None)
 
 
@@ -362,8 +361,7 @@ def _add_canaries_parser(sub) -> None:
     c.add_argument("--figure", help="write exposure against repetitions as PNG")
     _add_scale_args(c)
     _add_tokenizer_arg(c)
-    c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                   help="show tracebacks")
+    _add_debug_arg(c)
     c.set_defaults(func=cmd_canaries)
 
 
@@ -435,6 +433,12 @@ def _add_scale_args(s):
                         "tuning)")
 
 
+def _add_debug_arg(s):
+    """``--debug`` on a subcommand (SUPPRESS: the top-level flag's value stands unless given)."""
+    s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show tracebacks")
+
+
 def _add_tokenizer_arg(s):
     s.add_argument("--tokenizer", default=None, metavar="PATH",
                    help="tokenizer directory or hub id, for a model directory without "
@@ -474,8 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="alias, hub id, HF directory or .gguf file (default: %(default)s)")
     i.add_argument("--method", default=None, help="e.g. lora:r=16,target=all")
     _add_tokenizer_arg(i)
-    i.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                   help="show tracebacks")
+    _add_debug_arg(i)
     i.set_defaults(func=cmd_info)
 
     s = sub.add_parser("score", help="per-example log-likelihood statistics of a text file")
@@ -495,8 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_chunk_arg(s)
     _add_scale_args(s)
     _add_tokenizer_arg(s)
-    s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                   help="show tracebacks")
+    _add_debug_arg(s)
     s.add_argument("--strict", action="store_true",
                    help="refuse a text file with lines that are not valid UTF-8 (default: warn)")
     s.set_defaults(func=cmd_score)
@@ -513,8 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true")
     _add_scale_args(t)
     _add_tokenizer_arg(t)
-    t.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                   help="show tracebacks")
+    _add_debug_arg(t)
     t.set_defaults(func=cmd_train)
 
     a = sub.add_parser("attack", help="membership inference on a base model, run or adapter")
@@ -532,8 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_chunk_arg(a)
     _add_scale_args(a)
     _add_tokenizer_arg(a)
-    a.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                   help="show tracebacks")
+    _add_debug_arg(a)
     a.add_argument("--strict", action="store_true",
                    help="refuse a text file with lines that are not valid UTF-8 (default: warn)")
     a.set_defaults(func=cmd_attack)
@@ -548,8 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--overwrite", action="store_true",
                     help="replace a results folder that holds a different study")
     _add_scale_args(st)
-    st.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                   help="show tracebacks")
+    _add_debug_arg(st)
     st.set_defaults(func=cmd_study)
     _add_extract_parser(sub)
     _add_canaries_parser(sub)
