@@ -230,6 +230,9 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
     extra = A.needs(specs)
     if "reference" in extra and reference_params is None and reference_stats is None:
         specs, extra = skip_reference_attacks(specs)
+    grads = sorted(x.partition(":")[2] for x in extra if x.startswith("gradients:"))
+    if grads and mesh is not None:  # before any scoring: a refusal costs nothing
+        raise ValueError("The gradient-norm attacks run on one device; drop them or --mesh.")
     prefix = recall_prefix(acfg, prefix_texts, texts) if "recall" in extra else None
     kw = dict(batch_size=acfg.batch_size, block_size=acfg.block_size, dtype=acfg.dtype,
               mesh=mesh)
@@ -248,18 +251,17 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
             recall=(score_after_prefix(params, cfg, tokenizer, prefix, texts, **kw)
                     if prefix is not None else None),
             frequencies=frequencies)
-    grads = sorted(x.partition(":")[2] for x in extra if x.startswith("gradients:"))
     if grads:
         from jaxmem.gradnorm import grad_norm_scores
 
-        if mesh is not None:
-            raise ValueError("The gradient-norm attacks run on one device; drop them or --mesh.")
         with phase("gradient norms"):
-            inputs.grad_norms = {w: grad_norm_scores(
-                params, cfg, param_labels, tokenizer, texts,
-                which="all" if param_labels is None else w,
-                batch_size=acfg.batch_size, block_size=acfg.block_size, dtype=acfg.dtype)
-                for w in grads}
+            # without a method every leaf is trainable: "trainable" and "all" are one pass
+            which = {w: "all" if param_labels is None else w for w in grads}
+            norms = {v: grad_norm_scores(params, cfg, param_labels, tokenizer, texts, which=v,
+                                         batch_size=acfg.batch_size,
+                                         block_size=acfg.block_size, dtype=acfg.dtype)
+                     for v in set(which.values())}
+            inputs.grad_norms = {w: norms[v] for w, v in which.items()}
     with phase("attacks + bootstrap"):
         scores = A.run_attacks(specs, inputs)
         metrics = {name: summarize(s, labels, n_boot=acfg.n_boot, seed=acfg.seed,
