@@ -4,6 +4,7 @@
     jaxmem train --method lora --run-dir DIR [--corpus default] [--epochs 3]
     jaxmem attack --members M --nonmembers N [--model ...] [--out-dir DIR]
     jaxmem study CONFIG.yaml --out-dir DIR [--set train.epochs=3]
+    jaxmem frontier CONFIG.yaml --out-dir DIR   (one study per DP epsilon + the frontier figure)
     jaxmem extract --members M --nonmembers N [--prefix-len 32 --suffix-len 32] [--out F.json]
 
 Every command takes --mesh (shard over several devices: auto, DATAxFSDP such as 4x2, or xFSDP)
@@ -230,6 +231,20 @@ def cmd_study(args) -> int:
                  for r in rows if r["attack"] == first_attack
                  and r["epoch"] == last[(r["model"], r["dataset"], r["method"])]]))
     print(f"\nreport: {args.out_dir}/report.md")
+    return 0
+
+
+def cmd_frontier(args) -> int:
+    from jaxmem.frontier import SPEC, frontier_table, load_frontier, run_frontier
+    from jaxmem.runs import refuse_foreign
+
+    scfg, fcfg = load_frontier(args.config, args.set or [])
+    refuse_foreign(args.out_dir, SPEC, "frontier")
+    rows = run_frontier(scfg, fcfg, args.out_dir, overwrite=args.overwrite, mesh=args.mesh,
+                        attention_impl=args.attention)
+    if _main_process():
+        print(markdown_table(frontier_table(rows)))
+        print(f"\nreport: {args.out_dir}/frontier.md")
     return 0
 
 
@@ -550,6 +565,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scale_args(st)
     _add_debug_arg(st)
     st.set_defaults(func=cmd_study)
+
+    fr = sub.add_parser("frontier", help="privacy-utility frontier: one study per DP-SGD "
+                        "epsilon, then validation perplexity vs the strongest attack")
+    fr.add_argument("config", help="YAML study config with a frontier: {epsilons: [inf, 8, 1], "
+                    "delta, clip} mapping (e.g. experiments/cpu/frontier.yaml)")
+    fr.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a field, e.g. --set frontier.epsilons=[inf,4] or "
+                         "--set train.epochs=3")
+    fr.add_argument("--out-dir", required=True)
+    fr.add_argument("--overwrite", action="store_true",
+                    help="replace a folder that holds a different frontier")
+    _add_scale_args(fr)
+    _add_debug_arg(fr)
+    fr.set_defaults(func=cmd_frontier)
     _add_extract_parser(sub)
     _add_canaries_parser(sub)
     return p

@@ -165,6 +165,10 @@ class StudyConfig:
             v = dotted.pop(k)
             for home in FLAT_OPTIONS[k]:
                 dotted.setdefault(home, v)
+        if any(k.startswith("frontier.") for k in dotted):
+            raise ValueError("frontier: options (epsilons, delta, clip) belong to a privacy-"
+                             "utility frontier: run `jaxmem frontier CONFIG`, not `jaxmem "
+                             "study` (see experiments/cpu/frontier.yaml).")
         known = {f.name for f in dataclasses.fields(cls)} - {"train", "audit"}
         known |= {n for n, _, _ in iter_fields(TrainConfig, "train.")}
         known |= {n for n, _, _ in iter_fields(AuditConfig, "audit.")}
@@ -179,31 +183,7 @@ class StudyConfig:
     def from_yaml(cls, path, overrides: list[str] = ()) -> "StudyConfig":
         """Loads a YAML config, then applies ``key=value`` overrides (values parsed as YAML;
         nested keys dotted: ``train.epochs=4``)."""
-        import yaml
-
-        d = {}
-        if path:
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"No such study config: {path}")
-            try:
-                d = yaml.safe_load(Path(path).read_text())
-            except yaml.YAMLError as e:
-                raise ValueError(f"{path} is not valid YAML: {e}") from None
-            if not isinstance(d, dict) or not d:
-                raise ValueError(
-                    f"{path} holds {'nothing' if not d else 'a ' + type(d).__name__}, not a "
-                    "mapping of study options (e.g. `methods: [lora, prompt]`, `train: "
-                    "{epochs: 3}`); see experiments/demo.yaml.")
-        d = _dotted(d)
-        for item in overrides:
-            k, sep, v = item.partition("=")
-            if not sep:
-                raise ValueError(f"Override {item!r} is not key=value.")
-            try:
-                d[k.strip()] = yaml.safe_load(v)
-            except yaml.YAMLError as e:
-                raise ValueError(f"Override {item!r}: the value is not valid YAML ({e}).") from None
-        return cls.from_dict(d)
+        return cls.from_dict(read_options(path, overrides))
 
     def lr_for(self, method: str) -> float:
         default = self.train.optim.lr
@@ -214,11 +194,45 @@ class StudyConfig:
         return replace_nested(self.train, {"optim.lr": self.lr_for(method)})
 
 
+def read_options(path, overrides: list[str] = ()) -> dict:
+    """A YAML config's options, dotted (``{"train.epochs": 3}``), with ``key=value``
+    overrides applied (values parsed as YAML); ``path`` None: the overrides alone.
+
+    Raises:
+      FileNotFoundError, ValueError: no such file, not YAML, not a mapping, a bad override.
+    """
+    import yaml
+
+    d = {}
+    if path:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"No such study config: {path}")
+        try:
+            d = yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path} is not valid YAML: {e}") from None
+        if not isinstance(d, dict) or not d:
+            raise ValueError(
+                f"{path} holds {'nothing' if not d else 'a ' + type(d).__name__}, not a "
+                "mapping of study options (e.g. `methods: [lora, prompt]`, `train: "
+                "{epochs: 3}`); see experiments/demo.yaml.")
+    d = _dotted(d)
+    for item in overrides:
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise ValueError(f"Override {item!r} is not key=value.")
+        try:
+            d[k.strip()] = yaml.safe_load(v)
+        except yaml.YAMLError as e:
+            raise ValueError(f"Override {item!r}: the value is not valid YAML ({e}).") from None
+    return d
+
+
 def _dotted(d: dict, prefix: str = "") -> dict:
     """``{"train": {"optim": {"lr": 1}}}`` -> ``{"train.optim.lr": 1}``; other values as they are."""
     out = {}
     for k, v in d.items():
-        if k.rpartition(".")[2] in ("train", "audit", "optim") and isinstance(v, dict):
+        if k.rpartition(".")[2] in ("train", "audit", "optim", "frontier") and isinstance(v, dict):
             out.update(_dotted(v, f"{prefix}{k}."))
         else:
             out[prefix + k] = v
@@ -281,14 +295,43 @@ def _tpr(m: dict, key: str) -> float | None:
     return m.get(key)
 
 
-def _rows(model, n_params, dataset, method, epoch, where, base_ppl=None) -> list[dict]:
+def _privacy(where: Path, run_dir: Path | None, attacks) -> tuple[dict, dict]:
+    """A done cell's privacy columns: the DP-SGD accounting of its training run (``run.json``'s
+    ``dp``: ``dp_epsilon``, ``dp_delta``, ``dp_noise_multiplier``; empty without DP) and, per
+    attack, the empirical epsilon its scores imply (:func:`jaxmem.dp.empirical_epsilon`, 95%
+    Clopper-Pearson, at the run's delta; 0 for a run without DP)."""
+    from jaxmem.dp import empirical_epsilon
+
+    dp = {}
+    if run_dir is not None and (run_dir / runs.RUN_SPEC).exists():
+        dp = runs.read_run_spec(run_dir).get("dp") or {}
+    cols = {"dp_epsilon": dp.get("epsilon"), "dp_delta": dp.get("delta"),
+            "dp_noise_multiplier": dp.get("noise_multiplier")}
+    emp = {}
+    if (where / runs.SCORES).exists():
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(where / runs.SCORES).to_pydict()
+        labels = np.asarray(table["member"], int)
+        for attack in attacks:
+            s = np.asarray(table.get(attack, []), np.float64)
+            ok = np.isfinite(s)
+            if len(s) == len(labels) and len(set(labels[ok])) == 2:
+                emp[attack] = empirical_epsilon(s[ok], labels[ok], delta=dp.get("delta") or 0)
+    return cols, emp
+
+
+def _rows(model, n_params, dataset, method, epoch, where, base_ppl=None,
+          run_dir=None) -> list[dict]:
     """The result rows of a done (cell, epoch), one per attack.
 
     Every row of the cell also carries the cell's strongest attack
     (:func:`jaxmem.report.strongest_attack`: ``strongest_attack``, ``strongest_tpr`` at
-    ``strongest_fpr``; empty where the non-members support no FPR) and, given the base model's validation perplexity ``base_ppl`` (None: the
-    base model itself), ``ppl_vs_base`` and ``comparable_utility``
-    (:func:`jaxmem.report.comparable_utility`).
+    ``strongest_fpr``; empty where the non-members support no FPR); given the base model's
+    validation perplexity ``base_ppl`` (None: the base model itself), ``ppl_vs_base`` and
+    ``comparable_utility`` (:func:`jaxmem.report.comparable_utility`); and the privacy columns
+    of :func:`_privacy` (the training run ``run_dir``'s DP epsilon, each attack's empirical
+    epsilon).
     """
     from jaxmem.report import comparable_utility, strongest_attack
 
@@ -310,6 +353,9 @@ def _rows(model, n_params, dataset, method, epoch, where, base_ppl=None) -> list
         for r in rows:
             r.update({f"{k}_{side}": e[side][k] for side in ("members", "nonmembers")
                       for k in ("k_extractable_rate", "token_match")})
+    dp, emp = _privacy(where, run_dir, metrics)
+    for r in rows:
+        r.update(dp, empirical_epsilon=emp.get(r["attack"]))
     best = strongest_attack({r["attack"]: r for r in rows}) or {}
     for r in rows:
         r.update(strongest_attack=best.get("attack"), strongest_tpr=best.get("tpr"),
@@ -466,7 +512,8 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
                             print(f"[{time.perf_counter() - t_start:.0f}s] {model_name} / "
                                   f"{dataset} / {method} epoch {e}: val ppl "
                                   f"{np.exp(history[e]):.3f}, {first} AUC {m['auc']:.3f}")
-                    rows += _rows(model_name, n_params, dataset, method, e, where, base_ppl)
+                    rows += _rows(model_name, n_params, dataset, method, e, where, base_ppl,
+                                  run_dir)
             runs.write_study_results(out, rows)
     runs.write_study_results(out, rows)
     if is_main_process():

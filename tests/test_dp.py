@@ -52,9 +52,14 @@ def _grad_of_step(params, labels, cfg, ids, mask, dp, key=0):
     return jax.tree.leaves(state.inner_states[TRAINABLE].inner_state), float(loss)
 
 
-@pytest.mark.parametrize("method", ["lora", "full"])
-def test_clipped_gradient_sum_equals_a_loop_over_examples(tiny, method):
+@pytest.mark.parametrize("method, one_at_a_time", [("lora", False), ("full", False),
+                                                   ("full", True)])
+def test_clipped_gradient_sum_equals_a_loop_over_examples(tiny, method, one_at_a_time,
+                                                          monkeypatch):
     params, labels, cfg = _init(tiny, method)
+    if one_at_a_time:  # gradients too big to vmap together: microbatches of one example
+        monkeypatch.setattr(dpsgd, "PER_EXAMPLE_GRADS_BYTES", 1)
+        assert dpsgd.microbatch_size(split(params, labels)[0], 3) == 1
     ids, mask = _batch(cfg, a=2, b=3)
     mask = mask.at[0, 1, 7:].set(0).at[1, 2, :].set(0)  # a shorter row and a filler row
     trainable, frozen = split(params, labels)
@@ -225,3 +230,14 @@ def test_empirical_epsilon_bad_input():
         dpsgd.empirical_epsilon([np.nan, 0.2], [1, 0])
     with pytest.raises(ValueError, match="one length"):
         dpsgd.empirical_epsilon([0.1, 0.2, 0.3], [1, 0])
+
+
+def test_microbatch_size_is_a_divisor_within_the_budget(monkeypatch):
+    tree = {"w": jnp.zeros((1024,), jnp.float32)}  # 4 KiB per example
+    assert dpsgd.microbatch_size(tree, 8) is None  # the default budget holds them all
+    monkeypatch.setattr(dpsgd, "PER_EXAMPLE_GRADS_BYTES", 3 * 4096)
+    assert dpsgd.microbatch_size(tree, 8) == 2  # 3 fit, the largest divisor of 8 below is 2
+    assert dpsgd.microbatch_size(tree, 9) == 3
+    monkeypatch.setattr(dpsgd, "PER_EXAMPLE_GRADS_BYTES", 100)
+    assert dpsgd.microbatch_size(tree, 8) == 1  # never less than one example
+
