@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmem.scoring import encode_texts, score_texts
-from jaxmem.trainer import TrainConfig, _epoch_batches, make_optimizer, make_train_step
+from jaxmem.trainer import TrainConfig, epoch_batches, make_optimizer, make_train_step
 from jaxmem.tuning import init_method, method_config
 from jaxmem.tuning.partition import TRAINABLE
 
@@ -175,7 +175,7 @@ def train_references(params, cfg, tokenizer, mcfg, population: Sequence[str],
     keys = [jax.random.PRNGKey(s) for s in seeds]
     history = []
     for epoch in range(1, tcfg.epochs + 1):
-        batches = [_epoch_batches(ref_seqs[k], dataclasses.replace(tcfg, seed=seeds[k]), epoch,
+        batches = [epoch_batches(ref_seqs[k], dataclasses.replace(tcfg, seed=seeds[k]), epoch,
                                   pad_id) for k in range(n_refs)]
         losses = []
         for s, per_ref in enumerate(zip(*batches)):

@@ -223,7 +223,7 @@ def make_train_step(cfg: ModelConfig, tx: optax.GradientTransformation, labels, 
     return jax.jit(step, donate_argnums=(0, 1)) if jit else step
 
 
-def _epoch_batches(seqs, tcfg: TrainConfig, epoch: int, pad_id: int):
+def epoch_batches(seqs, tcfg: TrainConfig, epoch: int, pad_id: int):
     """Shuffled [A, B, T] batches for one epoch; T from a few length buckets.
 
     Every process builds the same global batches (the order depends only on seed and epoch);
@@ -398,7 +398,7 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
             bar = tqdm(total=steps_per_epoch, desc=f"{mcfg.name} epoch {epoch}/{tcfg.epochs}",
                        unit="step", leave=False)
         t0, losses = time.perf_counter(), []
-        for s, (ids, mask) in enumerate(_epoch_batches(seqs, tcfg, epoch, pad_id)):
+        for s, (ids, mask) in enumerate(epoch_batches(seqs, tcfg, epoch, pad_id)):
             global_step = (epoch - 1) * steps_per_epoch + s
             rng = jax.random.fold_in(key, 1_000_000 + global_step)
             with phase("train steps"):
