@@ -243,7 +243,10 @@ def cmd_frontier(args) -> int:
     rows = run_frontier(scfg, fcfg, args.out_dir, overwrite=args.overwrite, mesh=args.mesh,
                         attention_impl=args.attention)
     if _main_process():
-        print(markdown_table(frontier_table(rows)))
+        for group in dict.fromkeys((r["model"], r["dataset"]) for r in rows):
+            print(f"{group[0]} / {group[1]}")
+            print(markdown_table(frontier_table([r for r in rows
+                                                 if (r["model"], r["dataset"]) == group])))
         print(f"\nreport: {args.out_dir}/frontier.md")
     return 0
 

@@ -213,22 +213,26 @@ def plot_frontier(rows: list[dict], path) -> None:
         what = " / ".join(f"{f * 100:g}%" for f in sorted(fprs)) or "low"
         ax.set_ylabel(f"strongest attack's TPR at {what} FPR")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{model} / {dataset}: privacy vs utility under DP-SGD\n"
+        ax.set_title(f"{_short(model)} / {_short(dataset)}: privacy vs utility under DP-SGD\n"
                      "(red: parameter-based, blue: prompt-based)", fontsize=9)
         ax.grid(True, which="both", alpha=0.2)
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     _save(fig, path)
 
 
+def _short(name: str) -> str:
+    """A model or dataset as a title shows it: a local path by its last part."""
+    return Path(name).name if "/" in name else name
+
+
 def frontier_table(rows: list[dict]) -> list[dict]:
-    """:func:`frontier_rows` for reading: one line per (method, epsilon)."""
+    """:func:`frontier_rows` of one (model, dataset) for reading: a line per (method, epsilon)."""
     from jaxmem.report import display_name
 
     def fmt(v, nd=3):
         return "n/a" if v is None else round(v, nd)
 
-    return [{"model / dataset": f"{r['model']} / {r['dataset']}",
-             "method": display_name(r["method"]),
+    return [{"method": display_name(r["method"]),
              "target epsilon": "-" if r["epsilon"] is None else label(r["epsilon"]),
              "accountant epsilon": ("-" if r["method"] == "base" else "inf (no DP)"
                                     if r["dp_epsilon"] is None else round(r["dp_epsilon"], 2)),
@@ -266,8 +270,10 @@ def write_frontier(out, scfg: StudyConfig, fcfg: FrontierConfig, rows: list[dict
              "the lowest FPR the non-members support. Empirical epsilon: the largest lower bound "
              "on epsilon any attack's ROC proves at 95% confidence (Clopper-Pearson); with "
              f"these sample sizes none can prove more than "
-             f"{empirical_epsilon_cap(n_m, n_n, delta=fcfg.delta):.2f}.", "",
-             markdown_table(frontier_table(rows)), ""]
+             f"{empirical_epsilon_cap(n_m, n_n, delta=fcfg.delta):.2f}.", ""]
+    for model, dataset in dict.fromkeys((r["model"], r["dataset"]) for r in rows):
+        sub = [r for r in rows if (r["model"], r["dataset"]) == (model, dataset)]
+        lines += [f"## {model} / {dataset}", "", markdown_table(frontier_table(sub)), ""]
     return runs.atomic_write(out / "frontier.md", "\n".join(lines))
 
 
