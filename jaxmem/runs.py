@@ -186,9 +186,39 @@ def slug(s: str) -> str:
 
 # ----------------------------------------------------------------------------- claiming
 
+def field_defaults(cls) -> dict:
+    """A config dataclass's fields that have defaults, as JSON would hold them (nested configs
+    included): what an option added later reads in a spec written before it existed."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            v = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            v = f.default_factory()
+        else:
+            continue
+        out[f.name] = (json.loads(json.dumps(dataclasses.asdict(v)))
+                       if dataclasses.is_dataclass(v) else json.loads(json.dumps(v)))
+    return out
+
+
+def fill_missing(old: dict, defaults: dict, like: dict) -> dict:
+    """``old`` with every key it lacks that ``like`` has (at any depth) taken from
+    ``defaults``."""
+    out = dict(old)
+    for k, v in defaults.items():
+        if k not in like:
+            continue
+        if k not in out:
+            out[k] = v
+        elif isinstance(out[k], dict) and isinstance(v, dict) and isinstance(like[k], dict):
+            out[k] = fill_missing(out[k], v, like[k])
+    return out
+
+
 def claim_dir(folder: Path, name: str, spec: dict, *, overwrite: bool, what: str,
               outputs: Sequence[str], error: type[Exception] = CheckpointError,
-              ignore: Sequence[str] = ()) -> None:
+              ignore: Sequence[str] = (), defaults: dict | None = None) -> None:
     """Makes ``folder`` this job's, recorded in its ``name`` file (``run.json``, ``study.json``).
 
     A folder whose file holds the same spec resumes. One holding another spec is refused (naming
@@ -206,6 +236,8 @@ def claim_dir(folder: Path, name: str, spec: dict, *, overwrite: bool, what: str
       outputs: the names jaxmem writes in such a folder (``RUN_OUTPUTS``, ``STUDY_OUTPUTS``).
       error: the exception raised on refusal.
       ignore: keys that say how a job runs, not what it is; never a difference.
+      defaults: what options added since the folder's spec was written read when it lacks them
+        (their defaults, which do what was done before they existed), so it still resumes.
 
     Raises:
       error: ``folder`` holds a different spec and ``overwrite`` is False.
@@ -217,6 +249,8 @@ def claim_dir(folder: Path, name: str, spec: dict, *, overwrite: bool, what: str
     old = read_json(path) if path.exists() else None
     sh.sync(f"jaxmem-claim-read-{name}")
     refuse_foreign(folder, name, what)
+    if old is not None and defaults:
+        old = fill_missing(old, defaults, spec)
     diff = sorted(k for k in set(spec) | set(old or {})
                   if k not in ignore and (old or {}).get(k) != spec.get(k))
     if old is not None and diff:
@@ -298,9 +332,11 @@ def read_json(path: str | os.PathLike):
                          "start over in another folder (or with --overwrite).") from None
 
 
-def claim_run(run_dir: Path, spec: dict, *, overwrite: bool) -> None:
+def claim_run(run_dir: Path, spec: dict, *, overwrite: bool, defaults: dict | None = None
+              ) -> None:
     """:func:`claim_dir` for a run folder (``run.json``); refusal raises ``CheckpointError``."""
-    claim_dir(run_dir, RUN_SPEC, spec, overwrite=overwrite, what="run", outputs=RUN_OUTPUTS)
+    claim_dir(run_dir, RUN_SPEC, spec, overwrite=overwrite, what="run", outputs=RUN_OUTPUTS,
+              defaults=defaults)
 
 
 def claim_study(out: Path, spec: dict, *, overwrite: bool, ignore: Sequence[str] = ()) -> None:
@@ -505,7 +541,8 @@ def write_study_results(out: Path, rows: list[dict]) -> None:
 __all__ = ["CHECKPOINTS", "CORPUS_RECORD", "CheckpointError", "CorpusRecord", "FIGURES",
            "HISTOGRAMS", "LOG", "METRICS", "REPORT", "RESULTS_CSV", "RESULTS_JSON", "ROC",
            "RUN_SPEC", "SCORES", "STUDY_SPEC", "append_log", "atomic_write", "cell_done",
-           "checkpoint_dir", "claim_attack_dir", "claim_dir", "claim_run", "claim_study", "epoch_record",
+           "checkpoint_dir", "claim_attack_dir", "claim_dir", "claim_run", "field_defaults",
+           "fill_missing", "claim_study", "epoch_record",
            "finished_epochs", "has_attack_results", "mark_cell_done", "read_cell",
            "read_corpus_record", "read_json", "record_session", "study_sessions", "read_run_spec", "refuse_foreign", "remove_outputs", "restore_epoch", "save_epoch", "slug",
            "study_attack_dir", "study_run_dir", "write_attack_metrics",

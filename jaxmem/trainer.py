@@ -353,7 +353,10 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
     params, labels = init_method(mcfg, params, cfg, jax.random.fold_in(key, 1), tokenizer)
     spec = _run_spec(model_name, cfg, mcfg, tcfg, len(train_texts), len(val_texts), data)
     dp_step = _dp_setup(tcfg, len(seqs), spec, progress)
-    runs.claim_run(run_dir, spec, overwrite=overwrite)
+    # a run started before an option existed resumes: it did what the option's default does
+    defaults = {"model_config": runs.field_defaults(type(cfg)),
+                "method": runs.field_defaults(type(mcfg)), "train": runs.field_defaults(TrainConfig)}
+    runs.claim_run(run_dir, spec, overwrite=overwrite, defaults=defaults)
     if dp_step is not None:
         runs.append_log(run_dir, {"dp": spec["dp"]})
     # the caller's device arrays would be deleted by the step's donation

@@ -118,6 +118,30 @@ def test_other_run_in_directory_is_refused(tiny, tmp_path):
     assert len(r.history) == 1
 
 
+def test_run_started_before_new_options_resumes_with_their_defaults(tiny, tmp_path):
+    """A run.json written before options existed (here: train.dp, the prefix's init and
+    init_text, a model field) resumes when they keep their defaults, and is refused when not."""
+    params, cfg = tiny
+    tcfg = TrainConfig(epochs=2, batch_size=4, block_size=48)
+    args = (params, cfg, CharTok(), "prefix", _texts(8), _texts(4, 1), tmp_path)
+    train(*args, tcfg, progress=False, stop_after_epoch=1)
+    spec = json.loads((tmp_path / "run.json").read_text())
+    del spec["train"]["dp"], spec["method"]["init"], spec["method"]["init_text"]
+    from jaxmem.runs import field_defaults
+    added = next(k for k in field_defaults(type(cfg)) if k in spec["model_config"])
+    del spec["model_config"][added]
+    (tmp_path / "run.json").write_text(json.dumps(spec))
+    stamp = (tmp_path / "checkpoints" / "epoch_001").stat().st_mtime_ns
+    r = train(*args, tcfg, progress=False)
+    assert [h["epoch"] for h in r.history] == [1, 2]
+    assert (tmp_path / "checkpoints" / "epoch_001").stat().st_mtime_ns == stamp  # kept
+    assert "init" in json.loads((tmp_path / "run.json").read_text())["method"]
+    (tmp_path / "run.json").write_text(json.dumps(spec))  # old again; now asked with DP on
+    with pytest.raises(CheckpointError, match="holds a different run.*train"):
+        train(*args, TrainConfig(epochs=2, batch_size=4, block_size=48, dp="epsilon=8"),
+              progress=False)
+
+
 def test_nan_loss_stops_and_keeps_last_checkpoint(tiny, tmp_path):
     """Epoch 1 on good weights, then the run resumes on poisoned base weights: NaN at once."""
     params, cfg = tiny
