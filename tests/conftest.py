@@ -59,12 +59,14 @@ def to_jaxmem(model):
     return params_from_hf_state_dict(state, cfg), cfg
 
 
-def save_tiny_tokenizer(path, vocab_size=97):
-    """A word-level tokenizer over 'w0'..'wN' saved in HF format (no network needed)."""
+def save_tiny_tokenizer(path, vocab_size=97, words=()):
+    """A word-level tokenizer over 'w0'..'wN' saved in HF format (no network needed); ``words``
+    (e.g. a canary template's words and digits) take the last ids before '<unk>'."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {f"w{i}": i for i in range(vocab_size - 1)}
+    vocab = {f"w{i}": i for i in range(vocab_size - 1 - len(words))}
+    vocab.update({w: len(vocab) + i for i, w in enumerate(words)})
     vocab["<unk>"] = vocab_size - 1
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
