@@ -211,8 +211,10 @@ class StudyConfig:
         unknown = set(dotted) - known
         if unknown:
             raise ValueError(f"Unknown study options {sorted(unknown)}; known: {sorted(known)}.")
-        # attack_epochs is checked against train.epochs, so it is set together with train
-        top = {k: v for k, v in dotted.items() if "." not in k and k != "attack_epochs"}
+        # attack_epochs is checked against train.epochs and canary_exposure against
+        # train.canaries, so they are set together with train
+        top = {k: v for k, v in dotted.items()
+               if "." not in k and k not in ("attack_epochs", "canary_exposure")}
         return replace_nested(cls(**top), {k: v for k, v in dotted.items() if k not in top})
 
     @classmethod
