@@ -568,8 +568,7 @@ def _exposure_table(out: Path, final: list[dict]) -> tuple[list[dict], dict[str,
         where = runs.study_attack_dir(out, r["model"], r["dataset"], r["method"], r["epoch"])
         reports[r["method"]] = rep = runs.read_json(where / runs.EXPOSURE)
         table.append({"method": display_name(r["method"]), "epoch": r["epoch"],
-                      **{f"{n}x": None if v["sampled"] is None else round(v["sampled"], 2)
-                         for n, v in rep["by_repeats"].items()}})
+                      **{f"{n}x": round(v["sampled"], 2) for n, v in rep["by_repeats"].items()}})
     return table, reports
 
 
@@ -641,9 +640,10 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
         if exposure:
             from jaxmem.canaries import plot_exposure
 
-            rep = next(iter(reports.values()))
-            fig = f"exposure_{runs.slug(model)}_{runs.slug(dataset)}.png" if len(
-                set((r["model"], r["dataset"]) for r in rows)) > 1 else "exposure.png"
+            rep = next(iter(reports.values()))  # the base model's: |R| and m are the study's
+            several = len({(r["model"], r["dataset"]) for r in rows}) > 1
+            fig = (f"exposure_{runs.slug(model)}_{runs.slug(dataset)}.png" if several
+                   else "exposure.png")
             plot_exposure(reports, fig_dir / fig, title=f"{model} / {dataset}")
             lines += [f"### Canary exposure (train.canaries = {scfg.train.canaries})", "",
                       f"Mean exposure in bits (Carlini et al. 2019, log2 |R| - log2 rank, "
