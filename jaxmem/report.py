@@ -644,7 +644,8 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
             several = len({(r["model"], r["dataset"]) for r in rows}) > 1
             fig = (f"exposure_{runs.slug(model)}_{runs.slug(dataset)}.png" if several
                    else "exposure.png")
-            plot_exposure(reports, fig_dir / fig, title=f"{model} / {dataset}")
+            plot_exposure(reports, fig_dir / fig, title=f"{Path(model).name} / "
+                          f"{Path(dataset).name}: canary exposure, last attacked epoch")
             lines += [f"### Canary exposure (train.canaries = {scfg.train.canaries})", "",
                       f"Mean exposure in bits (Carlini et al. 2019, log2 |R| - log2 rank, "
                       f"sampled estimator over {rep['n_samples']} random secrets) of the "
