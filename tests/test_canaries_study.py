@@ -99,6 +99,9 @@ def test_bad_spec_fails_at_config_time(tmp_path, capsys):
         StudyConfig(train=TrainConfig(canaries="2:1"), canary_exposure={"template": "x {}"})
     with pytest.raises(ValueError, match="n_samples"):
         StudyConfig(train=TrainConfig(canaries="2:1"), canary_exposure={"n_samples": 0})
+    with pytest.raises(ValueError, match="Canary exposure runs on one device"):
+        run_study(StudyConfig(train=TrainConfig(canaries="2:1")), tmp_path / "s", mesh="2x1")
+    assert not (tmp_path / "s").exists()
     from jaxmem.cli import main
 
     # refused before any model loads (the model named here does not exist)
@@ -125,7 +128,6 @@ def test_study_json_without_the_fields_resumes(tmp_path):
 TEMPLATE_WORDS = ("my", "account", "number", "is", *"0123456789")
 
 
-@pytest.mark.slow  # a tiny study: trains, attacks and measures two cells (~30 s, 2 cores)
 def test_study_measures_exposure_of_base_and_every_cell(tmp_path, capsys):
     """train.canaries gives the base model and every attacked cell an exposure.json (the
     base's equal to exposure_report on the same canaries, the run's equal to `jaxmem canaries
