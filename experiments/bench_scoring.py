@@ -101,9 +101,9 @@ def compiled_token_stats(params, cfg, ids: np.ndarray, dtype: str, min_tokens: i
 
 def plot_sweep(rows: list[dict], peak_tps: dict[int, float], path: Path, title: str) -> None:
     """tokens/s against batch size (log 2), one line per sequence length, peak-equivalent dashed."""
-    from jaxmem.report import _plt, _save
+    from jaxmem.report import _save, pyplot
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for i, (seq_len, peak) in enumerate(peak_tps.items()):
         r = [x for x in rows if x["seq_len"] == seq_len]

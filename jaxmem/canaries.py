@@ -187,8 +187,13 @@ class Canaries:
         """Reads what :meth:`save` wrote.
 
         Raises:
+          FileNotFoundError: no file at ``path``, with where records come from.
           ValueError: the file is not a canary record.
         """
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"No canary record at {path}; a run trained with --canaries "
+                                    "(train.canaries) writes RUN_DIR/canaries.json, and "
+                                    "Canaries.save writes one.")
         try:
             d = json.loads(Path(path).read_text())
             rows = d["canaries"]
@@ -379,10 +384,10 @@ def plot_exposure(reports: dict[str, dict], path, title: str = "") -> None:
     Example:
         >>> plot_exposure({"lora": rep_lora, "full": rep_full}, "exposure.png")
     """
-    from jaxmem.report import _plt, display_name
+    from jaxmem.report import display_name, pyplot
     from jaxmem.runs import atomic_write
 
-    plt = _plt()
+    plt = pyplot()
     estimators = [e for e in ESTIMATORS if any(e in r["estimators"] for r in reports.values())]
     fig, axes = plt.subplots(1, len(estimators), figsize=(4.2 * len(estimators), 3.8),
                              squeeze=False, sharey=True)

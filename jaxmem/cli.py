@@ -317,10 +317,16 @@ def _add_extract_parser(sub) -> None:
 
 def cmd_canaries(args) -> int:
     """Canary exposure (jaxmem.canaries) of a trained run, or of a base model (the baseline)."""
-    from jaxmem.canaries import Canaries, exposure_report, plot_exposure
-    from jaxmem.runs import atomic_write
+    from pathlib import Path
 
-    canaries = Canaries.load(args.canaries_json)  # a bad record costs nothing
+    from jaxmem.canaries import Canaries, exposure_report, plot_exposure
+    from jaxmem.runs import CANARIES, atomic_write
+
+    if not args.canaries_json and not args.run_dir:
+        raise ValueError("jaxmem canaries needs --run-dir (a run trained with --canaries) or "
+                         "--canaries-json (a canary record).")
+    # a bad record costs nothing; by default the run's own
+    canaries = Canaries.load(args.canaries_json or Path(args.run_dir) / CANARIES)
     # measurement settings given on the command line replace the record's
     keep = {k: getattr(args, k) for k in ("n_samples", "exact_max", "batch_size", "dtype")
             if k in args.given}
@@ -361,8 +367,9 @@ def _add_canaries_parser(sub) -> None:
 
     c = sub.add_parser("canaries", help="canary exposure (The Secret Sharer) of a run whose "
                        "fine-tuning set held the canaries of a record")
-    c.add_argument("--canaries-json", required=True,
-                   help="the canary record (jaxmem.canaries.Canaries.save)")
+    c.add_argument("--canaries-json",
+                   help="the canary record (jaxmem.canaries.Canaries.save; default: "
+                   "RUN_DIR/canaries.json, which a run trained with --canaries writes)")
     c.add_argument("--run-dir", help="a jaxmem train run: measure its checkpoint (default: "
                    "the base model alone, the baseline)")
     c.add_argument("--model", default=DEFAULT_MODEL, help="the base model (default: the run's)")

@@ -179,9 +179,9 @@ def plot_frontier(rows: list[dict], path) -> None:
     """Validation perplexity (log scale) against the strongest attack's TPR, one curve per
     method through its epsilons (each point labelled), the base model as a black star and
     chance (TPR = FPR) dotted; one panel per (model, dataset). Written atomically as PNG."""
-    from jaxmem.report import _MARKERS, _family, _plain_log_ticks, _plt, _save, display_name
+    from jaxmem.report import _MARKERS, _family, _plain_log_ticks, _save, display_name, pyplot
 
-    plt = _plt()
+    plt = pyplot()
     groups = list(dict.fromkeys((r["model"], r["dataset"]) for r in rows))
     fig, axes = plt.subplots(1, len(groups), figsize=(7.6 * len(groups), 4.8), squeeze=False)
     shades = {"parameter": iter(plt.cm.Reds(np.linspace(0.55, 0.95, 6))),

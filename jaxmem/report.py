@@ -17,7 +17,12 @@ import numpy as np
 from jaxmem import runs
 
 
-def _plt():
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend: every figure of jaxmem draws with it.
+
+    Example:
+        >>> plt = pyplot(); fig, ax = plt.subplots()
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display needed
@@ -29,7 +34,7 @@ def _plt():
 def _save(fig, path, dpi: int = 110) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
-    _plt().close(fig)
+    pyplot().close(fig)
 
 
 def plot_roc(curves: dict[str, tuple], path: str | Path, title: str = "") -> None:
@@ -38,7 +43,7 @@ def plot_roc(curves: dict[str, tuple], path: str | Path, title: str = "") -> Non
     Args:
       curves: {label: (fpr, tpr, auc)}.
     """
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 4.8))
     floor = 1e-4
     for name, (fpr, tpr, auc) in curves.items():
@@ -60,7 +65,7 @@ def plot_histograms(scores: dict[str, np.ndarray], labels: np.ndarray, path: str
                     title: str = "") -> None:
     """Member vs non-member distributions of each attack's score, one panel per attack
     (the paper's Figure 2)."""
-    plt = _plt()
+    plt = pyplot()
     n = len(scores)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
@@ -186,7 +191,7 @@ def _integer_epochs(ax) -> None:
 
 
 def _auc_vs_epoch(rows, attack, path, key="auc", ylabel="AUC", title=""):
-    plt = _plt()
+    plt = pyplot()
     groups = sorted({(r["model"], r["dataset"]) for r in rows})
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
     for ax, (model, dataset) in zip(axes.flat, groups):
@@ -217,7 +222,7 @@ def _loss_distributions(out: Path, rows, path):
     their last attacked epoch (the paper's Figure 2)."""
     import pyarrow.parquet as pq
 
-    plt = _plt()
+    plt = pyplot()
     model, dataset = rows[0]["model"], rows[0]["dataset"]
     panels = []
     for method in ("base", "lora", "prefix", "full", "prompt"):
@@ -273,7 +278,7 @@ def _privacy_utility(final, attack, path):
     at ppl ~2900) does not squash the others into one column, and the methods are named in a
     legend rather than next to their points, where names of close points would overlap.
     """
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.8, 4.4))
     shades = {"parameter": iter(plt.cm.Reds(np.linspace(0.5, 0.95, 6))),
               "prompt": iter(plt.cm.Blues(np.linspace(0.5, 0.95, 6)))}
@@ -303,7 +308,7 @@ def _auc_vs_size(final, attack, path) -> bool:
     models = {r["model"]: r.get("model_params", 0) for r in final}
     if len(models) < 2:
         return False
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.8, 4.2))
     for method in dict.fromkeys(r["method"] for r in final if r["method"] != "base"):
         pts = sorted((r["model_params"], r["auc"]) for r in final
@@ -325,7 +330,7 @@ def _lora_placement(final, attack, path) -> bool:
     placements = sorted({r["method"] for r in final if r["method"].startswith("lora")})
     if len(placements) < 2:
         return False
-    plt = _plt()
+    plt = pyplot()
     groups = sorted({(r["model"], r["dataset"]) for r in final})
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(groups) * len(placements) / 2, 4))
     width = 0.8 / len(placements)
@@ -460,7 +465,7 @@ def _tpr_low_fpr(final, path, out: Path | None = None) -> bool:
     panels = [(g, best) for g, best in panels if best]
     if not panels:
         return False
-    plt = _plt()
+    plt = pyplot()
     width_in = max(5.5, 1.1 * max(len(best) for _, best in panels) + 1.5)
     fig, axes = plt.subplots(1, len(panels), figsize=(width_in * len(panels), 4.4),
                              squeeze=False)
@@ -597,6 +602,22 @@ def _privacy_lines(sub: list[dict]) -> list[str]:
             "measures the split, not training.", "", markdown_table(_privacy_table(sub)), ""]
 
 
+def _exposure_table(out: Path, final: list[dict]) -> tuple[list[dict], dict[str, dict]]:
+    """Canary exposure at each method's last attacked epoch, the base model first (the control:
+    the same canaries, never trained on): one row per method, mean exposure (sampled
+    estimator, bits) per repetition count, and the ``exposure.json`` reports behind it by
+    method, for :func:`jaxmem.canaries.plot_exposure`. Empty without ``train.canaries``."""
+    table, reports = [], {}
+    for r in final:
+        if r["method"] in reports or not any(k.startswith("exposure_") for k in r):
+            continue
+        where = runs.study_attack_dir(out, r["model"], r["dataset"], r["method"], r["epoch"])
+        reports[r["method"]] = rep = runs.read_json(where / runs.EXPOSURE)
+        table.append({"method": display_name(r["method"]), "epoch": r["epoch"],
+                      **{f"{n}x": round(v["sampled"], 2) for n, v in rep["by_repeats"].items()}})
+    return table, reports
+
+
 def _final_rows(rows: list[dict]) -> list[dict]:
     """Each (model, dataset, method)'s rows at its last attacked epoch."""
     last = {}
@@ -662,6 +683,26 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
                       "k-extractable: the next tokens reproduced exactly; non-members are the "
                       "control):", "", markdown_table(ext), ""]
         lines += _privacy_lines(sub)
+        exposure, reports = _exposure_table(out, sub)
+        if exposure:
+            from jaxmem.canaries import plot_exposure
+
+            rep = next(iter(reports.values()))  # the base model's: |R| and m are the study's
+            several = len({(r["model"], r["dataset"]) for r in rows}) > 1
+            fig = (f"exposure_{runs.slug(model)}_{runs.slug(dataset)}.png" if several
+                   else "exposure.png")
+            plot_exposure(reports, fig_dir / fig, title=f"{Path(model).name} / "
+                          f"{Path(dataset).name}: canary exposure, last attacked epoch")
+            lines += [f"### Canary exposure (train.canaries = {scfg.train.canaries})", "",
+                      f"Mean exposure in bits (Carlini et al. 2019, log2 |R| - log2 rank, "
+                      f"sampled estimator over {rep['n_samples']} random secrets) of the "
+                      "canaries inserted R times, at each method's last attacked epoch; the "
+                      "base model never saw them (R = 0: never inserted, the control). "
+                      f"log2 |R| = {rep['log2_space']:.2f} bits is the most any rank can show, "
+                      f"log2(m + 1) = {math.log2(rep['n_samples'] + 1):.2f} the most "
+                      f"{rep['n_samples']} samples can; the skew-normal estimate, which goes "
+                      "beyond it, is in results.csv (exposure_skewnorm_<R>x).", "",
+                      markdown_table(exposure), "", f"![canary exposure](figures/{fig})", ""]
         lines += claim_lines(rows, model, dataset, attack, score_reader(out, model, dataset),
                              n_boot=scfg.audit.n_boot, seed=scfg.audit.seed)
     for model in dict.fromkeys(r["model"] for r in rows):  # claim 4 spans the datasets

@@ -15,6 +15,7 @@ runs and attack results for every (model, dataset, method, epoch)::
     ├── run.json                   model, data (CorpusRecord), method and training configs:
     │                              the run's identity (another run is refused)
     ├── log.jsonl                  every metric: one line per step and one per epoch
+    ├── canaries.json              with train.canaries: the secrets inserted and how often
     └── checkpoints/
         ├── epoch_003/             orbax: trainable parameters and their optimizer state
         └── epoch_003.json         written after the orbax save: marks the epoch finished
@@ -24,6 +25,7 @@ runs and attack results for every (model, dataset, method, epoch)::
     ├── metrics.json               {"metrics": {attack: ...}, "info": {...}}; in a study,
     │                              info.val_loss is written last and marks the cell done
     ├── roc.png, histograms.png
+    ├── extraction.json, exposure.json   in a study that asks for them (before metrics' val_loss)
     └── scores.parquet.parts/, scores.parquet.progress.json
                                    a streamed attack's scores so far (jaxmem.streaming),
                                    removed once metrics.json is written
@@ -60,6 +62,7 @@ RUN_SPEC = "run.json"
 CORPUS_RECORD = "corpus.json"  # runs from before the data record moved into run.json
 LOG = "log.jsonl"
 CHECKPOINTS = "checkpoints"
+CANARIES = "canaries.json"  # the canaries inserted into the fine-tuning set (train.canaries)
 # attack folder
 SCORES = "scores.parquet"
 METRICS = "metrics.json"
@@ -74,11 +77,12 @@ FIGURES = "figures"
 SESSIONS = "sessions.json"  # wall time of every session that worked on the study
 TIMINGS = "timings.json"  # where each session's time went (jaxmem.profiling)
 # What jaxmem writes into each kind of folder: --overwrite removes these and nothing else.
-RUN_OUTPUTS = (RUN_SPEC, CORPUS_RECORD, LOG, CHECKPOINTS)
+RUN_OUTPUTS = (RUN_SPEC, CORPUS_RECORD, LOG, CHECKPOINTS, CANARIES)
 # a streamed attack's work in progress (jaxmem.streaming.ChunkedTable), until metrics.json
 SCORES_WORK = (SCORES + ".parts", SCORES + ".progress.json")
 EXTRACTION = "extraction.json"  # a study cell's verbatim extraction (jaxmem.extraction), if asked
-ATTACK_OUTPUTS = (SCORES, METRICS, ROC, HISTOGRAMS, EXTRACTION, *SCORES_WORK)
+EXPOSURE = "exposure.json"  # a study cell's canary exposure (jaxmem.canaries), with train.canaries
+ATTACK_OUTPUTS = (SCORES, METRICS, ROC, HISTOGRAMS, EXTRACTION, EXPOSURE, *SCORES_WORK)
 STUDY_OUTPUTS = (STUDY_SPEC, RESULTS_JSON, RESULTS_CSV, REPORT, FIGURES, SESSIONS, TIMINGS,
                  "runs", "attacks")
 

@@ -37,6 +37,13 @@ from jaxmem.trainer import TrainConfig
 
 
 EXECUTION_FIELDS = ("mesh",)
+# The CanaryConfig fields a study's canary_exposure: sets (how exposure is measured, not which
+# canaries are trained on), and their study defaults. Exposure costs one scoring pass per
+# reference secret (smollm2-135m, 2 shared CPU cores: 1,000 took 115 s per model, 2,000 205 s),
+# and a study measures every attacked (method, epoch), so 1,000 (sampled cap log2(1001) = 10
+# bits, above the 1-3 bits CPU-scale fine-tunes reach; the skew-normal estimate goes beyond).
+EXPOSURE_OPTIONS = ("n_samples", "exact_max", "batch_size", "dtype")
+EXPOSURE_DEFAULTS = {"n_samples": 1000}
 STUDY_ATTACKS = tuple(a for a in DEFAULT_ATTACKS if a != "lowercase")
 
 # The flat study options of earlier versions (and of study.json files they wrote) -> their homes.
@@ -82,6 +89,10 @@ class StudyConfig:
     # Verbatim extraction of every attacked cell (jaxmem.extraction): None = off, else the
     # ExtractionConfig fields as a mapping ({} = its defaults), e.g. {prefix_len: 16}.
     extraction: dict | None = None
+    # Canary exposure (jaxmem.canaries), measured on every attacked cell and the base model when
+    # train.canaries is set: how it is measured, as CanaryConfig fields (EXPOSURE_OPTIONS).
+    # None: EXPOSURE_DEFAULTS, sized for a CPU study.
+    canary_exposure: dict | None = None
     # How to run, not what: "auto", "4x2" (data x fsdp), ... (see jaxmem.sharding.parse_mesh).
     # Not part of the study's identity: a study resumes on another mesh.
     mesh: str | None = None
@@ -115,6 +126,7 @@ class StudyConfig:
             parse_attack(a)
         if self.extraction is not None:
             self.extraction_config()  # an unknown or bad field fails now
+        self.exposure_options()  # so does a bad canary_exposure
 
     def extraction_config(self):
         """``extraction`` as a :class:`jaxmem.extraction.ExtractionConfig` (None when off)."""
@@ -131,6 +143,36 @@ class StudyConfig:
             raise ValueError(f"Unknown extraction options {sorted(unknown)}; known: "
                              f"{sorted(names)}.")
         return ExtractionConfig(**self.extraction)
+
+    def exposure_options(self) -> dict | None:
+        """How canary exposure is measured: :data:`EXPOSURE_DEFAULTS` updated with
+        ``canary_exposure``, as :class:`jaxmem.canaries.CanaryConfig` fields; None without
+        ``train.canaries``.
+
+        Raises:
+          ValueError: ``canary_exposure`` is not a mapping, names a field that is not a
+            measurement option, holds a bad value, or is given without ``train.canaries``.
+        """
+        opts = self.canary_exposure
+        if opts is not None and not isinstance(opts, dict):
+            raise ValueError("canary_exposure: must be a mapping of measurement options, e.g. "
+                             "{n_samples: 2000} ({} for the defaults).")
+        unknown = set(opts or {}) - set(EXPOSURE_OPTIONS)
+        if unknown:
+            raise ValueError(f"Unknown canary_exposure options {sorted(unknown)}; known: "
+                             f"{list(EXPOSURE_OPTIONS)} (the canaries themselves come from "
+                             "train.canaries).")
+        if self.train.canaries is None:
+            if opts is not None:
+                raise ValueError("canary_exposure: is set but train.canaries is not; set "
+                                 "train.canaries (e.g. --set train.canaries=8:0,1,4,16) or "
+                                 "drop canary_exposure.")
+            return None
+        from jaxmem.canaries import CanaryConfig
+
+        opts = {**EXPOSURE_DEFAULTS, **(opts or {})}
+        CanaryConfig.from_spec(self.train.canaries, **opts)  # a bad value fails now
+        return opts
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -175,8 +217,10 @@ class StudyConfig:
         unknown = set(dotted) - known
         if unknown:
             raise ValueError(f"Unknown study options {sorted(unknown)}; known: {sorted(known)}.")
-        # attack_epochs is checked against train.epochs, so it is set together with train
-        top = {k: v for k, v in dotted.items() if "." not in k and k != "attack_epochs"}
+        # attack_epochs is checked against train.epochs and canary_exposure against
+        # train.canaries, so they are set together with train
+        top = {k: v for k, v in dotted.items()
+               if "." not in k and k not in ("attack_epochs", "canary_exposure")}
         return replace_nested(cls(**top), {k: v for k, v in dotted.items() if k not in top})
 
     @classmethod
@@ -329,9 +373,10 @@ def _rows(model, n_params, dataset, method, epoch, where, base_ppl=None,
     (:func:`jaxmem.report.strongest_attack`: ``strongest_attack``, ``strongest_tpr`` at
     ``strongest_fpr``; empty where the non-members support no FPR); given the base model's
     validation perplexity ``base_ppl`` (None: the base model itself), ``ppl_vs_base`` and
-    ``comparable_utility`` (:func:`jaxmem.report.comparable_utility`); and the privacy columns
+    ``comparable_utility`` (:func:`jaxmem.report.comparable_utility`); the privacy columns
     of :func:`_privacy` (the training run ``run_dir``'s DP epsilon, each attack's empirical
-    epsilon).
+    epsilon); and with canary exposure (``exposure.json``), the mean exposure of the canaries
+    inserted R times: ``exposure_<R>x`` (the sampled estimator) and ``exposure_skewnorm_<R>x``.
     """
     from jaxmem.report import comparable_utility, strongest_attack
 
@@ -356,6 +401,12 @@ def _rows(model, n_params, dataset, method, epoch, where, base_ppl=None,
     dp, emp = _privacy(where, run_dir, metrics)
     for r in rows:
         r.update(dp, empirical_epsilon=emp.get(r["attack"]))
+    exp = where / runs.EXPOSURE
+    if exp.exists():  # canary exposure of this cell (train.canaries): mean per repetition count
+        by = runs.read_json(exp)["by_repeats"]
+        for r in rows:
+            r.update({f"exposure_{n}x": v["sampled"] for n, v in by.items()})
+            r.update({f"exposure_skewnorm_{n}x": v["skewnorm"] for n, v in by.items()})
     best = strongest_attack({r["attack"]: r for r in rows}) or {}
     for r in rows:
         r.update(strongest_attack=best.get("attack"), strongest_tpr=best.get("tpr"),
@@ -414,6 +465,9 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
     if mesh is not None and scfg.extraction is not None:
         raise ValueError("Verbatim extraction runs on one device; drop extraction: or run "
                          "without a mesh.")
+    if mesh is not None and scfg.train.canaries is not None:
+        raise ValueError("Canary exposure runs on one device; drop train.canaries or run "
+                         "without a mesh.")
     out = Path(out_dir)
     migrate_study_json(out)
     _claim_folder(out, scfg, overwrite)
@@ -423,6 +477,7 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
     t_start = time.perf_counter()
     session = time.strftime("%Y-%m-%dT%H:%M:%S")  # this session's id in sessions.json
     acfg, ecfg = scfg.audit, scfg.extraction_config()
+    exposure_opts = scfg.exposure_options()  # None without train.canaries
 
     def save_session():
         runs.record_session(out, session, time.perf_counter() - t_start, prof.table())
@@ -448,7 +503,15 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
             texts = corpus.members + corpus.nonmembers
             base_stats = None  # the reference pass, shared by every method of this dataset
 
-            def attack(params, where: Path, title: str, is_base: bool = False, labels=None):
+            base_canaries = None  # the base model is measured on the runs' own canaries
+            if exposure_opts is not None:
+                from jaxmem.canaries import Canaries
+                from jaxmem.trainer import with_canaries
+
+                base_canaries = with_canaries(corpus.train, scfg.train)[1]
+
+            def attack(params, where: Path, title: str, is_base: bool = False, labels=None,
+                       canaries=None):
                 nonlocal base_stats
                 if base_stats is None:
                     with phase("scoring"):
@@ -467,12 +530,21 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
                         ext = extraction_metrics(params, cfg, tok, corpus.members,
                                                  corpus.nonmembers, ecfg, progress=progress)
                     runs.atomic_write(where / runs.EXTRACTION, json.dumps(ext))
+                if canaries is not None and is_main_process():  # before the cell is marked done
+                    from jaxmem.canaries import exposure_report
+
+                    canaries = dataclasses.replace(canaries, config=dataclasses.replace(
+                        canaries.config, **exposure_opts))
+                    with phase("exposure"):
+                        rep = exposure_report(params, cfg, tok, canaries, seed=acfg.seed,
+                                              block_size=acfg.block_size)
+                    runs.atomic_write(where / runs.EXPOSURE, rep)
                 return res
 
             # epoch 0: the base model itself, the floor every method starts from
             where = runs.study_attack_dir(out, model_name, dataset, "base", 0)
             if not runs.cell_done(where):
-                attack(base, where, f"{model_name} base", is_base=True)
+                attack(base, where, f"{model_name} base", is_base=True, canaries=base_canaries)
                 with phase("validation"):
                     val_seqs, _ = encode_texts(tok, corpus.validation, scfg.train.block_size)
                     val = validation_loss(base, cfg, val_seqs, scfg.train,
@@ -503,7 +575,11 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
                             return rows
                         params, labels = load_checkpoint(run_dir, base, cfg, tok, epoch=e,
                                                          mesh=mesh)
-                        attack(params, where, f"{model_name} {method} epoch {e}", labels=labels)
+                        # the canaries the run trained on, as its own record holds them
+                        can = (Canaries.load(run_dir / runs.CANARIES) if base_canaries
+                               else None)
+                        attack(params, where, f"{model_name} {method} epoch {e}", labels=labels,
+                               canaries=can)
                         runs.mark_cell_done(where, history[e])
                         save_session()
                         done_new += 1

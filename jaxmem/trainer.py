@@ -118,6 +118,10 @@ class TrainConfig:
     dp: str | None = field(None, help="DP-SGD: per-example clipping + Gaussian noise, e.g. "
                                       "'epsilon=8,delta=1e-5,clip=1.0' (keys: epsilon, delta, "
                                       "clip, noise_multiplier; see jaxmem.dp)")
+    canaries: str | None = field(None, help="canary exposure: N random secrets per repetition "
+                                            "count inserted into the fine-tuning set, "
+                                            "'N:REPEATS', e.g. '8:0,1,4,16' (0: never-inserted "
+                                            "controls; see jaxmem.canaries)")
 
     def __post_init__(self):
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
@@ -127,6 +131,24 @@ class TrainConfig:
                             "eval_batch_size", "log_every")
         check(self, "seed", is_int, "an integer")
         dpsgd.parse_dp(self.dp)  # a bad --dp fails here, before any model is loaded
+        self.canary_config()  # so does a bad --canaries
+
+    def canary_config(self):
+        """``canaries`` as a :class:`jaxmem.canaries.CanaryConfig` (None when off).
+
+        Raises:
+          ValueError: not an ``N:REPEATS`` string (YAML reads an unquoted ``8:16`` as the
+            base-60 number 496, so that is refused too, with how to quote it).
+        """
+        from jaxmem.canaries import CanaryConfig
+
+        if self.canaries is None:
+            return None
+        if not isinstance(self.canaries, str):
+            raise ValueError(f"TrainConfig.canaries (--canaries) must be a string N:REPEATS, "
+                             f"e.g. '8:0,1,4,16'; got {self.canaries!r}. In YAML quote it "
+                             "(canaries: '8:16'): unquoted, YAML reads 8:16 as a base-60 number.")
+        return CanaryConfig.from_spec(self.canaries)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -134,6 +156,29 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         return cls(**d)
+
+
+def with_canaries(train_texts: Sequence[str], tcfg: TrainConfig):
+    """The fine-tuning set with ``tcfg.canaries`` inserted, and their record.
+
+    The one place a run's canaries are drawn: :func:`train` trains on the texts and writes the
+    record beside the run, and a study measures the base model on the same record. Seeded by
+    ``tcfg.seed`` alone, so a resumed run trains on exactly the same texts.
+
+    Returns:
+      (texts, :class:`jaxmem.canaries.Canaries`); without canaries (the texts as a list, None).
+
+    Example:
+        >>> texts, can = with_canaries(corpus.train, TrainConfig(canaries="8:1,4,16"))
+        >>> len(texts) - len(corpus.train)  # 8 * (1 + 4 + 16)
+        168
+    """
+    ccfg = tcfg.canary_config()
+    if ccfg is None:
+        return list(train_texts), None
+    from jaxmem.canaries import insert_canaries
+
+    return insert_canaries(train_texts, ccfg, seed=tcfg.seed)
 
 
 @dataclasses.dataclass
@@ -298,7 +343,10 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
         step donates its buffers, so device (jax) arrays given here are copied first and stay
         usable; host (numpy) arrays, which ``load_model`` returns, need no extra copy.
       mcfg: a method name, spec string or config (see :func:`jaxmem.tuning.method_config`).
-      train_texts, val_texts: the fine-tuning set and the validation set.
+      train_texts, val_texts: the fine-tuning set and the validation set. With
+        ``tcfg.canaries`` the canaries are added to ``train_texts`` here
+        (:func:`with_canaries`) and their record is written to ``RUN_DIR/canaries.json``;
+        ``n_train`` in ``run.json`` still counts the texts given.
       run_dir: where checkpoints and logs go. A directory holding another run's config is
         refused unless ``overwrite=True``; one holding this run's resumes after its last epoch.
       tcfg: the training configuration.
@@ -345,18 +393,24 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
     progress = progress and sh.is_main_process()
     run_dir = Path(run_dir)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    n_given = len(train_texts)
+    train_texts, canaries = with_canaries(train_texts, tcfg)
     seqs, _ = encode_texts(tokenizer, train_texts, tcfg.block_size)
     val_seqs, _ = encode_texts(tokenizer, val_texts, tcfg.block_size)
     key = jax.random.PRNGKey(tcfg.seed)
     # before the folder is claimed: a method that does not fit this model (a LoRA target it
     # lacks, too many virtual tokens) leaves no run.json behind to block the corrected rerun
     params, labels = init_method(mcfg, params, cfg, jax.random.fold_in(key, 1), tokenizer)
-    spec = _run_spec(model_name, cfg, mcfg, tcfg, len(train_texts), len(val_texts), data)
+    spec = _run_spec(model_name, cfg, mcfg, tcfg, n_given, len(val_texts), data)
+    if canaries is not None:  # the secrets themselves: runs.CANARIES, written below
+        spec["canaries"] = {"record": runs.CANARIES, "copies": len(train_texts) - n_given}
     dp_step = _dp_setup(tcfg, len(seqs), spec, progress)
     # a run started before an option existed resumes: it did what the option's default does
     defaults = {"model_config": runs.field_defaults(type(cfg)),
                 "method": runs.field_defaults(type(mcfg)), "train": runs.field_defaults(TrainConfig)}
     runs.claim_run(run_dir, spec, overwrite=overwrite, defaults=defaults)
+    if canaries is not None and sh.is_main_process():
+        canaries.save(run_dir / runs.CANARIES)
     if dp_step is not None:
         runs.append_log(run_dir, {"dp": spec["dp"]})
     # the caller's device arrays would be deleted by the step's donation

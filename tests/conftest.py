@@ -59,12 +59,14 @@ def to_jaxmem(model):
     return params_from_hf_state_dict(state, cfg), cfg
 
 
-def save_tiny_tokenizer(path, vocab_size=97):
-    """A word-level tokenizer over 'w0'..'wN' saved in HF format (no network needed)."""
+def save_tiny_tokenizer(path, vocab_size=97, words=()):
+    """A word-level tokenizer over 'w0'..'wN' saved in HF format (no network needed); ``words``
+    (e.g. a canary template's words and digits) take the last ids before '<unk>'."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {f"w{i}": i for i in range(vocab_size - 1)}
+    vocab = {f"w{i}": i for i in range(vocab_size - 1 - len(words))}
+    vocab.update({w: len(vocab) + i for i, w in enumerate(words)})
     vocab["<unk>"] = vocab_size - 1
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -100,3 +102,18 @@ class CharTok:
 def random_texts(n, seed=0, alphabet="abcdefgh "):
     rng = np.random.default_rng(seed)
     return ["".join(rng.choice(list(alphabet), rng.integers(10, 40))) for _ in range(n)]
+
+
+@pytest.fixture
+def tiny_setup(tmp_path, monkeypatch):
+    """A tiny Llama saved as a HF directory and a local text corpus (word-level vocabulary)."""
+    model = tiny_hf_model("llama", num_key_value_heads=2)
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    save_tiny_tokenizer(model_dir)
+    rng = np.random.default_rng(0)
+    lines = [" ".join(f"w{i}" for i in rng.integers(0, 90, rng.integers(8, 20)))
+             for _ in range(120)]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(lines))
+    return str(model_dir), str(corpus)

@@ -8,10 +8,10 @@ import pytest
 
 from jaxmem import runs
 from jaxmem.frontier import FrontierConfig, load_frontier, run_frontier, study_at
-from test_study import _cfg, tiny_setup  # noqa: F401 (a fixture)
+from test_study import _cfg
 
 
-def test_tiny_frontier_end_to_end(tiny_setup, tmp_path):  # noqa: F811
+def test_tiny_frontier_end_to_end(tiny_setup, tmp_path):
     import pyarrow.parquet as pq
 
     from jaxmem.dp import empirical_epsilon

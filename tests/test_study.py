@@ -6,26 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import save_tiny_tokenizer, tiny_hf_model
 from jaxmem.audit import AuditConfig
 from jaxmem.study import StudyConfig, migrate_study_json, run_study
 from jaxmem.trainer import TrainConfig
-
-
-@pytest.fixture
-def tiny_setup(tmp_path, monkeypatch):
-    """A tiny Llama saved as a HF directory and a local text corpus (word-level vocabulary)."""
-    model = tiny_hf_model("llama", num_key_value_heads=2)
-    model_dir = tmp_path / "model"
-    model.save_pretrained(model_dir)
-    save_tiny_tokenizer(model_dir)
-    import numpy as np
-    rng = np.random.default_rng(0)
-    lines = [" ".join(f"w{i}" for i in rng.integers(0, 90, rng.integers(8, 20)))
-             for _ in range(120)]
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join(lines))
-    return str(model_dir), str(corpus)
 
 
 def _cfg(model, corpus, **kw):
@@ -133,7 +116,13 @@ def test_every_experiment_config_loads(path):
         spec.loader.exec_module(mod)
         assert mod.ReferenceExperiment.from_yaml(path).n_refs >= 2
         return
-    cfg = StudyConfig.from_yaml(path)
+    if path.endswith("frontier.yaml"):  # a study per epsilon: jaxmem.frontier
+        from jaxmem.frontier import load_frontier
+
+        cfg, fcfg = load_frontier(path)
+        assert len(fcfg.epsilons) >= 2
+    else:
+        cfg = StudyConfig.from_yaml(path)
     for m in cfg.methods:
         if m.startswith("prefix"):
             assert "init=activations" in m and cfg.lr_for(m) == 1e-3
