@@ -160,16 +160,20 @@ class DPStep:
     batch: int
 
 
-# Per-example gradients of one microbatch are held at once: vmapping a whole batch of full
-# fine-tuning gradients (8 x 540 MB for a 135M model) ran 2x slower on CPU than one example at a
-# time, while small trainable sets (LoRA, prompts) are fastest vmapped whole.
+# Per-example gradients of one microbatch are held at once: on CPU, vmapping a whole batch of
+# full fine-tuning gradients (8 x 540 MB for a 135M model) ran 2x slower than one example at a
+# time, while small trainable sets (LoRA, prompts) are fastest vmapped whole. Accelerators keep
+# the whole batch (their memory bandwidth makes the big vmap cheap, and a data-parallel mesh
+# needs the batch axis); this budget is CPU-only.
 PER_EXAMPLE_GRADS_BYTES = 256 * 2**20
 
 
 def microbatch_size(trainable, batch: int) -> int | None:
-    """Examples whose gradients are computed together (vmapped): the largest divisor of
+    """Examples whose gradients are computed together (vmapped): on CPU, the largest divisor of
     ``batch`` whose per-example gradients fit :data:`PER_EXAMPLE_GRADS_BYTES`, at least 1; None
-    (the whole batch) when all fit."""
+    (the whole batch) when all fit, and on accelerators."""
+    if jax.default_backend() != "cpu":
+        return None
     per_example = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(trainable))
     fit = max(1, PER_EXAMPLE_GRADS_BYTES // max(per_example, 1))
     if fit >= batch:

@@ -4,8 +4,9 @@ epsilons, and what each costs in utility and buys in privacy.
 A frontier config is a study config (:class:`jaxmem.study.StudyConfig`) plus a ``frontier:``
 mapping (:class:`FrontierConfig`). Each epsilon is one ordinary, resumable study in its own
 folder (``epsilon-inf/``, ``epsilon-8/``, ...) whose ``train.dp`` is
-``epsilon=E,delta=D,clip=C`` (:mod:`jaxmem.dp`; ``inf``: no DP). The frontier folder then holds
-``frontier.csv`` / ``frontier.json`` (one row per model, dataset, method and epsilon: the last
+``epsilon=E,delta=D,clip=C`` (:mod:`jaxmem.dp`; ``inf``: no DP). The frontier folder is claimed
+by ``frontier.json`` (the study and delta/clip; epsilons can be added later) and holds
+``frontier.csv`` / ``frontier.results.json`` (one row per model, dataset, method and epsilon: the last
 attacked epoch's validation perplexity, the strongest attack's TPR at the lowest FPR the
 non-members support, the accountant's epsilon and the largest empirical epsilon),
 ``frontier.md`` and ``frontier.png``: validation perplexity against that TPR, one curve per
@@ -51,8 +52,10 @@ class FrontierConfig:
             raise ValueError(f"frontier.epsilons: {self.epsilons!r} is not a list of numbers "
                              "(inf for no DP), e.g. [inf, 8, 1].") from None
         object.__setattr__(self, "epsilons", eps)
-        check(self, "epsilons", lambda v: v and all(e > 0 for e in v) and len(set(v)) == len(v),
-              "distinct numbers > 0 (inf: no DP)", "frontier.epsilons:")
+        check(self, "epsilons", lambda v: v and all(e > 0 for e in v)
+              and len({label(e) for e in v}) == len(v),
+              "distinct numbers > 0 (inf: no DP), distinct at 6 significant digits (each names "
+              "a folder)", "frontier.epsilons:")
         check(self, "delta", lambda v: is_number(v) and 0 < v < 1, "in (0, 1)", "frontier.delta:")
         check(self, "clip", lambda v: is_number(v) and v > 0, "a number > 0", "frontier.clip:")
 
@@ -77,7 +80,11 @@ def load_frontier(path, overrides: list[str] = ()) -> tuple[StudyConfig, Frontie
     """
     d = read_options(path, overrides)
     f = {k.partition(".")[2]: d.pop(k) for k in list(d) if k.startswith("frontier.")}
-    f.update(d.pop("frontier", None) or {})
+    given = d.pop("frontier", None)
+    if given is not None and not isinstance(given, dict):
+        raise ValueError(f"frontier: must be a mapping, e.g. {{epsilons: [inf, 8, 1], delta: "
+                         f"1.0e-5, clip: 1.0}}; got {given!r}.")
+    f.update(given or {})
     names = {x.name for x in dataclasses.fields(FrontierConfig)}
     if set(f) - names:
         raise ValueError(f"Unknown frontier options {sorted(set(f) - names)}; known: "
@@ -114,18 +121,20 @@ def run_frontier(scfg: StudyConfig, fcfg: FrontierConfig, out_dir, *, overwrite:
     from jaxmem.study import run_study
 
     out = Path(out_dir)
-    spec = {"study": scfg.identity(), "frontier": dataclasses.asdict(fcfg)}
-    spec["frontier"]["epsilons"] = [label(e) for e in fcfg.epsilons]  # JSON has no inf
+    configs = {eps: study_at(scfg, fcfg, eps) for eps in fcfg.epsilons}  # bad values fail now
+    # The epsilons are not part of the identity: each study checks its own, so a frontier can
+    # gain a privacy level later. Options added to StudyConfig since read their defaults.
+    spec = {"study": scfg.identity(), "delta": fcfg.delta, "clip": fcfg.clip}
     runs.claim_dir(out, SPEC, spec, overwrite=overwrite, what="frontier",
                    outputs=OUTPUTS + tuple(f"epsilon-{label(e)}" for e in fcfg.epsilons),
-                   error=FileExistsError)
+                   error=FileExistsError, defaults={"study": StudyConfig().identity()})
     studies = {}
-    for eps in fcfg.epsilons:
+    for eps, cfg in configs.items():
         if progress:
             print(f"=== privacy level epsilon = {label(eps)} "
                   f"({fcfg.dp_spec(eps) or 'no DP'}) -> {out / f'epsilon-{label(eps)}'}")
-        studies[eps] = run_study(study_at(scfg, fcfg, eps), out / f"epsilon-{label(eps)}",
-                                 overwrite=overwrite, progress=progress, **study_kw)
+        studies[eps] = run_study(cfg, out / f"epsilon-{label(eps)}", overwrite=overwrite,
+                                 progress=progress, **study_kw)
     rows = frontier_rows(studies)
     from jaxmem.sharding import is_main_process
 
@@ -147,7 +156,7 @@ def frontier_rows(studies: dict[float, list[dict]]) -> list[dict]:
       ``strongest_attack, strongest_tpr, strongest_fpr`` (:func:`jaxmem.report.strongest_attack`)
       and ``empirical_epsilon`` (the largest any attack proves) with its attack.
     """
-    from jaxmem.report import _final_rows, strongest_attack
+    from jaxmem.report import _final_rows, largest_empirical_epsilon, strongest_attack
 
     out, seen_base = [], set()
     for eps, rows in studies.items():
@@ -161,16 +170,14 @@ def frontier_rows(studies: dict[float, list[dict]]) -> list[dict]:
                 seen_base.add((model, dataset))
             r0 = next(iter(by_attack.values()))
             best = strongest_attack(by_attack) or {}
-            emp = {a: r.get("empirical_epsilon") for a, r in by_attack.items()
-                   if r.get("empirical_epsilon") is not None}
-            top = max(emp, key=emp.get) if emp else None
+            emp, top = largest_empirical_epsilon(by_attack)
             out.append({"model": model, "dataset": dataset, "method": method,
                         "epsilon": None if method == "base" else eps, "epoch": r0["epoch"],
                         "val_ppl": r0["val_ppl"], "dp_epsilon": r0.get("dp_epsilon"),
                         "strongest_attack": best.get("attack"),
                         "strongest_tpr": best.get("tpr"), "strongest_fpr": best.get("fpr"),
                         "strongest_auc": by_attack[best["attack"]]["auc"] if best else None,
-                        "empirical_epsilon": emp.get(top), "empirical_epsilon_attack": top,
+                        "empirical_epsilon": emp, "empirical_epsilon_attack": top,
                         "n_members": r0["n_members"], "n_nonmembers": r0["n_nonmembers"]})
     return out
 
@@ -255,7 +262,10 @@ def write_frontier(out, scfg: StudyConfig, fcfg: FrontierConfig, rows: list[dict
 
     out = Path(out)
     runs.write_table(rows, out / "frontier.csv")
-    runs.atomic_write(out / "frontier.results.json", json.dumps(rows, indent=1, default=str))
+    # JSON has no infinity: the target epsilon of a run without DP is written "inf"
+    runs.atomic_write(out / "frontier.results.json", json.dumps(
+        [{k: label(v) if isinstance(v, float) and math.isinf(v) else v for k, v in r.items()}
+         for r in rows], indent=1))
     plot_frontier(rows, out / "frontier.png")
     t = scfg.train
     n_m, n_n = rows[0]["n_members"], rows[0]["n_nonmembers"]
@@ -267,10 +277,11 @@ def write_frontier(out, scfg: StudyConfig, fcfg: FrontierConfig, rows: list[dict
              "privacy level is a study of its own (`epsilon-*/report.md`).", "",
              "![frontier](frontier.png)", "",
              "The strongest attack is, per method and epsilon, the one with the highest TPR at "
-             "the lowest FPR the non-members support. Empirical epsilon: the largest lower bound "
-             "on epsilon any attack's ROC proves at 95% confidence (Clopper-Pearson); with "
-             f"these sample sizes none can prove more than "
-             f"{empirical_epsilon_cap(n_m, n_n, delta=fcfg.delta):.2f}.", ""]
+             "the lowest FPR the non-members support. Empirical epsilon: the largest of the "
+             "attacks' lower bounds on epsilon, each at 95% confidence (Clopper-Pearson; their "
+             "maximum is not corrected for multiple testing), at the study's delta (0 without "
+             "DP); with these sample sizes none can exceed "
+             f"{empirical_epsilon_cap(n_m, n_n):.2f}.", ""]
     for model, dataset in dict.fromkeys((r["model"], r["dataset"]) for r in rows):
         sub = [r for r in rows if (r["model"], r["dataset"]) == (model, dataset)]
         lines += [f"## {model} / {dataset}", "", markdown_table(frontier_table(sub)), ""]

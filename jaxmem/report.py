@@ -571,15 +571,29 @@ def _privacy_table(sub: list[dict]) -> list[dict]:
                "DP-SGD epsilon": ("reference" if method == "base" else "inf (no DP)"
                                   if eps is None else f"{eps:.2f} (delta {r0['dp_delta']:g})"),
                "noise multiplier": "" if eps is None else round(r0["dp_noise_multiplier"], 3)}
-        emp = {a: rs[a].get("empirical_epsilon") for a in attacks}
         for a in attacks:
-            row[f"{a} emp. eps"] = "n/a" if emp[a] is None else round(emp[a], 2)
-        known = {a: v for a, v in emp.items() if v is not None}
-        top = max(known, key=known.get) if known else None
-        row["largest"] = ("n/a" if top is None else f"{known[top]:.2f} ({top})" if known[top] > 0
-                          else "0")
+            v = rs[a].get("empirical_epsilon") if a in rs else None
+            row[f"{a} emp. eps"] = "n/a" if v is None else round(v, 2)
+        row["largest"] = largest_empirical_epsilon_text(rs)
         table.append(row)
     return table
+
+
+def largest_empirical_epsilon(by_attack: dict[str, dict]) -> tuple[float | None, str | None]:
+    """(the largest ``empirical_epsilon`` of one cell's rows ``{attack: row}``, its attack);
+    (None, None) when no row has one."""
+    known = {a: r["empirical_epsilon"] for a, r in by_attack.items()
+             if r.get("empirical_epsilon") is not None}
+    if not known:
+        return None, None
+    top = max(known, key=known.get)
+    return known[top], top
+
+
+def largest_empirical_epsilon_text(by_attack: dict[str, dict]) -> str:
+    """:func:`largest_empirical_epsilon` for a table: ``"1.23 (ref)"``, ``"0"`` or ``"n/a"``."""
+    v, attack = largest_empirical_epsilon(by_attack)
+    return "n/a" if v is None else f"{v:.2f} ({attack})" if v > 0 else "0"
 
 
 def _privacy_lines(sub: list[dict]) -> list[str]:
@@ -587,19 +601,21 @@ def _privacy_lines(sub: list[dict]) -> list[str]:
     means, with the most any attack could prove on this many examples."""
     from jaxmem.dp import empirical_epsilon_cap
 
-    if not sub or all("empirical_epsilon" not in r for r in sub):
-        return []
+    if not any(r.get("dp_epsilon") is not None for r in sub):
+        return []  # no DP: nothing to set the empirical epsilons against (they are in results.csv)
     r0 = sub[0]
     delta = max((r.get("dp_delta") or 0) for r in sub)
     cap = empirical_epsilon_cap(r0["n_members"], r0["n_nonmembers"], delta=delta)
-    return ["Privacy: the DP-SGD accountant's epsilon (an upper bound, `jaxmem.dp`) against "
-            "the empirical epsilon each attack's ROC proves (a lower bound at 95% confidence, "
-            "Clopper-Pearson over every threshold; Jagielski et al. 2020). A guarantee that "
-            "holds keeps every empirical epsilon below the accountant's. With "
-            f"{r0['n_members']} members and {r0['n_nonmembers']} non-members no attack can "
-            f"prove more than {cap:.2f}; the largest of several attacks is not corrected for "
-            "multiple testing. The base model never saw the members: a positive value there "
-            "measures the split, not training.", "", markdown_table(_privacy_table(sub)), ""]
+    return [f"Privacy (DP-SGD, delta {delta:g}): the accountant's epsilon (an upper bound, "
+            "`jaxmem.dp`) against the empirical epsilon each attack's ROC proves (a lower bound "
+            "at 95% confidence per attack, Clopper-Pearson over every threshold; Jagielski et "
+            "al. 2020). Where the guarantee holds, every empirical epsilon should stay below "
+            "the accountant's, up to chance (the largest of several attacks is not a 95% bound: "
+            "no correction for multiple testing) and the accountant's Poisson-sampling "
+            f"assumption. With {r0['n_members']} members and {r0['n_nonmembers']} non-members "
+            f"no attack can prove more than {cap:.2f}. The base model never saw the members: a "
+            "positive value there measures the split, not training.", "",
+            markdown_table(_privacy_table(sub)), ""]
 
 
 def _exposure_table(out: Path, final: list[dict]) -> tuple[list[dict], dict[str, dict]]:
@@ -701,7 +717,10 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
                       f"log2 |R| = {rep['log2_space']:.2f} bits is the most any rank can show, "
                       f"log2(m + 1) = {math.log2(rep['n_samples'] + 1):.2f} the most "
                       f"{rep['n_samples']} samples can; the skew-normal estimate, which goes "
-                      "beyond it, is in results.csv (exposure_skewnorm_<R>x).", "",
+                      "beyond it, is in results.csv (exposure_skewnorm_<R>x)."
+                      + (" Under DP-SGD a canary inserted R times is protected only as a "
+                         "group of R records (roughly R x epsilon)." if scfg.train.dp else ""),
+                      "",
                       markdown_table(exposure), "", f"![canary exposure](figures/{fig})", ""]
         lines += claim_lines(rows, model, dataset, attack, score_reader(out, model, dataset),
                              n_boot=scfg.audit.n_boot, seed=scfg.audit.seed)

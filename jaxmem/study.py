@@ -339,34 +339,46 @@ def _tpr(m: dict, key: str) -> float | None:
     return m.get(key)
 
 
-def _privacy(where: Path, run_dir: Path | None, attacks) -> tuple[dict, dict]:
-    """A done cell's privacy columns: the DP-SGD accounting of its training run (``run.json``'s
-    ``dp``: ``dp_epsilon``, ``dp_delta``, ``dp_noise_multiplier``; empty without DP) and, per
-    attack, the empirical epsilon its scores imply (:func:`jaxmem.dp.empirical_epsilon`, 95%
-    Clopper-Pearson, at the run's delta; 0 for a run without DP)."""
+def _privacy(where: Path, run_dir: Path | None, epoch: int, attacks, delta: float
+             ) -> tuple[dict, dict]:
+    """A done cell's privacy columns: the DP-SGD accounting of its training run up to ``epoch``
+    (``dp_epsilon`` spent by then, from the epoch's record; ``dp_delta``,
+    ``dp_noise_multiplier`` from ``run.json``; empty without DP) and, per attack, the
+    empirical epsilon its scores imply (:func:`jaxmem.dp.empirical_epsilon`, 95%
+    Clopper-Pearson) at ``delta``, the study's one delta (0 without DP), so that every row of a
+    study, the base model's included, is a bound at the same delta."""
     from jaxmem.dp import empirical_epsilon
 
     dp = {}
     if run_dir is not None and (run_dir / runs.RUN_SPEC).exists():
-        dp = runs.read_run_spec(run_dir).get("dp") or {}
+        dp = dict(runs.read_run_spec(run_dir).get("dp") or {})
+        if dp and epoch in runs.finished_epochs(run_dir):
+            spent = runs.epoch_record(run_dir, epoch).get("metrics", {}).get("dp_epsilon")
+            dp["epsilon"] = dp["epsilon"] if spent is None else spent
     cols = {"dp_epsilon": dp.get("epsilon"), "dp_delta": dp.get("delta"),
             "dp_noise_multiplier": dp.get("noise_multiplier")}
     emp = {}
     if (where / runs.SCORES).exists():
         import pyarrow.parquet as pq
 
-        table = pq.read_table(where / runs.SCORES).to_pydict()
+        names = set(pq.read_schema(where / runs.SCORES).names)
+        table = pq.read_table(where / runs.SCORES,
+                              columns=["member", *(a for a in attacks if a in names)]).to_pydict()
         labels = np.asarray(table["member"], int)
         for attack in attacks:
             s = np.asarray(table.get(attack, []), np.float64)
-            ok = np.isfinite(s)
-            if len(s) == len(labels) and len(set(labels[ok])) == 2:
-                emp[attack] = empirical_epsilon(s[ok], labels[ok], delta=dp.get("delta") or 0)
+            if len(s) != len(labels):
+                continue
+            big = np.finfo(np.float64).max  # an infinite score is an extreme rank, not missing
+            s = np.nan_to_num(s, nan=np.nan, posinf=big, neginf=-big)
+            ok = ~np.isnan(s)
+            if len(set(labels[ok])) == 2:
+                emp[attack] = empirical_epsilon(s[ok], labels[ok], delta=delta)
     return cols, emp
 
 
 def _rows(model, n_params, dataset, method, epoch, where, base_ppl=None,
-          run_dir=None) -> list[dict]:
+          run_dir=None, delta: float = 0.0) -> list[dict]:
     """The result rows of a done (cell, epoch), one per attack.
 
     Every row of the cell also carries the cell's strongest attack
@@ -398,7 +410,7 @@ def _rows(model, n_params, dataset, method, epoch, where, base_ppl=None,
         for r in rows:
             r.update({f"{k}_{side}": e[side][k] for side in ("members", "nonmembers")
                       for k in ("k_extractable_rate", "token_match")})
-    dp, emp = _privacy(where, run_dir, metrics)
+    dp, emp = _privacy(where, run_dir, epoch, metrics, delta)
     for r in rows:
         r.update(dp, empirical_epsilon=emp.get(r["attack"]))
     exp = where / runs.EXPOSURE
@@ -477,6 +489,10 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
     t_start = time.perf_counter()
     session = time.strftime("%Y-%m-%dT%H:%M:%S")  # this session's id in sessions.json
     acfg, ecfg = scfg.audit, scfg.extraction_config()
+    from jaxmem.dp import parse_dp
+
+    dp = parse_dp(scfg.train.dp)
+    delta = dp.delta if dp is not None else 0.0  # of every row's empirical epsilon
     exposure_opts = scfg.exposure_options()  # None without train.canaries
 
     def save_session():
@@ -551,7 +567,7 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
                                           tok.pad_token_id or 0, mesh)
                 runs.mark_cell_done(where, val)
                 save_session()
-            rows += _rows(model_name, n_params, dataset, "base", 0, where)
+            rows += _rows(model_name, n_params, dataset, "base", 0, where, delta=delta)
             base_ppl = rows[-1]["val_ppl"]
 
             for method in scfg.methods:
@@ -589,7 +605,7 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
                                   f"{dataset} / {method} epoch {e}: val ppl "
                                   f"{np.exp(history[e]):.3f}, {first} AUC {m['auc']:.3f}")
                     rows += _rows(model_name, n_params, dataset, method, e, where, base_ppl,
-                                  run_dir)
+                                  run_dir, delta)
             runs.write_study_results(out, rows)
     runs.write_study_results(out, rows)
     if is_main_process():

@@ -58,14 +58,57 @@ def test_tiny_frontier_end_to_end(tiny_setup, tmp_path):
     md = (out / "frontier.md").read_text()
     assert "![frontier](frontier.png)" in md and "inf (no DP)" in md
     report = (out / "epsilon-8" / "report.md").read_text()
-    assert "DP-SGD accountant's epsilon" in report and "emp. eps" in report
+    assert "Privacy (DP-SGD, delta 0.001)" in report and "emp. eps" in report
+    assert "Privacy (DP-SGD" not in (out / "epsilon-inf" / "report.md").read_text()
 
     # resuming recomputes nothing; another frontier in the folder is refused
     stamp = {p: p.stat().st_mtime_ns for p in out.rglob("metrics.json")}
     assert run_frontier(scfg, fcfg, out, progress=False) == rows
     assert stamp == {p: p.stat().st_mtime_ns for p in out.rglob("metrics.json")}
-    with pytest.raises(FileExistsError, match="different frontier.*frontier"):
-        run_frontier(scfg, FrontierConfig(epsilons=[1.0]), out, progress=False)
+    # a frontier of fewer privacy levels is the same frontier; another delta is not
+    assert run_frontier(scfg, FrontierConfig(epsilons=[8], delta=1e-3), out, progress=False) \
+        == [r for r in rows if r["epsilon"] in (None, 8.0)]
+    with pytest.raises(FileExistsError, match="different frontier.*delta"):
+        run_frontier(scfg, FrontierConfig(epsilons=[8], delta=1e-4), out, progress=False)
+
+
+def test_privacy_columns_from_run_and_scores(tmp_path):
+    """_privacy: the accountant's epsilon spent by the attacked epoch (not the whole run's),
+    and each attack's empirical epsilon at the study's delta, an infinite score kept as the
+    most extreme rank and a NaN dropped, against jaxmem.dp.empirical_epsilon called directly."""
+    import json
+
+    from jaxmem.dp import empirical_epsilon
+    from jaxmem.study import _privacy
+
+    rng = np.random.default_rng(0)
+    member = np.r_[np.ones(60, bool), np.zeros(60, bool)]
+    a = rng.normal(size=120) + 3.0 * member  # separates well: a clearly positive bound
+    b = a.copy()
+    b[0], b[1] = np.inf, np.nan  # a member at +inf, a member without a score
+    where = tmp_path / "cell"
+    runs.write_table([{"index": i, "member": bool(member[i]), "a": float(a[i]),
+                       "b": float(b[i]), "text": "x"} for i in range(120)], where / runs.SCORES)
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps(
+        {"dp": {"epsilon": 8.0, "delta": 0.2, "noise_multiplier": 1.1}}))
+    (run_dir / "checkpoints" / "epoch_001.json").write_text(
+        json.dumps({"metrics": {"dp_epsilon": 5.0}}))
+
+    cols, emp = _privacy(where, run_dir, 1, ["a", "b", "missing"], delta=0.2)
+    assert cols == {"dp_epsilon": 5.0, "dp_delta": 0.2, "dp_noise_multiplier": 1.1}
+    want = empirical_epsilon(a, member.astype(int), delta=0.2)
+    assert emp["a"] == pytest.approx(want) and want > 0.5
+    assert emp["a"] != pytest.approx(empirical_epsilon(a, member.astype(int), delta=0.0))
+    b_ref = b.copy()
+    b_ref[0] = 1e300
+    keep = ~np.isnan(b_ref)
+    assert emp["b"] == pytest.approx(empirical_epsilon(b_ref[keep], member[keep].astype(int),
+                                                       delta=0.2))
+    assert "missing" not in emp
+    # an epoch without its record (never finished) reads the run's epsilon
+    assert _privacy(where, run_dir, 2, ["a"], delta=0.2)[0]["dp_epsilon"] == 8.0
 
 
 def test_frontier_config_from_yaml_and_bad_input(tmp_path):
@@ -79,7 +122,9 @@ def test_frontier_config_from_yaml_and_bad_input(tmp_path):
         load_frontier("experiments/cpu/frontier.yaml", ["frontier.sigma=1"])
     with pytest.raises(ValueError, match="sets train.dp itself"):
         load_frontier("experiments/cpu/frontier.yaml", ["train.dp=epsilon=2"])
-    for bad in (["inf", "x"], [8, 8], [0]):
+    with pytest.raises(ValueError, match="frontier: must be a mapping"):
+        load_frontier("experiments/cpu/frontier.yaml", ["frontier=[inf, 8]"])
+    for bad in (["inf", "x"], [8, 8], [0], [1, 1.0000001]):
         with pytest.raises(ValueError, match="frontier.epsilons"):
             FrontierConfig(epsilons=bad)
     with pytest.raises(ValueError, match="jaxmem frontier"):
