@@ -14,10 +14,12 @@ skipped and counted. Two measures, each per text and as a rate over texts:
   models via probabilistic extraction"): with p_x = prod_i p(x_i | prompt, x_<i) the
   probability that one sample reproduces the suffix, the chance that at least one of n
   independent samples does is 1 - (1 - p_x)^n; the text is (n, p)-discoverable when that is
-  >= p. p_x comes from the one teacher-forced scoring pass (:func:`jaxmem.scoring.
-  score_sequences`), so it is the probability under plain sampling (temperature 1, no top-k
-  or top-p truncation; Hayes et al. also study truncated schemes, which renormalize each
-  step's distribution and are not covered here).
+  >= p. p_x is the probability under the sampling scheme an attacker would use: by default
+  plain sampling (temperature 1, no truncation), from the one teacher-forced scoring pass
+  (:func:`jaxmem.scoring.score_sequences`); with ``temperature``, ``top_k`` or ``top_p`` set,
+  each step's distribution is the one :func:`jaxmem.generate.filter_logits` samples from
+  (logits / T, cut to the top-k / nucleus set, renormalized), as in Hayes et al.'s top-k
+  experiments, and a suffix token outside the kept set makes p_x = 0.
 
 Members against non-members is the control: a suffix a model reproduces for texts it never
 saw is predictable text, not memorization.
@@ -31,14 +33,20 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import warnings
 from typing import Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from jaxmem.config import check, check_positive_ints, dtype_name, field, is_number
-from jaxmem.generate import GenerateConfig, generate
+from jaxmem.config import (check, check_positive_ints, dtype_name, field, is_int, is_number,
+                           jnp_dtype)
+from jaxmem.generate import GenerateConfig, filter_logits, generate
 from jaxmem.models.config import ModelConfig
+from jaxmem.models.transformer import cast_params, head_weight, hidden_states, project
 from jaxmem.scoring import encode_texts, score_sequences
 
 
@@ -51,6 +59,12 @@ class ExtractionConfig:
     n_samples: tuple = field((1, 10, 100, 1000),
                              help="(n, p)-discoverable extraction: numbers of samples n")
     p: float = field(0.5, help="(n, p)-discoverable extraction: the probability p required")
+    temperature: float = field(1.0, help="(n, p)-discoverable extraction: the sampling "
+                                         "scheme's temperature")
+    top_k: int = field(0, help="(n, p)-discoverable extraction: samples from the top k tokens "
+                               "(0: all)")
+    top_p: float = field(1.0, help="(n, p)-discoverable extraction: samples from the nucleus "
+                                   "of probability top_p (1: all)")
     batch_size: int = field(8, help="prompts per batch (generation and scoring)")
     dtype: str = field("float32", help="compute dtype (float32 or bfloat16)")
 
@@ -63,7 +77,15 @@ class ExtractionConfig:
         object.__setattr__(self, "n_samples", n)
         check(self, "n_samples", lambda v: v and min(v) >= 1, "positive integers, e.g. 1,10,100")
         check(self, "p", lambda v: is_number(v) and 0 < v <= 1, "in (0, 1]")
+        check(self, "temperature", lambda v: is_number(v) and v > 0, "a positive number")
+        check(self, "top_k", lambda v: is_int(v) and v >= 0, "0 (off) or a positive integer")
+        check(self, "top_p", lambda v: is_number(v) and 0 < v <= 1, "in (0, 1]")
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
+
+    @property
+    def plain_sampling(self) -> bool:
+        """Temperature 1 and no truncation: p_x is the model's own probability."""
+        return self.temperature == 1 and self.top_k == 0 and self.top_p == 1
 
 
 def discoverable_prob(log_px: np.ndarray, n: int) -> np.ndarray:
@@ -71,6 +93,54 @@ def discoverable_prob(log_px: np.ndarray, n: int) -> np.ndarray:
     px = np.exp(np.asarray(log_px, np.float64))
     with np.errstate(divide="ignore"):  # p_x = 1: log1p(-1) = -inf, and the result is 1
         return -np.expm1(n * np.log1p(-px))
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "prefix_len", "temperature", "top_k",
+                                             "top_p", "dtype"))
+def suffix_logq(params: dict, cfg: ModelConfig, tokens: jax.Array, prefix_len: int,
+                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                dtype: str = "float32") -> jax.Array:
+    """log q(x_i | prompt, x_<i) [B, S] of each suffix token under a sampling scheme.
+
+    q is the distribution :func:`jaxmem.generate.generate` samples from with the same
+    temperature, top_k and top_p: softmax of :func:`~jaxmem.generate.filter_logits` applied to
+    logits / temperature; -inf for a token the truncation drops.
+
+    Args:
+      params, cfg: the model (any tuning method's leaves included).
+      tokens: int32 [B, P + S], every position a real token (prompt, then suffix).
+      prefix_len: P.
+    """
+    dt = jnp_dtype(dtype)
+    params = cast_params(params, dt)
+    h = hidden_states(params, cfg, tokens, jnp.ones_like(tokens), dtype=dt)
+    w, layout = head_weight(params)
+    z = project(h[:, prefix_len - 1:-1], w, layout).astype(jnp.float32)  # predicts x_1..x_S
+    b, s, v = z.shape
+    z = filter_logits(z.reshape(b * s, v) / temperature, top_k, top_p)
+    logq = jax.nn.log_softmax(z, axis=-1)
+    return jnp.take_along_axis(logq, tokens[:, prefix_len:].reshape(b * s, 1), -1).reshape(b, s)
+
+
+def sampling_log_px(params: dict, cfg: ModelConfig, tokens: np.ndarray, ecfg: "ExtractionConfig",
+                    *, progress: bool = False) -> np.ndarray:
+    """log p_x (float64 [M]) of each row's suffix under ``ecfg``'s sampling scheme
+    (:func:`suffix_logq`), ``ecfg.batch_size`` rows at a time (the last batch filled with
+    copies of its first row, so one compiled shape serves every batch)."""
+    bs = min(ecfg.batch_size, len(tokens))
+    out = np.zeros(len(tokens), np.float64)
+    starts = range(0, len(tokens), bs)
+    if progress and jax.process_index() == 0:
+        from tqdm.auto import tqdm
+        starts = tqdm(starts, total=math.ceil(len(tokens) / bs), desc="p_x under sampling",
+                      unit="batch")
+    for start in starts:
+        chunk = tokens[start:start + bs]
+        full = np.concatenate([chunk, np.repeat(chunk[:1], bs - len(chunk), 0)])
+        logq = suffix_logq(params, cfg, jnp.asarray(full), ecfg.prefix_len, ecfg.temperature,
+                           ecfg.top_k, ecfg.top_p, ecfg.dtype)
+        out[start:start + len(chunk)] = np.asarray(logq, np.float64)[:len(chunk)].sum(-1)
+    return out
 
 
 def split_sequences(seqs: Sequence[Sequence[int]], prefix_len: int, suffix_len: int
@@ -99,8 +169,9 @@ def extraction_stats(params: dict, cfg: ModelConfig, seqs: Sequence[Sequence[int
       ``k_extractable_rate`` (fraction of evaluated texts whose suffix greedy decoding
       reproduces exactly), ``token_match`` (mean fraction of suffix tokens reproduced),
       ``discoverable`` ({"n=N,p=P": fraction of texts with 1 - (1 - p_x)^N >= P}),
-      ``mean_log_px``; and ``per_text`` lists over the evaluated texts: ``index`` (into
-      ``seqs``), ``extracted``, ``token_match``, ``log_px`` (natural log). Rates are NaN when
+      ``mean_log_px`` (over texts with p_x > 0; None if none), ``n_px_zero`` (texts whose
+      suffix the sampling scheme cannot produce); and ``per_text`` lists over the evaluated texts: ``index`` (into
+      ``seqs``), ``extracted``, ``token_match``, ``log_px`` (natural log; None for p_x = 0). Rates are NaN when
       no text is long enough.
 
     Raises:
@@ -115,25 +186,34 @@ def extraction_stats(params: dict, cfg: ModelConfig, seqs: Sequence[Sequence[int
     out = {"n_texts": len(seqs), "n_skipped": len(seqs) - m, "n_evaluated": m}
     if m == 0:
         nan = float("nan")
-        return {**out, "k_extractable_rate": nan, "token_match": nan, "mean_log_px": nan,
+        return {**out, "k_extractable_rate": nan, "token_match": nan, "mean_log_px": None,
+                "n_px_zero": 0,
                 "discoverable": {f"n={n},p={ecfg.p:g}": nan for n in ecfg.n_samples},
                 "per_text": {"index": [], "extracted": [], "token_match": [], "log_px": []}}
     gcfg = GenerateConfig(max_new_tokens=s_len, batch_size=ecfg.batch_size, dtype=ecfg.dtype,
                           pad_id=pad_id)
     generated = generate(params, cfg, tokens[:, :p_len], gcfg, progress=progress)
     same = generated == tokens[:, p_len:]
-    # Teacher-forced: column t of logp is token t + 1 given tokens 0..t, so the suffix's
-    # tokens P..P+S-1 are columns P-1..P+S-2.
-    stats = score_sequences(params, cfg, tokens, batch_size=ecfg.batch_size, dtype=ecfg.dtype,
-                            pad_id=pad_id, progress=progress)
-    log_px = stats.logp[:, p_len - 1:p_len + s_len - 1].astype(np.float64).sum(-1)
+    if ecfg.plain_sampling:
+        # Teacher-forced: column t of logp is token t + 1 given tokens 0..t, so the suffix's
+        # tokens P..P+S-1 are columns P-1..P+S-2.
+        stats = score_sequences(params, cfg, tokens, batch_size=ecfg.batch_size,
+                                dtype=ecfg.dtype, pad_id=pad_id, progress=progress)
+        log_px = stats.logp[:, p_len - 1:p_len + s_len - 1].astype(np.float64).sum(-1)
+    else:
+        log_px = sampling_log_px(params, cfg, tokens, ecfg, progress=progress)
+    # p_x = 0 (a suffix token a truncated scheme never samples) is written as null in JSON
+    zero = np.isneginf(log_px)
     return {**out, "k_extractable_rate": float(same.all(-1).mean()),
-            "token_match": float(same.mean()), "mean_log_px": float(log_px.mean()),
+            "token_match": float(same.mean()),
+            "mean_log_px": float(log_px[~zero].mean()) if (~zero).any() else None,
+            "n_px_zero": int(zero.sum()),
             "discoverable": {f"n={n},p={ecfg.p:g}": float((discoverable_prob(log_px, n)
                                                            >= ecfg.p).mean())
                              for n in ecfg.n_samples},
             "per_text": {"index": index.tolist(), "extracted": same.all(-1).tolist(),
-                         "token_match": same.mean(-1).tolist(), "log_px": log_px.tolist()}}
+                         "token_match": same.mean(-1).tolist(),
+                         "log_px": [None if z else v for z, v in zip(zero, log_px.tolist())]}}
 
 
 def extraction_metrics(params: dict, cfg: ModelConfig, tokenizer, members: Sequence[str],

@@ -548,11 +548,17 @@ def _extraction_table(sub: list[dict]) -> list[dict]:
         if "k_extractable_rate_members" not in r or key in seen:
             continue
         seen.add(key)
-        table.append({"method": display_name(r["method"]), "epoch": r["epoch"],
-                      "k-extractable, members": round(r["k_extractable_rate_members"], 3),
-                      "k-extractable, non-members": round(r["k_extractable_rate_nonmembers"], 3),
-                      "tokens reproduced, members": round(r["token_match_members"], 3),
-                      "tokens reproduced, non-members": round(r["token_match_nonmembers"], 3)})
+        row = {"method": display_name(r["method"]), "epoch": r["epoch"],
+               "k-extractable, members": round(r["k_extractable_rate_members"], 3),
+               "k-extractable, non-members": round(r["k_extractable_rate_nonmembers"], 3),
+               "tokens reproduced, members": round(r["token_match_members"], 3),
+               "tokens reproduced, non-members": round(r["token_match_nonmembers"], 3)}
+        for col in r:  # one column per n: "(n, p)-discoverable, members / non-members"
+            if col.startswith("discoverable_n") and col.endswith("_members"):
+                n = col[len("discoverable_n"):-len("_members")]
+                row[f"({n}, {r['discoverable_p']:g})-discoverable, members / non-members"] = (
+                    f"{r[col]:.3f} / {r[f'discoverable_n{n}_nonmembers']:.3f}")
+        table.append(row)
     return table
 
 
@@ -695,9 +701,14 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
         lines += [note, ""] if note else []
         ext = _extraction_table(_select(rows, model=model, dataset=dataset))
         if ext:
+            ecfg = scfg.extraction_config()
+            scheme = ("plain sampling" if ecfg is None or ecfg.plain_sampling else
+                      f"sampling at temperature {ecfg.temperature:g}, top-k {ecfg.top_k or 'off'}"
+                      f", top-p {ecfg.top_p:g}")
             lines += ["Verbatim extraction (greedy decoding from each text's first tokens; "
-                      "k-extractable: the next tokens reproduced exactly; non-members are the "
-                      "control):", "", markdown_table(ext), ""]
+                      "k-extractable: the next tokens reproduced exactly; (n, p)-discoverable: "
+                      f"at least one of n samples ({scheme}) reproduces them with probability "
+                      ">= p; non-members are the control):", "", markdown_table(ext), ""]
         lines += _privacy_lines(sub)
         exposure, reports = _exposure_table(out, sub)
         if exposure:

@@ -407,9 +407,15 @@ def _rows(model, n_params, dataset, method, epoch, where, base_ppl=None,
     ext = where / runs.EXTRACTION
     if ext.exists():  # verbatim extraction of this cell, when the study asked for it
         e = runs.read_json(ext)
+        cols = {f"{k}_{side}": e[side][k] for side in ("members", "nonmembers")
+                for k in ("k_extractable_rate", "token_match")}
+        for side in ("members", "nonmembers"):  # "n=100,p=0.5" -> discoverable_n100_members
+            for key, v in e[side]["discoverable"].items():
+                cols[f"discoverable_n{dict(kv.split('=') for kv in key.split(','))['n']}_"
+                     f"{side}"] = v
+        cols["discoverable_p"] = e["config"]["p"]
         for r in rows:
-            r.update({f"{k}_{side}": e[side][k] for side in ("members", "nonmembers")
-                      for k in ("k_extractable_rate", "token_match")})
+            r.update(cols)
     dp, emp = _privacy(where, run_dir, epoch, metrics, delta)
     for r in rows:
         r.update(dp, empirical_epsilon=emp.get(r["attack"]))

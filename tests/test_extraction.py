@@ -8,7 +8,7 @@ import pytest
 
 from conftest import CharTok, tiny_hf_model, to_jaxmem
 from jaxmem.extraction import (ExtractionConfig, discoverable_prob, extraction_metrics,
-                               extraction_stats)
+                               extraction_stats, sampling_log_px)
 from jaxmem.generate import GenerateConfig, generate
 from jaxmem.models import logits
 
@@ -71,6 +71,63 @@ def test_measures_match_a_numpy_loop(model):
     for n in ecfg.n_samples:
         assert got["discoverable"][f"n={n},p=0.5"] == pytest.approx(disc[n])
     assert len(set(got["discoverable"].values())) == 3, got  # the grid is not vacuous here
+
+
+def _log_q(row, temperature, top_k, top_p):
+    """log of the sampling distribution from float64 logits [V]: transformers' warper order
+    (temperature, top-k with ties kept, then top-p on the renormalized rest), by sorting."""
+    z = row / temperature
+    if top_k:
+        z = np.where(z < np.sort(z)[::-1][top_k - 1], -np.inf, z)
+    if top_p < 1:
+        q = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+        order = np.argsort(-z, kind="stable")
+        before = 0.0
+        for i in order:  # keep tokens until the ones before reach top_p
+            if before >= top_p:
+                z[i] = -np.inf
+            before += q[i]
+    finite = np.isfinite(z)
+    out = np.full_like(z, -np.inf)
+    out[finite] = z[finite] - (z[finite].max() + math.log(np.exp(z[finite] - z[finite].max())
+                                                            .sum()))
+    return out
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 0, 1.0),
+                                                     (1.0, 40, 1.0), (1.3, 0, 0.6),
+                                                     (0.8, 40, 0.9)])
+def test_p_x_under_a_sampling_scheme_matches_a_numpy_loop(model, temperature, top_k, top_p):
+    """p_x under temperature / top-k / top-p is the product of the renormalized truncated
+    distribution's probabilities (0 when a suffix token is cut), computed by the full forward
+    pass in float64; (n, p)-discoverable follows it, and plain settings give the scoring pass's
+    p_x."""
+    params, cfg = model
+    rng = np.random.default_rng(1)
+    prompts = [[int(t) for t in rng.integers(1, cfg.vocab_size, P)] for _ in range(4)]
+    greedy = generate(params, cfg, prompts, GenerateConfig(max_new_tokens=S))
+    seqs = [p + g.tolist() for p, g in zip(prompts, greedy)]  # top-1 suffixes: never cut
+    seqs += [[int(t) for t in rng.integers(1, cfg.vocab_size, P + S)] for _ in range(3)]
+    want = []
+    for s in seqs:
+        z = np.asarray(logits(params, cfg, jnp.asarray([s])), np.float64)[0]
+        want.append(sum(_log_q(z[t - 1], temperature, top_k, top_p)[s[t]]
+                        for t in range(P, P + S)))
+    ecfg = ExtractionConfig(prefix_len=P, suffix_len=S, n_samples=(1, 10**6), batch_size=3,
+                            temperature=temperature, top_k=top_k, top_p=top_p)
+    got = extraction_stats(params, cfg, seqs, ecfg)
+    lp = np.array([-np.inf if v is None else v for v in got["per_text"]["log_px"]])
+    np.testing.assert_array_equal(np.isneginf(lp), np.isneginf(want))
+    np.testing.assert_allclose(lp, want, rtol=1e-5)
+    assert got["n_px_zero"] == int(np.isneginf(want).sum())
+    for n in ecfg.n_samples:
+        assert got["discoverable"][f"n={n},p=0.5"] == pytest.approx(
+            np.mean(discoverable_prob(np.array(want), n) >= 0.5))
+    if ecfg.plain_sampling:  # the scoring pass gives it; the sampling path must agree
+        fast = sampling_log_px(params, cfg, np.array(seqs, np.int32), ecfg)
+        np.testing.assert_allclose(fast, want, rtol=1e-5)
+    elif top_k or top_p < 1:
+        assert np.isneginf(want).any() and np.isfinite(want).any()  # the cut is exercised
 
 
 def test_discoverable_prob_is_exact_in_the_tails():

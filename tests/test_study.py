@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from jaxmem.audit import AuditConfig
@@ -251,7 +252,7 @@ def test_study_measures_verbatim_extraction_when_asked(tiny_setup, tmp_path):
     from jaxmem.models import load_model
 
     model, corpus = tiny_setup
-    ext = {"prefix_len": 4, "suffix_len": 4, "n_samples": [1, 10]}
+    ext = {"prefix_len": 4, "suffix_len": 4, "n_samples": [1, 10], "top_p": 0.9}
     cfg = _cfg(model, corpus, methods=["lora"], extraction=ext, **{"train.epochs": 1})
     rows = run_study(cfg, tmp_path / "s", progress=False)
     base_cell = runs.study_attack_dir(tmp_path / "s", model, corpus, "base", 0)
@@ -261,10 +262,17 @@ def test_study_measures_verbatim_extraction_when_asked(tiny_setup, tmp_path):
     want = extraction_metrics(params, mcfg, tok, c.members, c.nonmembers, ExtractionConfig(**ext))
     for side in ("members", "nonmembers"):
         assert got[side]["k_extractable_rate"] == want[side]["k_extractable_rate"]
-        assert got[side]["per_text"]["log_px"] == pytest.approx(want[side]["per_text"]["log_px"],
-                                                                rel=1e-5)
+        lp = [[-np.inf if v is None else v for v in d[side]["per_text"]["log_px"]]
+              for d in (got, want)]  # None: p_x = 0 under the truncated scheme
+        np.testing.assert_allclose(*lp, rtol=1e-5)
+        assert got[side]["discoverable"] == want[side]["discoverable"]
     lora = [r for r in rows if r["method"] == "lora"]
     assert lora and all("k_extractable_rate_members" in r for r in lora)
-    assert "Verbatim extraction" in (tmp_path / "s" / "report.md").read_text()
+    assert all(r["discoverable_n10_nonmembers"] == got["nonmembers"]["discoverable"]
+               ["n=10,p=0.5"] and r["discoverable_p"] == 0.5
+               for r in rows if r["method"] == "base")
+    report = (tmp_path / "s" / "report.md").read_text()
+    assert "Verbatim extraction" in report and "(10, 0.5)-discoverable" in report
+    assert "top-p 0.9" in report
     with pytest.raises(ValueError, match="Unknown extraction options.*prefix"):
         _cfg(model, corpus, extraction={"prefx_len": 4})
