@@ -325,6 +325,10 @@ def cmd_canaries(args) -> int:
     if not args.canaries_json and not args.run_dir:
         raise ValueError("jaxmem canaries needs --run-dir (a run trained with --canaries) or "
                          "--canaries-json (a canary record).")
+    if args.run_dir and not args.canaries_json:
+        from jaxmem.runs import read_run_spec
+
+        read_run_spec(args.run_dir)  # a folder that is no run is named as such
     # a bad record costs nothing; by default the run's own
     canaries = Canaries.load(args.canaries_json or Path(args.run_dir) / CANARIES)
     # measurement settings given on the command line replace the record's

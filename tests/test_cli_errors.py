@@ -82,6 +82,12 @@ CASES = [
      ["user_folder", "not empty"]),
     ("attack-no-run", "attack --model {M} --out-dir {ws}/a --run-dir {ws}/nowhere",
      ["nowhere", "not a jaxmem run"]),
+    ("canaries-no-run", "canaries --model {M} --run-dir {ws}/nowhere", ["nowhere",
+                                                                        "not a jaxmem run"]),
+    ("canaries-bad-spec", "train --model {M} --run-dir {ws}/r --canaries 8:x", ["8:x",
+                                                                               "N:REPEATS"]),
+    ("extract-top-p", "extract --model {M} --top-p 0", ["top_p", "(0, 1]"]),
+    ("frontier-missing", "frontier {ws}/nope.yaml --out-dir {ws}/f", ["nope.yaml"]),
     ("attack-corrupt-run", "attack --model {M} --out-dir {ws}/a --run-dir {ws}/corrupt_run",
      ["run.json", "corrupt"]),
     ("attack-binary-strict", "attack --model {M} --out-dir {ws}/a --strict --members "
