@@ -42,9 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmem.config import (check, check_positive_ints, dtype_name, field, is_int, is_number,
-                           jnp_dtype)
-from jaxmem.generate import GenerateConfig, filter_logits, generate
+from jaxmem.config import check, check_positive_ints, dtype_name, field, is_number, jnp_dtype
+from jaxmem.generate import GenerateConfig, check_sampling, filter_logits, generate
 from jaxmem.models.config import ModelConfig
 from jaxmem.models.transformer import cast_params, head_weight, hidden_states, project
 from jaxmem.scoring import encode_texts, score_sequences
@@ -77,9 +76,7 @@ class ExtractionConfig:
         object.__setattr__(self, "n_samples", n)
         check(self, "n_samples", lambda v: v and min(v) >= 1, "positive integers, e.g. 1,10,100")
         check(self, "p", lambda v: is_number(v) and 0 < v <= 1, "in (0, 1]")
-        check(self, "temperature", lambda v: is_number(v) and v > 0, "a positive number")
-        check(self, "top_k", lambda v: is_int(v) and v >= 0, "0 (off) or a positive integer")
-        check(self, "top_p", lambda v: is_number(v) and 0 < v <= 1, "in (0, 1]")
+        check_sampling(self)
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
 
     @property
@@ -170,9 +167,9 @@ def extraction_stats(params: dict, cfg: ModelConfig, seqs: Sequence[Sequence[int
       reproduces exactly), ``token_match`` (mean fraction of suffix tokens reproduced),
       ``discoverable`` ({"n=N,p=P": fraction of texts with 1 - (1 - p_x)^N >= P}),
       ``mean_log_px`` (over texts with p_x > 0; None if none), ``n_px_zero`` (texts whose
-      suffix the sampling scheme cannot produce); and ``per_text`` lists over the evaluated texts: ``index`` (into
-      ``seqs``), ``extracted``, ``token_match``, ``log_px`` (natural log; None for p_x = 0). Rates are NaN when
-      no text is long enough.
+      suffix the sampling scheme cannot produce); and ``per_text`` lists over the evaluated
+      texts: ``index`` (into ``seqs``), ``extracted``, ``token_match``, ``log_px`` (natural
+      log; None for p_x = 0). Rates are NaN when no text is long enough.
 
     Raises:
       ValueError: P + S beyond the model's context.

@@ -54,10 +54,16 @@ class GenerateConfig:
 
     def __post_init__(self):
         check_positive_ints(self, "max_new_tokens", "batch_size")
-        check(self, "temperature", lambda v: is_number(v) and v > 0, "a positive number")
-        check(self, "top_k", lambda v: is_int(v) and v >= 0, "0 (off) or a positive integer")
-        check(self, "top_p", lambda v: is_number(v) and 0 < v <= 1, "in (0, 1]")
+        check_sampling(self)
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
+
+
+def check_sampling(cfg) -> None:
+    """Checks a config's sampling scheme (``temperature``, ``top_k``, ``top_p``): here and in
+    :class:`jaxmem.extraction.ExtractionConfig`, whose (n, p) probabilities use the same one."""
+    check(cfg, "temperature", lambda v: is_number(v) and v > 0, "a positive number")
+    check(cfg, "top_k", lambda v: is_int(v) and v >= 0, "0 (off) or a positive integer")
+    check(cfg, "top_p", lambda v: is_number(v) and 0 < v <= 1, "in (0, 1]")
 
 
 def filter_logits(logits: jax.Array, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
