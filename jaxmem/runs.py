@@ -9,13 +9,17 @@ runs and attack results for every (model, dataset, method, epoch)::
     ├── results.json, results.csv  one row per (model, dataset, method, epoch, attack)
     ├── report.md, figures/*.png   jaxmem.report, at the end
     ├── runs/<model>/<dataset>/<method>/            a run folder (below); names are slug()s
-    └── attacks/<model>/<dataset>/<method>/epoch_N/ an attack folder (below); base: epoch_0
+    ├── attacks/<model>/<dataset>/<method>/epoch_N/ an attack folder (below); base: epoch_0
+    └── references/<model>/<dataset>/<method>/k4-pop256-<digest>/
+                                   LiRA / RMIA reference models (jaxmem.reference_attacks):
+                                   references.json, checkpoints/epoch_NNN, loglik/*.npy
 
     <run>/
     ├── run.json                   model, data (CorpusRecord), method and training configs:
     │                              the run's identity (another run is refused)
     ├── log.jsonl                  every metric: one line per step and one per epoch
     ├── canaries.json              with train.canaries: the secrets inserted and how often
+    ├── references/k4-pop256-<digest>/  LiRA / RMIA reference models (jaxmem attack --run-dir)
     └── checkpoints/
         ├── epoch_003/             orbax: trainable parameters and their optimizer state
         └── epoch_003.json         written after the orbax save: marks the epoch finished
@@ -63,6 +67,7 @@ CORPUS_RECORD = "corpus.json"  # runs from before the data record moved into run
 LOG = "log.jsonl"
 CHECKPOINTS = "checkpoints"
 CANARIES = "canaries.json"  # the canaries inserted into the fine-tuning set (train.canaries)
+REFERENCES = "references"  # LiRA / RMIA reference models (jaxmem.reference_attacks)
 # attack folder
 SCORES = "scores.parquet"
 METRICS = "metrics.json"
@@ -77,14 +82,14 @@ FIGURES = "figures"
 SESSIONS = "sessions.json"  # wall time of every session that worked on the study
 TIMINGS = "timings.json"  # where each session's time went (jaxmem.profiling)
 # What jaxmem writes into each kind of folder: --overwrite removes these and nothing else.
-RUN_OUTPUTS = (RUN_SPEC, CORPUS_RECORD, LOG, CHECKPOINTS, CANARIES)
+RUN_OUTPUTS = (RUN_SPEC, CORPUS_RECORD, LOG, CHECKPOINTS, CANARIES, REFERENCES)
 # a streamed attack's work in progress (jaxmem.streaming.ChunkedTable), until metrics.json
 SCORES_WORK = (SCORES + ".parts", SCORES + ".progress.json")
 EXTRACTION = "extraction.json"  # a study cell's verbatim extraction (jaxmem.extraction), if asked
 EXPOSURE = "exposure.json"  # a study cell's canary exposure (jaxmem.canaries), with train.canaries
 ATTACK_OUTPUTS = (SCORES, METRICS, ROC, HISTOGRAMS, EXTRACTION, EXPOSURE, *SCORES_WORK)
 STUDY_OUTPUTS = (STUDY_SPEC, RESULTS_JSON, RESULTS_CSV, REPORT, FIGURES, SESSIONS, TIMINGS,
-                 "runs", "attacks")
+                 "runs", "attacks", REFERENCES)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -501,15 +506,35 @@ def write_attack_metrics(out: Path, metrics: dict, info: dict) -> None:
 
 # ----------------------------------------------------------------------------- study folders
 
-def study_run_dir(out: str | os.PathLike, model: str, dataset: str, method: str) -> Path:
-    """The run folder of a study's cell."""
-    return Path(out) / "runs" / slug(model) / slug(dataset) / slug(method)
+def _seed_part(seed: int | None) -> tuple[str, ...]:
+    # a study with one implicit training seed keeps the layout it had before seeds existed
+    return () if seed is None else (f"seed_{int(seed)}",)
+
+
+def study_run_dir(out: str | os.PathLike, model: str, dataset: str, method: str,
+                  seed: int | None = None) -> Path:
+    """The run folder of a study's cell, trained with training seed ``seed`` (None: a study
+    without ``seeds``, one run per cell)."""
+    return Path(out, "runs", slug(model), slug(dataset), slug(method), *_seed_part(seed))
 
 
 def study_attack_dir(out: str | os.PathLike, model: str, dataset: str, method: str,
-                     epoch: int) -> Path:
-    """The attack folder of a study's (cell, epoch); the base model is method "base", epoch 0."""
-    return Path(out) / "attacks" / slug(model) / slug(dataset) / slug(method) / f"epoch_{epoch}"
+                     epoch: int, seed: int | None = None) -> Path:
+    """The attack folder of a study's (cell, seed, epoch); the base model is method "base",
+    epoch 0, no seed."""
+    return Path(out, "attacks", slug(model), slug(dataset), slug(method), *_seed_part(seed),
+                f"epoch_{epoch}")
+
+
+def study_reference_dir(out: str | os.PathLike, model: str, dataset: str, method: str) -> Path:
+    """Where a study keeps the LiRA / RMIA reference models of a (model, dataset, method), one
+    subfolder per reference set (:mod:`jaxmem.reference_attacks`)."""
+    return Path(out, REFERENCES, slug(model), slug(dataset), slug(method))
+
+
+def run_reference_dir(run_dir: str | os.PathLike) -> Path:
+    """Where ``jaxmem attack --run-dir`` keeps the run's LiRA / RMIA reference models."""
+    return Path(run_dir, REFERENCES)
 
 
 def cell_done(where: Path) -> bool:
@@ -548,6 +573,7 @@ __all__ = ["CHECKPOINTS", "CORPUS_RECORD", "CheckpointError", "CorpusRecord", "F
            "checkpoint_dir", "claim_attack_dir", "claim_dir", "claim_run", "field_defaults",
            "fill_missing", "claim_study", "epoch_record",
            "finished_epochs", "has_attack_results", "mark_cell_done", "read_cell",
-           "read_corpus_record", "read_json", "record_session", "study_sessions", "read_run_spec", "refuse_foreign", "remove_outputs", "restore_epoch", "save_epoch", "slug",
+           "read_corpus_record", "read_json", "record_session", "run_reference_dir",
+           "study_reference_dir", "study_sessions", "read_run_spec", "refuse_foreign", "remove_outputs", "restore_epoch", "save_epoch", "slug",
            "study_attack_dir", "study_run_dir", "write_attack_metrics",
            "write_study_results", "write_table"]

@@ -65,13 +65,20 @@ class StudyConfig:
     :class:`jaxmem.audit.AuditConfig`).
 
     ``methods`` are spec strings (``"lora:r=16,target=mlp"``); ``lr`` maps a method spec or
-    family to its learning rate (``train.optim.lr`` otherwise). ``train.seed`` also draws the
-    corpus split. In YAML the nested configs are mappings::
+    family to its learning rate (``train.optim.lr`` otherwise). Two kinds of randomness are
+    kept apart: ``data_seed`` draws the corpus (which texts train, which are members and
+    non-members, under the ``split`` design of :func:`jaxmem.data.load_corpus`), and
+    ``seeds`` are the training seeds (initialization, data order, dropout): every method is
+    trained once per seed on the same texts and attacked on the same members and
+    non-members, so results give each cell's mean and spread over seeds and the claims'
+    intervals hold the seed variance (:mod:`jaxmem.claims`). Without ``seeds`` a cell trains
+    once, with ``train.seed``. In YAML the nested configs are mappings::
 
         methods: [full, lora]
         lr: {full: 1.0e-4, lora: 1.0e-3}
         train: {epochs: 3, batch_size: 8, block_size: 48}
         audit: {attacks: [loss, ref], block_size: 48, n_boot: 500}
+        seeds: [0, 1, 2]
     """
 
     name: str = "study"
@@ -84,6 +91,9 @@ class StudyConfig:
     n_validation: int | None = None
     n_members: int | None = None
     n_nonmembers: int | None = None
+    data_seed: int = 0                       # draws the corpus split (load_corpus's seed)
+    split: str = "auto"                      # the member / non-member design (data.SPLITS)
+    seeds: tuple | None = None               # training seeds; None: one run with train.seed
     train: TrainConfig = TrainConfig(epochs=5)
     audit: AuditConfig = AuditConfig(attacks=STUDY_ATTACKS)
     # Verbatim extraction of every attacked cell (jaxmem.extraction): None = off, else the
@@ -99,8 +109,10 @@ class StudyConfig:
 
     def __post_init__(self):
         # YAML and the command line give lists; keep the config hashable and comparable.
-        for f in ("models", "datasets", "methods", "attack_epochs"):
+        for f in ("models", "datasets", "methods", "attack_epochs", "seeds"):
             v = getattr(self, f)
+            if f == "seeds" and is_int(v):
+                v = [v]
             if isinstance(v, (list, str)):
                 object.__setattr__(self, f, tuple([v] if isinstance(v, str) else v))
         for f in ("models", "datasets", "methods"):
@@ -111,6 +123,14 @@ class StudyConfig:
             raise ValueError("A study needs at least one model, dataset and method.")
         check_positive_ints(self, "n_train", "n_validation", "n_members", "n_nonmembers",
                             allow_none=True)
+        check(self, "data_seed", lambda v: is_int(v) and 0 <= v < 2**32,
+              "an integer between 0 and 2**32 - 1")
+        from jaxmem.data import SPLITS
+
+        check(self, "split", lambda v: v in SPLITS, f"one of {', '.join(SPLITS)}")
+        check(self, "seeds", lambda v: v is None or (len(v) > 0 and len(set(v)) == len(v) and all(
+            is_int(x) and 0 <= x < 2**32 for x in v)),
+            "None or a list of distinct integers >= 0, e.g. [0, 1, 2]")
         check(self, "attack_epochs", lambda v: v is None or all(
             is_int(e) and 1 <= e <= self.train.epochs for e in v),
             f"None or epochs between 1 and train.epochs ({self.train.epochs})")
@@ -233,9 +253,18 @@ class StudyConfig:
         default = self.train.optim.lr
         return float(self.lr.get(method, self.lr.get(method.partition(":")[0], default)))
 
-    def train_config(self, method: str) -> TrainConfig:
-        """The trainer's config for one method: ``train`` with the method's learning rate."""
-        return replace_nested(self.train, {"optim.lr": self.lr_for(method)})
+    def run_seeds(self) -> tuple:
+        """The training seeds a cell runs with: ``seeds``, or ``(None,)`` for one run with
+        ``train.seed`` in the layout of a study without seeds."""
+        return tuple(self.seeds) if self.seeds is not None else (None,)
+
+    def train_config(self, method: str, seed: int | None = None) -> TrainConfig:
+        """The trainer's config for one method (and training seed): ``train`` with the
+        method's learning rate and ``seed`` (None: ``train.seed``)."""
+        changes = {"optim.lr": self.lr_for(method)}
+        if seed is not None:
+            changes["seed"] = int(seed)
+        return replace_nested(self.train, changes)
 
 
 def read_options(path, overrides: list[str] = ()) -> dict:
@@ -309,8 +338,13 @@ def migrate_study_json(out: Path) -> None:
     elif old is not None:
         # Options added since the study started (e.g. audit.recall_shots) take their defaults,
         # which leave what was already computed unchanged: fill them in so the study resumes.
+        # Not so the split: a study from before it existed drew its corpus by whole articles
+        # with train.seed, which is recorded as such (a config asking for the default split
+        # then differs, and claim_study names it).
+        legacy = {} if "split" in old else {
+            "split": "legacy-by-group", "data_seed": old.get("train", {}).get("seed", 0)}
         try:
-            new = StudyConfig.from_dict(old).to_dict()
+            new = StudyConfig.from_dict({**old, **legacy}).to_dict()
         except (ValueError, TypeError):
             new = old  # not a config this version reads: claim_study names the difference
         added = sorted(set(_dotted(new)) - set(_dotted(old)))
@@ -378,7 +412,7 @@ def _privacy(where: Path, run_dir: Path | None, epoch: int, attacks, delta: floa
 
 
 def _rows(model, n_params, dataset, method, epoch, where, base_ppl=None,
-          run_dir=None, delta: float = 0.0) -> list[dict]:
+          run_dir=None, delta: float = 0.0, seed: int | None = None) -> list[dict]:
     """The result rows of a done (cell, epoch), one per attack.
 
     Every row of the cell also carries the cell's strongest attack
@@ -399,7 +433,7 @@ def _rows(model, n_params, dataset, method, epoch, where, base_ppl=None,
     for attack, m in metrics.items():
         ci = m.get("auc_ci") or (np.nan, np.nan)
         rows.append({"model": model, "model_params": n_params, "dataset": dataset,
-                     "method": method, "epoch": epoch,
+                     "method": method, "seed": seed, "epoch": epoch,
                      "val_loss": val, "val_ppl": ppl, "attack": attack,
                      "auc": m["auc"], "auc_lo": ci[0], "auc_hi": ci[1],
                      **{k: _tpr(m, k) for k in TPR_COLUMNS}, "n_members": m["n_members"],
@@ -511,9 +545,9 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
         n_params = int(sum(np.size(x) for x in jax.tree.leaves(base)))
         for dataset in scfg.datasets:
             with phase("corpus"):
-                corpus = load_corpus(dataset, seed=scfg.train.seed, n_train=scfg.n_train,
-                                     n_validation=scfg.n_validation, n_members=scfg.n_members,
-                                     n_nonmembers=scfg.n_nonmembers)
+                corpus = load_corpus(dataset, seed=scfg.data_seed, split=scfg.split,
+                                     n_train=scfg.n_train, n_validation=scfg.n_validation,
+                                     n_members=scfg.n_members, n_nonmembers=scfg.n_nonmembers)
             empty = [k for k in ("train", "validation", "members", "nonmembers")
                      if not getattr(corpus, k)]
             if empty:
@@ -576,13 +610,17 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
             rows += _rows(model_name, n_params, dataset, "base", 0, where, delta=delta)
             base_ppl = rows[-1]["val_ppl"]
 
-            for method in scfg.methods:
-                run_dir = runs.study_run_dir(out, model_name, dataset, method)
-                tcfg = scfg.train_config(method)
+            def train_and_attack(method: str, seed: int | None) -> bool:
+                """Trains one (method, seed) run and attacks its epochs; True when
+                ``stop_after`` stops the study."""
+                nonlocal done_new, rows
+                run_dir = runs.study_run_dir(out, model_name, dataset, method, seed)
+                tcfg = scfg.train_config(method, seed)
                 epochs = scfg.attack_epochs or tuple(range(1, tcfg.epochs + 1))
                 todo = [e for e in epochs if not runs.cell_done(
-                    runs.study_attack_dir(out, model_name, dataset, method, e))]
+                    runs.study_attack_dir(out, model_name, dataset, method, e, seed))]
                 history = {}
+                label = method if seed is None else f"{method} seed {seed}"
                 if todo:
                     with phase("train setup"):  # what train() does not mark itself
                         res = train(base, cfg, tok, method, corpus.train, corpus.validation,
@@ -590,28 +628,35 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
                                     mesh=mesh)
                     history = {h["epoch"]: h["val_loss"] for h in res.history}
                 for e in epochs:
-                    where = runs.study_attack_dir(out, model_name, dataset, method, e)
+                    where = runs.study_attack_dir(out, model_name, dataset, method, e, seed)
                     if e in todo:
                         if stop_after is not None and done_new >= stop_after:
-                            runs.write_study_results(out, rows)
-                            return rows
+                            return True
                         params, labels = load_checkpoint(run_dir, base, cfg, tok, epoch=e,
                                                          mesh=mesh)
                         # the canaries the run trained on, as its own record holds them
                         can = (Canaries.load(run_dir / runs.CANARIES) if base_canaries
                                else None)
-                        attack(params, where, f"{model_name} {method} epoch {e}", labels=labels,
-                               canaries=can)
+                        attack(params, where, f"{model_name} {label} epoch {e}",
+                               labels=labels, canaries=can)
                         runs.mark_cell_done(where, history[e])
                         save_session()
                         done_new += 1
                         if progress:
                             first, m = next(iter(runs.read_cell(where)[0].items()))
                             print(f"[{time.perf_counter() - t_start:.0f}s] {model_name} / "
-                                  f"{dataset} / {method} epoch {e}: val ppl "
+                                  f"{dataset} / {label} epoch {e}: val ppl "
                                   f"{np.exp(history[e]):.3f}, {first} AUC {m['auc']:.3f}")
                     rows += _rows(model_name, n_params, dataset, method, e, where, base_ppl,
-                                  run_dir, delta)
+                                  run_dir, delta, seed=seed)
+                return False
+
+            for method in scfg.methods:
+                for seed in scfg.run_seeds():
+                    stopped = train_and_attack(method, seed)
+                    if stopped:
+                        runs.write_study_results(out, rows)
+                        return rows
             runs.write_study_results(out, rows)
     runs.write_study_results(out, rows)
     if is_main_process():

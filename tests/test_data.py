@@ -195,7 +195,7 @@ def test_wikitext_raw_files(wikitext_dir):
     assert any("n_train: requested 22335 (default), got 200" in w for w in c.info["warnings"])
 
 
-def test_wikitext_test_split_only_is_split_by_article(tmp_path):
+def test_wikitext_test_split_only_is_split_at_random(tmp_path):
     (tmp_path / "wiki.test.raw").write_text("\n".join(wikitext_lines(5, 30, 8)), encoding="utf-8")
     c = load_corpus(
         f"wikitext:{tmp_path}", n_train=100, n_validation=20, n_members=50, n_nonmembers=50
@@ -209,11 +209,26 @@ def test_wikitext_test_split_only_is_split_by_article(tmp_path):
             title = line.strip(" =")
         elif line.strip() and not line.strip().startswith("="):
             article_of[line.strip()] = title
-    assert {article_of[t] for t in c.train}.isdisjoint(
-        {article_of[t] for t in c.nonmembers + c.validation}
+    # "auto" on one pool: paragraphs held out at random, articles on both sides
+    assert c.info["split"]["design"] == "random"
+    shared = {article_of[t] for t in c.members} & {article_of[t] for t in c.nonmembers}
+    assert len(shared) >= 10
+    # the legacy design, by name: whole articles held out
+    old = load_corpus(f"wikitext:{tmp_path}", n_train=100, n_validation=20, n_members=50,
+                      n_nonmembers=50, split="legacy-by-group")
+    assert {article_of[t] for t in old.train}.isdisjoint(
+        {article_of[t] for t in old.nonmembers + old.validation}
     )
-    held = set(c.info["split"]["heldout_groups"])
-    assert {"test:" + article_of[t] for t in c.nonmembers} <= held
+    held = set(old.info["split"]["heldout_groups"])
+    assert {"test:" + article_of[t] for t in old.nonmembers} <= held
+
+
+def test_unknown_or_impossible_split_is_refused(tmp_path):
+    (tmp_path / "wiki.test.raw").write_text("\n".join(wikitext_lines(5, 30, 8)), encoding="utf-8")
+    with pytest.raises(ValueError, match="unknown split 'articles'; choose one of auto"):
+        load_corpus(f"wikitext:{tmp_path}", split="articles")
+    with pytest.raises(ValueError, match="split='given' needs a train file"):
+        load_corpus(f"wikitext:{tmp_path}", split="given")
 
 
 def test_wikitext_hub_parquet_layout(tmp_path):
@@ -320,7 +335,10 @@ def test_webnlg_jsonl_and_gem_layouts_agree(tmp_path):
     )
     assert "=>" in plain.info["format"] and "&&" in plain.info["format"]
     test_texts = {r["text"] for r in splits["test"]}
-    assert all(t.split(" => ", 1)[1] in test_texts for t in plain.nonmembers)
+    # "auto" keeps WebNLG's test (unseen categories) out; "given" takes non-members from it
+    assert not any(t.split(" => ", 1)[1] in test_texts for t in plain.nonmembers)
+    given = load_corpus(f"webnlg:{tmp_path / 'plain'}", **kwargs, split="given")
+    assert all(t.split(" => ", 1)[1] in test_texts for t in given.nonmembers)
 
 
 @pytest.mark.skipif(
@@ -330,10 +348,17 @@ def test_real_webnlg():
     c = load_corpus(f"webnlg:{SHARED_DATA / 'webnlg'}", n_train=5000)
     check_corpus(c)
     assert c.info["pools"]["read"] == 18_102 + 2_262 + 4_928
-    assert (
-        c.info["pools"]["train"] > 18_000 and c.info["pools"]["heldout"] > 4_900
-    )  # minus repeated texts
+    # "auto": by triple set within train + dev; test (unseen categories) left out
+    assert c.info["split"]["design"] == "by-group"
+    assert 20_000 < c.info["pools"]["train"] + c.info["pools"]["heldout"] <= 18_102 + 2_262
     assert len(c.members) == len(c.nonmembers) == 1_779  # Table 1
+    assert c.info["split"]["nonmembers_groups"] == 1_779  # one text per triple set
+    test = {json.loads(line)["text"] for line in
+            (SHARED_DATA / "webnlg" / "test.jsonl").read_text().splitlines()}
+    assert not any(t.split(" => ", 1)[1] in test for t in c.nonmembers)
+    given = load_corpus(f"webnlg:{SHARED_DATA / 'webnlg'}", n_train=500, n_members=100,
+                        n_nonmembers=100, split="given")
+    assert all(t.split(" => ", 1)[1] in test for t in given.nonmembers)
     assert all(" => " in t and " | " in t for t in c.train[:50])
 
 
@@ -758,12 +783,22 @@ def test_embedded_corpus_default(embedded_cache, monkeypatch):
     assert pool >= 1000 and c.info["split"]["groups"] >= 50
     assert all(len(t) >= 200 for t in c.train + c.validation + c.nonmembers)
     assert not any(mark in t for t in c.train for mark in ("[[", "{{", "<ref", "|"))
-    # Members and non-members never come from the same article.
+    # One distribution: held out at random, so both sides draw on most articles (whole
+    # articles held out, the legacy design, left 3 articles to the non-members).
     article_of = {p: title for title, ps in embedded_cache["articles"] for p in ps}
-    member_articles = {article_of[t] for t in c.train}
-    held_articles = {article_of[t] for t in c.nonmembers + c.validation}
+    assert c.info["split"]["design"] == "random"
+    assert len({article_of[t] for t in c.nonmembers}) >= 40
+    assert c.info["split"]["nonmembers_groups"] == len({article_of[t] for t in c.nonmembers})
+    assert c.info["split"]["members_groups"] >= 40
+    # The legacy design, asked for by name: members and non-members from disjoint articles.
+    old = load_corpus("default", split="legacy-by-group", n_train=128, n_members=128,
+                      n_nonmembers=128, n_validation=24)
+    member_articles = {article_of[t] for t in old.train}
+    held_articles = {article_of[t] for t in old.nonmembers + old.validation}
     assert member_articles.isdisjoint(held_articles)
-    assert held_articles <= set(c.info["split"]["heldout_groups"])
+    assert held_articles <= set(old.info["split"]["heldout_groups"])
+    assert old.info["split"]["nonmembers_groups"] <= 7  # the topic shift it builds in
+    assert any("split='legacy-by-group' held out only" in w for w in old.info["warnings"])
     # Sizes are overridable; the alias gives the same corpus.
     big = load_corpus(
         "wiki-gensim", n_train=2000, n_members=1000, n_nonmembers=800, n_validation=100, seed=3

@@ -124,11 +124,15 @@ def test_infobox_corpus_on_the_embedded_dump(infobox_cache):
                                 "n_nonmembers": 128}
     assert not c.info["warnings"] and c.info["split"]["grouped_by"] == "entity"
     assert c.info["triples"] >= 1000 and c.info["entities"] >= 40
-    # Entity-disjoint: no subject, nor any subject an object names, on both sides.
+    # Record-level membership ("auto" = "random"): entities on both sides. Entity-disjoint
+    # with the legacy design: no subject, nor any subject an object names, on both sides.
     group = entity_groups(infobox_cache)
     subject_of = lambda text: text.split(" | ", 1)[0]  # noqa: E731
-    train_side = {group[subject_of(t)] for t in c.train}
-    held_side = {group[subject_of(t)] for t in c.nonmembers + c.validation}
+    assert c.info["split"]["design"] == "random"
+    assert len({group[subject_of(t)] for t in c.nonmembers}) >= 20
+    old = load_corpus("infobox", split="legacy-by-group")
+    train_side = {group[subject_of(t)] for t in old.train}
+    held_side = {group[subject_of(t)] for t in old.nonmembers + old.validation}
     assert train_side.isdisjoint(held_side)
     assert set(c.members) <= set(c.train)
     assert set(c.nonmembers).isdisjoint(c.validation)

@@ -3,8 +3,8 @@
 :func:`requested_sizes` fills the sizes not given with defaults (Table 1 of
 the paper for the named corpora, see :data:`PAPER_SIZES`). :func:`pools`
 decides which examples may become training texts and which are held out
-(non-member candidates), using the given splits when there are enough,
-else splitting one pool by group (article, triple set) with the seed.
+(non-member candidates) under one of the :data:`SPLITS` designs (see
+:func:`resolve_split` for which design each corpus gets and why).
 :func:`draw_train` and :func:`draw_heldout` then sample train, members,
 non-members and validation; non-member and validation candidates that copy
 a training text are skipped. Every random choice draws from its own stream
@@ -24,6 +24,8 @@ from jaxmem.data.units import Source, Unit
 
 __all__ = [
     "PAPER_SIZES",
+    "SPLITS",
+    "resolve_split",
     "requested_sizes",
     "seeded_rng",
     "sample",
@@ -69,6 +71,89 @@ def seeded_rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream])
 
 
+#: How members and non-members are separated (``load_corpus(split=...)``):
+#:
+#: * ``"auto"``: the design :func:`resolve_split` picks for the corpus.
+#: * ``"random"``: one pool, every example held out or not at random (IID at the unit of
+#:   membership, the example): members and non-members are two random samples of one
+#:   distribution, with articles (entities) on both sides.
+#: * ``"given"``: the dataset's own train / test (or validation) files, as published.
+#: * ``"by-group"``: one pool, membership by group (a WebNLG triple set): whole random groups
+#:   held out, as many groups as texts needed, and both sides drawn one text per group before
+#:   a group gives a second, so neither side is a few groups' texts.
+#: * ``"legacy-by-group"``: jaxmem's split up to 2026-12-06, kept for runs trained then:
+#:   whole random groups held out until they hold enough texts. With a few large groups (97
+#:   articles) three articles filled the held-out side and a model-free classifier told
+#:   members from non-members (AUC 0.92 on the demo's split).
+SPLITS = ("auto", "random", "given", "by-group", "legacy-by-group")
+
+
+def resolve_split(source: Source, splits: dict, split: str = "auto") -> str:
+    """The split design for ``source``: ``split`` itself unless it is ``"auto"``.
+
+    ``"auto"`` picks a design whose members and non-members come from one distribution:
+
+    * WebNLG: ``"by-group"`` over its train and dev files, by triple set (thousands of small
+      groups, at most a few verbalisations each). Its test file is left out: 2,433 of its
+      4,928 texts come from 5 categories train does not have, so non-members from test would
+      build a topic shift into every attack.
+    * Other data with a train file and a test (or validation) file: ``"given"``; published
+      splits such as WikiText's are document-level with many held-out documents.
+    * One pool (the embedded corpus, the infobox corpus, a single file): ``"random"``.
+
+    Raises:
+      ValueError: an unknown ``split``, or ``"given"`` for data without a train and a
+        held-out file.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)} "
+                         "(see jaxmem.data.split.SPLITS)")
+    has_given = "train" in splits and ("test" in splits or "validation" in splits)
+    if split == "given" and not has_given:
+        raise ValueError(f"split='given' needs a train file and a test (or validation) file; "
+                         f"{source.origin} has {', '.join(sorted(splits)) or 'none'}. Use "
+                         "split='random' (or 'auto').")
+    if split != "auto":
+        return split
+    if source.name == "webnlg":
+        return "by-group"
+    return "given" if has_given else "random"
+
+
+def _split_random(
+    units: list[Unit], target: int, rng: np.random.Generator
+) -> tuple[list[Unit], list[Unit]]:
+    """Hold out ``target`` examples drawn at random (IID at the example)."""
+    held = set(int(k) for k in rng.permutation(len(units))[:target])
+    train = [u for k, u in enumerate(units) if k not in held]
+    return train, [u for k, u in enumerate(units) if k in held]
+
+
+def _split_groups_spread(
+    units: list[Unit], target: int, rng: np.random.Generator
+) -> tuple[list[Unit], list[Unit], list[str]]:
+    """Hold out ``target`` random whole groups (at most half of them), each side's units in
+    :func:`_spread` order."""
+    groups = list(dict.fromkeys(u.group for u in units))
+    order = rng.permutation(len(groups))[: min(target, len(groups) // 2)]
+    held = {groups[g] for g in order}
+    train = _spread([u for u in units if u.group not in held], rng)
+    heldout = _spread([u for u in units if u.group in held], rng)
+    return train, heldout, [g for g in groups if g in held]
+
+
+def _spread(units: list[Unit], rng: np.random.Generator) -> list[Unit]:
+    """``units`` shuffled, then one of every group before any group's second, and so on: the
+    first n of them come from as many groups as possible."""
+    units = [units[k] for k in rng.permutation(len(units))]
+    seen: Counter = Counter()
+    rank = []
+    for u in units:
+        rank.append(seen[u.group])
+        seen[u.group] += 1
+    return [units[k] for k in np.argsort(rank, kind="stable")]
+
+
 def _split_by_group(
     units: list[Unit], target: int, rng: np.random.Generator
 ) -> tuple[list[Unit], list[Unit], list[str]]:
@@ -93,30 +178,35 @@ def sample(items: list, n: int | None, rng: np.random.Generator) -> list:
 
 
 def pools(
-    source: Source, splits: dict[str, list[Unit]], want: dict, seed: int, warnings: list[str]
+    source: Source, splits: dict[str, list[Unit]], want: dict, seed: int, warnings: list[str],
+    split: str = "auto",
 ) -> tuple[list[Unit], list[Unit], list[Unit] | None, dict, int]:
-    """Train pool, held-out pool (non-member candidates) and validation pool.
+    """Train pool, held-out pool (non-member candidates) and validation pool, under the
+    ``split`` design (:data:`SPLITS`, resolved by :func:`resolve_split`).
 
     The validation pool is None when validation is carved from held-out.
     Also returns a description for ``info["split"]`` and the number of
     repeated texts dropped when splits are merged into one pool.
     """
     n_repeats = 0
+    design = resolve_split(source, splits, split)
     split_info: dict[str, Any] = {
+        "design": design,
+        "requested": split,
         "available_splits": sorted(splits),
         "grouped_by": source.grouped_by,
     }
     if source.grouped_by:
         split_info["groups"] = len({u.group for v in splits.values() for u in v})
     val_pool: list[Unit] | None = splits.get("validation")
-    if "train" in splits and "test" in splits:
+    if design == "given" and "test" in splits:
         train_pool, heldout = splits["train"], splits["test"]
         split_info["strategy"] = "given splits: train -> train/members, test -> non-members" + (
             ", validation -> validation"
             if val_pool
             else ", validation carved from test (disjoint from non-members)"
         )
-    elif "train" in splits and "validation" in splits:
+    elif design == "given":
         train_pool, heldout, val_pool = splits["train"], splits["validation"], None
         split_info["strategy"] = (
             "no test split: non-members and validation both from the validation split (disjoint)"
@@ -126,25 +216,39 @@ def pools(
             "validation split"
         )
     else:
-        units, dropped = dedupe(
-            [u for k in ("all", "train", "validation", "test") for u in splits.get(k, [])]
-        )
+        # WebNLG's test holds categories train lacks: "auto" leaves it out (resolve_split)
+        kinds = (("all", "train", "validation") if split == "auto" and source.name == "webnlg"
+                 else ("all", "train", "validation", "test"))
+        units, dropped = dedupe([u for k in kinds for u in splits.get(k, [])])
         n_repeats += dropped
-        if source.grouped_by and len({u.group for u in units}) < 2:
+        by_group = design in ("by-group", "legacy-by-group")
+        if by_group and source.grouped_by and len({u.group for u in units}) < 2:
             units = [Unit(u.text, f"unit:{k}") for k, u in enumerate(units)]
             warnings.append(f"only one {source.grouped_by} in the data; split by example instead")
         target = min(want["n_validation"] + want["n_nonmembers"], len(units) // 2)
-        train_pool, heldout, held_groups = _split_by_group(units, target, seeded_rng(seed, 0))
+        if design == "legacy-by-group":
+            train_pool, heldout, held_groups = _split_by_group(units, target, seeded_rng(seed, 0))
+        elif by_group:
+            train_pool, heldout, held_groups = _split_groups_spread(
+                units, target, seeded_rng(seed, 0))
+        else:
+            train_pool, heldout = _split_random(units, target, seeded_rng(seed, 0))
         val_pool = None
-        unit = source.grouped_by or "example"
+        unit = (source.grouped_by or "example") if by_group else "example, at random"
         split_info["strategy"] = (
-            f"single pool of {len(units)} examples split by {unit} (seeded): "
-            f"{len(train_pool)} train-side, {len(heldout)} held-out "
+            f"single pool of {len(units)} examples ({' + '.join(k for k in kinds if k in splits)})"
+            f" split by {unit} (seeded): {len(train_pool)} train-side, {len(heldout)} held-out "
             "(validation and non-members, disjoint)"
         )
-        if source.grouped_by:
+        if by_group and source.grouped_by:
             split_info["heldout_groups"] = held_groups
-        if source.name in PAPER_SIZES:
+            if design == "legacy-by-group" and len(held_groups) < 20:
+                warnings.append(
+                    f"split={design!r} held out only {len(held_groups)} "
+                    f"{source.grouped_by}s: members and non-members then differ in topic, "
+                    "which a model-free classifier detects; use split='random' (the default "
+                    "for one pool)")
+        if source.name in PAPER_SIZES and not {"train", "test"} <= set(splits):
             present = " + ".join(sorted(splits))
             warnings.append(
                 f"only the {present} split is available ({source.origin}); it was split by "
@@ -170,9 +274,15 @@ def _share_heldout(want: dict, soft: set[str], n_heldout: int) -> tuple[int, int
     return k_want, v_want
 
 
-def draw_train(train_pool: list[Unit], want: dict, seed: int) -> tuple[list[str], list[int]]:
-    """The training texts, and which of them (by index) are members."""
-    train = [u.text for u in sample(train_pool, want["n_train"], seeded_rng(seed, 1))]
+def draw_train(train_pool: list[Unit], want: dict, seed: int, ordered: bool = False
+               ) -> tuple[list[str], list[int]]:
+    """The training texts, and which of them (by index) are members; ``ordered``: the pool is
+    in drawing order already (``"by-group"``: shuffled, one text per group first)."""
+    if ordered:
+        n = want["n_train"]
+        train = [u.text for u in (train_pool if n is None else train_pool[:n])]
+    else:
+        train = [u.text for u in sample(train_pool, want["n_train"], seeded_rng(seed, 1))]
     member_idx = [int(k) for k in seeded_rng(seed, 2).permutation(len(train))[: want["n_members"]]]
     return train, member_idx
 
@@ -186,13 +296,15 @@ def draw_heldout(
     soft: set[str],
     seed: int,
     threshold: float | None,
+    ordered: bool = False,
 ) -> tuple[list[str], list[str], dict]:
-    """Non-members and validation texts, none a duplicate of a training text; the overlap report."""
+    """Non-members and validation texts, none a duplicate of a training text; the overlap
+    report. ``ordered``: ``heldout`` is in drawing order already (see :func:`draw_train`)."""
     if val_pool is None:
         k_want, v_want = _share_heldout(want, soft, len(heldout))
     else:
         k_want, v_want = want["n_nonmembers"], None
-    candidates = sample(heldout, None, seeded_rng(seed, 3))
+    candidates = list(heldout) if ordered else sample(heldout, None, seeded_rng(seed, 3))
     picked, overlap = pick_nonmembers(
         train, set(member_idx), candidates, k_want + (v_want or 0), threshold
     )
