@@ -85,7 +85,7 @@ def _check_chunk_size(args) -> None:
 def _corpus(args):
     from jaxmem.data import load_corpus
 
-    c = load_corpus(args.corpus, seed=args.seed, n_train=args.n_train,
+    c = load_corpus(args.corpus, seed=args.data_seed, split=args.split, n_train=args.n_train,
                     n_validation=args.n_validation, n_members=args.n_members,
                     n_nonmembers=args.n_nonmembers, text_column=args.text_column)
     for w in c.info.get("warnings", []):
@@ -118,7 +118,8 @@ def cmd_train(args) -> int:
 
 
 def _follow_run(args) -> None:
-    """``attack --run-dir``: the base model, data (corpus, seed, sizes) and block size are the
+    """``attack --run-dir``: the base model, data (corpus, data seed, split, sizes) and block
+    size are the
     run's; a flag given with another value is refused, since the members would not be the
     texts the model was trained on."""
     from jaxmem.runs import read_corpus_record, read_run_spec
@@ -150,6 +151,14 @@ def cmd_attack(args) -> int:
         _follow_run(args)
     _check_chunk_size(args)
     acfg = dataclass_from_args(AuditConfig, args)
+    from jaxmem.attacks import needs
+
+    with_references = "references" in needs(acfg.attacks)  # lira / rmia
+    if with_references:  # refused before any work without a run to repeat, streamed, on a mesh
+        from jaxmem.reference_attacks import check_run_attack, run_references
+
+        check_run_attack(args.run_dir, streamed=bool(args.members or args.nonmembers),
+                         mesh=args.mesh)
     streamed = None
     if args.members or args.nonmembers:
         # files of any size: streamed, scored chunk by chunk, resumable (jaxmem.streaming)
@@ -198,10 +207,14 @@ def cmd_attack(args) -> int:
                              overwrite=args.overwrite, title=what, mesh=args.mesh,
                              chunk_size=args.chunk_size)
     else:
+        # lira / rmia: K references trained like the run, cached in <run>/references/
+        refs = (run_references(args.run_dir, base, cfg, tok, c, dataset=args.corpus,
+                               epoch=args.epoch, text_column=args.text_column,
+                               progress=_main_process()) if with_references else None)
         res = run_attacks_on(params, cfg, tok, members, nonmembers, acfg,
                              reference_params=reference, out_dir=args.out_dir,
                              overwrite=args.overwrite, title=what, mesh=args.mesh,
-                             prefix_texts=held_out, param_labels=labels)
+                             prefix_texts=held_out, param_labels=labels, references=refs)
     if not _main_process():
         return 0
     print(markdown_table(metrics_table(res["metrics"])))
@@ -301,7 +314,6 @@ def _add_extract_parser(sub) -> None:
     e.add_argument("--members", help="file of member texts (instead of --corpus)")
     e.add_argument("--nonmembers", help="file of non-member texts")
     _add_corpus_args(e)
-    e.add_argument("--seed", type=int, default=0, help="seed of the corpus split (default: 0)")
     add_dataclass_args(e, ExtractionConfig, defaults={"n_samples": ("1", "10", "100", "1000")})
     e.add_argument("--out", help="write the metrics and per-text results as JSON")
     _add_scale_args(e)
@@ -489,6 +501,14 @@ def _add_corpus_args(s):
     for k in ("n-train", "n-validation", "n-members", "n-nonmembers"):
         s.add_argument(f"--{k}", type=int, default=None,
                        help="default: the corpus's (the paper's Table 1, capped by the data)")
+    from jaxmem.data import SPLITS
+
+    s.add_argument("--data-seed", type=int, default=0,
+                   help="seed of the corpus split: which texts train, which are members and "
+                        "non-members (default: %(default)s; training has its own --seed)")
+    s.add_argument("--split", default="auto", choices=SPLITS,
+                   help="how members and non-members are separated (default: auto, one "
+                        "distribution for both; see jaxmem.data.split.SPLITS)")
 
 
 def build_parser() -> argparse.ArgumentParser:

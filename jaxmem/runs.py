@@ -446,7 +446,8 @@ class CorpusRecord:
     """
 
     corpus: str = "default"
-    seed: int = 0
+    data_seed: int = 0
+    split: str = "auto"
     n_train: int | None = None
     n_validation: int | None = None
     n_members: int | None = None
@@ -465,6 +466,10 @@ def read_corpus_record(run_dir: str | os.PathLike) -> CorpusRecord | None:
         found = read_json(Path(run_dir) / CORPUS_RECORD)
     else:
         return None
+    found = dict(found)
+    if "data_seed" not in found:  # a run from before data and training seeds were apart
+        found["data_seed"] = found.pop("seed", 0)
+    found.setdefault("split", "legacy-by-group")  # ... and before the split was fair
     names = {x.name for x in dataclasses.fields(CorpusRecord)}
     return CorpusRecord(**{k: v for k, v in found.items() if k in names})
 

@@ -111,7 +111,7 @@ class TrainConfig:
                             aliases=("--max-length",))
     dtype: str = field("float32", choices=DTYPES,
                        help="compute dtype; master weights and optimizer state stay float32")
-    seed: int = field(0, help="seed of the data split, data order, method init and dropout")
+    seed: int = field(0, help="training seed: data order, method init and dropout (the corpus split has its own data seed)")
     optim: OptimConfig = OptimConfig()
     eval_batch_size: int = field(16, help="batch size of the validation passes")
     log_every: int = field(1, help="log the loss every this many steps")

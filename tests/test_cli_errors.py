@@ -161,13 +161,14 @@ def test_attack_follows_the_run_and_refuses_a_conflicting_flag(ws, tmp_path, cap
     run = tmp_path / "run"
     common = f"--corpus {corpus} --n-train 8 --n-validation 4 --n-members 6 --n-nonmembers 6"
     assert main(f"train --model {ws}/model --run-dir {run} --method prompt --epochs 1 "
-                f"--batch-size 4 --block-size 16 --seed 3 {common}".split()) == 0
+                f"--batch-size 4 --block-size 16 --seed 1 --data-seed 3 {common}".split()) == 0
     spec = json.loads((run / "run.json").read_text())
-    assert spec["data"]["seed"] == 3 and spec["data"]["corpus"] == str(corpus)
+    assert spec["data"]["data_seed"] == 3 and spec["data"]["corpus"] == str(corpus)
+    assert spec["data"]["split"] == "auto"
     capsys.readouterr()
-    assert main(f"attack --run-dir {run} --out-dir {tmp_path / 'a1'} --seed 4 "
+    assert main(f"attack --run-dir {run} --out-dir {tmp_path / 'a1'} --data-seed 4 "
                 "--n-boot 10".split()) == 2
-    assert "--seed" in capsys.readouterr().err and not (tmp_path / "a1").exists()
+    assert "--data-seed" in capsys.readouterr().err and not (tmp_path / "a1").exists()
     assert main(f"attack --run-dir {run} --out-dir {tmp_path / 'a2'} --n-boot 10".split()) == 0
     import pyarrow.parquet as pq
 
@@ -182,7 +183,7 @@ def test_attack_follows_the_run_and_refuses_a_conflicting_flag(ws, tmp_path, cap
     other = tmp_path / "other.txt"
     other.write_text(corpus.read_text().replace("w1", "w2"))
     assert main(f"train --model {ws}/model --run-dir {run} --method prompt --epochs 1 "
-                f"--batch-size 4 --block-size 16 --seed 3 "
+                f"--batch-size 4 --block-size 16 --seed 1 --data-seed 3 "
                 f"{common.replace(str(corpus), str(other))}".split()) == 2
     assert "differs in: data" in capsys.readouterr().err
     assert json.loads((run / "run.json").read_text()) == spec
