@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxmem import runs
+from jaxmem.seeds import has_seeds, mean_sd_text, over_seeds
 
 
 def pyplot():
@@ -229,7 +230,8 @@ def _loss_distributions(out: Path, rows, path):
         sub = _select(rows, model=model, dataset=dataset, method=method)
         if sub and len(panels) < 3:
             e = max(r["epoch"] for r in sub)
-            f = runs.study_attack_dir(out, model, dataset, method, e) / runs.SCORES
+            seed = next(r.get("seed") for r in sub if r["epoch"] == e)  # the first seed's
+            f = runs.study_attack_dir(out, model, dataset, method, e, seed) / runs.SCORES
             if f.exists():
                 panels.append((f"{display_name(method)} (epoch {e})",
                                pq.read_table(f).to_pydict()))
@@ -381,14 +383,18 @@ def strongest_attack(metrics: dict[str, dict]) -> dict | None:
     return {"attack": name, "tpr": float(metrics[name][key]), "fpr": fprs[-1]}
 
 
-def strongest_text(best: dict | None, n_nonmembers: int | None = None) -> str:
-    """:func:`strongest_attack`'s answer for a table: ``"min_k_pp: TPR 0.12 @ 1% FPR"``."""
+def strongest_text(best: dict | None, n_nonmembers: int | None = None,
+                   n_members: int | None = None) -> str:
+    """:func:`strongest_attack`'s answer for a table: ``"min_k_pp: TPR 0.12 @ 1% FPR"``, with
+    the TPR's Clopper-Pearson 95% interval (:func:`_tpr_ci`) when ``n_members`` is given."""
     if best is None:
         from jaxmem.metrics import tpr_unsupported_reason
 
         return (tpr_unsupported_reason(max(TPR_KEYS.values()), n_nonmembers)
                 if n_nonmembers is not None else "n/a")
-    return f"{best['attack']}: TPR {best['tpr']:.3g} @ {best['fpr'] * 100:g}% FPR"
+    ci = _tpr_ci({"tpr": best["tpr"], "n_members": n_members}, "tpr") if n_members else None
+    return (f"{best['attack']}: TPR {best['tpr']:.3g}"
+            + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "") + f" @ {best['fpr'] * 100:g}% FPR")
 
 
 def strongest_attacks(final: list[dict]) -> dict[str, dict]:
@@ -408,17 +414,22 @@ def strongest_attacks(final: list[dict]) -> dict[str, dict]:
 
 # ----------------------------------------------------------------------------- comparable utility
 
-# A fine-tuned model whose validation perplexity exceeds this multiple of the base model's is
-# "not at comparable utility": the paper compares memorization across methods at similar
-# utility, and a method that fits the data much worse than the model it started from (e.g. a
-# diverged prefix) says little about how much that method memorizes.
+# A fine-tuned model is "at comparable utility" when its validation perplexity lies within
+# [MIN_COMPARABLE_PPL_RATIO, COMPARABLE_PPL_RATIO] x the base model's: the paper compares
+# memorization across methods at similar utility. Above the band, a method fits the data much
+# worse than the model it started from (e.g. a diverged prefix) and says little about how much
+# that method memorizes. Below it, a method has fit the distribution far beyond what the base
+# model could (templated records such as the ``infobox`` corpus reach 0.12-0.40x): its AUC
+# then mixes memorization with a different, much better fit, and is not comparable either.
+# Both ends are fixed in advance, not tuned to a study.
 COMPARABLE_PPL_RATIO = 1.25
+MIN_COMPARABLE_PPL_RATIO = 0.5
 
 
 def comparable_utility(val_ppl: float, base_ppl: float) -> bool:
-    """``val_ppl <= 1.25 x base_ppl`` (:data:`COMPARABLE_PPL_RATIO`); a NaN perplexity is not
-    comparable."""
-    return bool(val_ppl <= COMPARABLE_PPL_RATIO * base_ppl)
+    """``0.5 x base_ppl <= val_ppl <= 1.25 x base_ppl`` (:data:`MIN_COMPARABLE_PPL_RATIO`,
+    :data:`COMPARABLE_PPL_RATIO`); a NaN perplexity is not comparable."""
+    return bool(MIN_COMPARABLE_PPL_RATIO * base_ppl <= val_ppl <= COMPARABLE_PPL_RATIO * base_ppl)
 
 
 def base_val_ppl(rows: list[dict], model: str, dataset: str) -> float | None:
@@ -429,37 +440,72 @@ def base_val_ppl(rows: list[dict], model: str, dataset: str) -> float | None:
 
 def not_comparable(rows: list[dict], model: str, dataset: str) -> dict[str, float]:
     """``{method: last-epoch val ppl / base val ppl}`` of one (model, dataset)'s methods that
-    are not at comparable utility (:func:`comparable_utility`); empty without a base row."""
+    are not at comparable utility (:func:`comparable_utility`); empty without a base row. A
+    method trained with several seeds (rows with a ``seed``) is judged on the mean of its
+    seeds' perplexities."""
     base = base_val_ppl(rows, model, dataset)
     if base is None:
         return {}
     final = _final_rows(_select(rows, model=model, dataset=dataset))
-    ppl = {r["method"]: r["val_ppl"] for r in final if r["method"] != "base"}
+    by_seed: dict[str, dict] = {}
+    for r in final:
+        if r["method"] != "base":
+            by_seed.setdefault(r["method"], {})[r.get("seed")] = r["val_ppl"]
+    ppl = {m: float(np.mean(list(v.values()))) for m, v in by_seed.items()}
     return {m: v / base for m, v in ppl.items() if not comparable_utility(v, base)}
 
 
 def utility_note(flagged: dict[str, float], base_ppl: float) -> str:
-    """The sentence naming the methods :func:`not_comparable` flags (empty if none)."""
+    """The sentence naming the methods :func:`not_comparable` flags (empty if none), each
+    with the side of the band it fell out of."""
     if not flagged:
         return ""
-    each = ", ".join(f"{display_name(m)} ({r:.2f}x)" for m, r in flagged.items())
-    return (f"Not at comparable utility: {each}: their last-epoch validation perplexity is more "
-            f"than {COMPARABLE_PPL_RATIO}x the base model's ({base_ppl:.2f}).")
+    each = ", ".join(
+        f"{display_name(m)} ({r:.2f}x, "
+        + ("below" if r < MIN_COMPARABLE_PPL_RATIO else "above") + ")"
+        for m, r in flagged.items())
+    return (f"Not at comparable utility: {each}: their last-epoch validation perplexity is "
+            f"outside {MIN_COMPARABLE_PPL_RATIO}x-{COMPARABLE_PPL_RATIO}x the base model's "
+            f"({base_ppl:.2f}). Above: more than {COMPARABLE_PPL_RATIO}x, a much worse fit "
+            f"than the base model; below: less than {MIN_COMPARABLE_PPL_RATIO}x, a fit far "
+            "beyond it (e.g. templated records). Either way their memorization is not "
+            "measured at similar utility.")
 
 
-def _tpr_ci(out: Path | None, r: dict, key: str):
-    """A row's TPR interval from its attack folder's ``metrics.json`` (None if not there)."""
-    if out is None:
+def _tpr_ci(r: dict, key: str) -> tuple[float, float] | None:
+    """A row's TPR as its Clopper-Pearson 95% interval over the members (the TPR is k of
+    ``n_members`` members above the threshold the non-members set; the threshold's own noise
+    is not in it); None without a TPR or a member count."""
+    if r.get(key) is None or not r.get("n_members"):
         return None
-    f = runs.study_attack_dir(out, r["model"], r["dataset"], r["method"], r["epoch"])
-    if not (f / runs.METRICS).exists():
-        return None
-    return runs.read_json(f / runs.METRICS)["metrics"].get(r["attack"], {}).get(key + "_ci")
+    from jaxmem.dp import clopper_pearson
+
+    n = int(r["n_members"])
+    low, high = clopper_pearson(int(round(r[key] * n)), n, 0.05)
+    return float(low), float(high)
+
+
+def tpr_note(sub: list[dict]) -> str:
+    """The caveat under a table whose TPR at 1% FPR rests on fewer than 1,000 non-members:
+    there it is the TPR at about ``n_nonmembers / 100`` false positives (empty otherwise)."""
+    from jaxmem.metrics import tpr_unsupported_reason
+
+    ns = [r["n_nonmembers"] for r in sub if r.get("n_nonmembers")]
+    if not ns or tpr_unsupported_reason(0.01, min(ns)) or min(ns) >= 1000:
+        return ""
+    n = min(ns)
+    k = n // 100
+    return (f"TPR intervals are Clopper-Pearson 95% over the members (exact binomial), at the "
+            f"threshold the non-members set. With {n} non-members, TPR at 1% FPR is the TPR at "
+            f"{'one false positive' if k == 1 else f'{k} false positives'} at most: that "
+            "threshold's own noise is not in the interval, and a TPR at 1% FPR taken as a "
+            "headline needs >= 1,000 non-members (10 false positives).")
 
 
 def _tpr_low_fpr(final, path, out: Path | None = None) -> bool:
     """TPR at each supported low FPR per method, for each method's strongest attack
-    (:func:`strongest_attacks`), as grouped bars with 95% intervals and chance (TPR = FPR)."""
+    (:func:`strongest_attacks`), as grouped bars with Clopper-Pearson 95% intervals
+    (:func:`_tpr_ci`) and chance (TPR = FPR)."""
     groups = list(dict.fromkeys((r["model"], r["dataset"]) for r in final))
     panels = [(g, strongest_attacks(_select(final, model=g[0], dataset=g[1]))) for g in groups]
     panels = [(g, best) for g, best in panels if best]
@@ -477,7 +523,7 @@ def _tpr_low_fpr(final, path, out: Path | None = None) -> bool:
             key = next(k for k, f in TPR_KEYS.items() if f == fpr)
             pos = x - 0.4 + (j + 0.5) * width
             vals = np.array([r[key] for r in best.values()], float)
-            cis = [_tpr_ci(out, r, key) for r in best.values()]
+            cis = [_tpr_ci(r, key) for r in best.values()]
             err = np.array([[v - c[0], c[1] - v] if c else [0, 0] for v, c in zip(vals, cis)]).T
             ax.bar(pos, vals, width, yerr=err, capsize=2, label=f"TPR at {fpr * 100:g}% FPR")
             ax.hlines([fpr] * len(x), pos - width / 2, pos + width / 2, colors="k",
@@ -498,12 +544,16 @@ def _tpr_low_fpr(final, path, out: Path | None = None) -> bool:
 # ----------------------------------------------------------------------------- tables
 
 def _tpr_text(r: dict, key: str):
-    """A TPR for a table: the number, or why the non-members cannot support it."""
+    """A TPR for a table: ``"0.250 [0.176, 0.337]"`` (its Clopper-Pearson 95% interval over the
+    members, :func:`_tpr_ci`), or why the non-members cannot support it."""
     from jaxmem.metrics import tpr_unsupported_reason
 
     if "n_nonmembers" in r and tpr_unsupported_reason(TPR_KEYS[key], r["n_nonmembers"]):
         return tpr_unsupported_reason(TPR_KEYS[key], r["n_nonmembers"])
-    return "n/a" if r.get(key) is None else round(r[key], 3)
+    if r.get(key) is None:
+        return "n/a"
+    ci = _tpr_ci(r, key)
+    return f"{r[key]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
 def _last_epoch_table(sub: list[dict], attack: str, model: str, dataset: str) -> list[dict]:
@@ -517,20 +567,24 @@ def _last_epoch_table(sub: list[dict], attack: str, model: str, dataset: str) ->
         rs = {r["attack"]: r for r in sub if r["method"] == method}
         any_row = next(iter(rs.values()))
         row = {"method": display_name(method), "epoch": any_row["epoch"],
-               "val ppl": round(any_row["val_ppl"], 3)}
+               "val ppl": (mean_sd_text(any_row, "val_ppl", ".2f") if any_row.get("n_seeds", 1) > 1
+                           else round(any_row["val_ppl"], 3))}
         if base is not None:
             ppl = any_row["val_ppl"]
             verdict = "comparable" if comparable_utility(ppl, base) else "NOT comparable"
             row["utility"] = ("reference" if method == "base"
                               else f"{verdict} ({ppl / base:.2f}x base ppl)")
+        several = any_row.get("n_seeds", 1) > 1  # mean ± sd over training seeds
         for a in attacks:
-            row[f"{a} AUC"] = (f"{rs[a]['auc']:.3f} [{rs[a]['auc_lo']:.2f}, "
+            row[f"{a} AUC"] = (mean_sd_text(rs[a], "auc") if several
+                               else f"{rs[a]['auc']:.3f} [{rs[a]['auc_lo']:.2f}, "
                                f"{rs[a]['auc_hi']:.2f}]" if a == attack
                                else round(rs[a]["auc"], 3))
         for key in TPR_KEYS:
             row[f"{attack} TPR@{key[4:-4]}%FPR"] = _tpr_text(rs[attack], key)
         row["strongest attack"] = strongest_text(strongest_attack(rs),
-                                                 any_row.get("n_nonmembers"))
+                                                 any_row.get("n_nonmembers"),
+                                                 any_row.get("n_members"))
         paper = PAPER_TABLE2.get(dataset, {}).get(method.partition(":")[0])
         if model == "llama-2-7b" and paper is not None:
             row["paper LOSS AUC"] = paper
@@ -633,7 +687,8 @@ def _exposure_table(out: Path, final: list[dict]) -> tuple[list[dict], dict[str,
     for r in final:
         if r["method"] in reports or not any(k.startswith("exposure_") for k in r):
             continue
-        where = runs.study_attack_dir(out, r["model"], r["dataset"], r["method"], r["epoch"])
+        where = runs.study_attack_dir(out, r["model"], r["dataset"], r["method"], r["epoch"],
+                                      r.get("seed"))
         reports[r["method"]] = rep = runs.read_json(where / runs.EXPOSURE)
         table.append({"method": display_name(r["method"]), "epoch": r["epoch"],
                       **{f"{n}x": round(v["sampled"], 2) for n, v in rep["by_repeats"].items()}})
@@ -660,6 +715,8 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
     fig_dir.mkdir(exist_ok=True)
     attack = scfg.audit.attacks[0] if scfg.audit.attacks else "loss"
     attack = next((r["attack"] for r in rows if r["attack"].startswith(attack)), attack)
+    per_seed = rows  # the claims read every seed's scores; tables and figures the means
+    rows = over_seeds(rows) if has_seeds(rows) else rows
     _auc_vs_epoch(rows, attack, fig_dir / "auc_vs_epoch.png",
                   title=f"{attack} AUC by epoch (paper Fig. 1)")
     _auc_vs_epoch(rows, attack, fig_dir / "ppl_vs_epoch.png", key="val_ppl",
@@ -686,8 +743,13 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
     t = scfg.train
     lines += [f"Settings: models {list(scfg.models)}, datasets {list(scfg.datasets)}, "
               f"{t.epochs} epochs, block size {t.block_size}, batch {t.batch_size} x "
-              f"{t.grad_accum}, seed {t.seed}, learning rates {dict(scfg.lr) or {}} "
-              f"(default {t.optim.lr}), {t.dtype}. Members are drawn from the "
+              f"{t.grad_accum}, learning rates {dict(scfg.lr) or {}} "
+              f"(default {t.optim.lr}), {t.dtype}; data seed {scfg.data_seed}, split "
+              f"{scfg.split!r}, training seeds "
+              f"{list(scfg.seeds) if scfg.seeds is not None else [t.seed]}"
+              + (" (tables and figures: mean ± sd over the seeds; the claims' intervals "
+                 "resample seeds and texts)" if scfg.seeds is not None and len(scfg.seeds) > 1
+                 else "") + ". Members are drawn from the "
               "fine-tuning set, non-members from held-out data; the reference model is the base "
               "model. A TPR at an FPR below 1/(number of non-members) is not measurable and "
               "reads n/a.", "",
@@ -699,6 +761,7 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
         note = utility_note(not_comparable(rows, model, dataset),
                             base_val_ppl(rows, model, dataset))
         lines += [note, ""] if note else []
+        lines += [tpr_note(sub), ""] if tpr_note(sub) else []
         ext = _extraction_table(_select(rows, model=model, dataset=dataset))
         if ext:
             ecfg = scfg.extraction_config()
@@ -733,10 +796,10 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
                          "group of R records (roughly R x epsilon)." if scfg.train.dp else ""),
                       "",
                       markdown_table(exposure), "", f"![canary exposure](figures/{fig})", ""]
-        lines += claim_lines(rows, model, dataset, attack, score_reader(out, model, dataset),
+        lines += claim_lines(per_seed, model, dataset, attack, score_reader(out, model, dataset),
                              n_boot=scfg.audit.n_boot, seed=scfg.audit.seed)
     for model in dict.fromkeys(r["model"] for r in rows):  # claim 4 spans the datasets
-        lines += claim4_lines(rows, model, attack, lambda d, m=model: score_reader(out, m, d),
+        lines += claim4_lines(per_seed, model, attack, lambda d, m=model: score_reader(out, m, d),
                               n_boot=scfg.audit.n_boot, seed=scfg.audit.seed)
     lines += ["## Figures", "", "![AUC by epoch](figures/auc_vs_epoch.png)", "",
               "![validation perplexity](figures/ppl_vs_epoch.png)", ""]

@@ -6,10 +6,13 @@ runs and attack results for every (model, dataset, method, epoch)::
 
     <study>/
     ├── study.json                 the study's config; a folder holding another one is refused
-    ├── results.json, results.csv  one row per (model, dataset, method, epoch, attack)
+    ├── results.json, results.csv  one row per (model, dataset, method, seed, epoch, attack)
+    ├── results_by_cell.csv        with several seeds: mean and sd over seeds per cell
     ├── report.md, figures/*.png   jaxmem.report, at the end
-    ├── runs/<model>/<dataset>/<method>/            a run folder (below); names are slug()s
-    ├── attacks/<model>/<dataset>/<method>/epoch_N/ an attack folder (below); base: epoch_0
+    ├── runs/<model>/<dataset>/<method>/[seed_S/]   a run folder (below); names are slug()s;
+    │                                               seed_S with the study's seeds: [...]
+    ├── attacks/<model>/<dataset>/<method>/[seed_S/]epoch_N/ an attack folder (below); base:
+    │                                               base/epoch_0
     └── references/<model>/<dataset>/<method>/k4-pop256-<digest>/
                                    LiRA / RMIA reference models (jaxmem.reference_attacks):
                                    references.json, checkpoints/epoch_NNN, loglik/*.npy
@@ -77,6 +80,7 @@ HISTOGRAMS = "histograms.png"
 STUDY_SPEC = "study.json"
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
+RESULTS_BY_CELL = "results_by_cell.csv"  # several training seeds: mean and spread per cell
 REPORT = "report.md"
 FIGURES = "figures"
 SESSIONS = "sessions.json"  # wall time of every session that worked on the study
@@ -88,7 +92,7 @@ SCORES_WORK = (SCORES + ".parts", SCORES + ".progress.json")
 EXTRACTION = "extraction.json"  # a study cell's verbatim extraction (jaxmem.extraction), if asked
 EXPOSURE = "exposure.json"  # a study cell's canary exposure (jaxmem.canaries), with train.canaries
 ATTACK_OUTPUTS = (SCORES, METRICS, ROC, HISTOGRAMS, EXTRACTION, EXPOSURE, *SCORES_WORK)
-STUDY_OUTPUTS = (STUDY_SPEC, RESULTS_JSON, RESULTS_CSV, REPORT, FIGURES, SESSIONS, TIMINGS,
+STUDY_OUTPUTS = (STUDY_SPEC, RESULTS_JSON, RESULTS_CSV, RESULTS_BY_CELL, REPORT, FIGURES, SESSIONS, TIMINGS,
                  "runs", "attacks", REFERENCES)
 
 
@@ -565,15 +569,20 @@ def read_cell(where: Path) -> tuple[dict, float]:
 
 
 def write_study_results(out: Path, rows: list[dict]) -> None:
-    """Writes ``results.json`` and ``results.csv`` (process 0; nothing while there are no rows)."""
+    """Writes ``results.json`` and ``results.csv`` (process 0; nothing while there are no rows),
+    and with several training seeds ``results_by_cell.csv`` (:func:`jaxmem.seeds.over_seeds`)."""
     if not rows or not sh.is_main_process():
         return
     write_table(rows, Path(out) / RESULTS_JSON)
     write_table(rows, Path(out) / RESULTS_CSV)
+    from jaxmem.seeds import has_seeds, over_seeds
+
+    if has_seeds(rows):  # several training seeds: each cell's mean and spread too
+        write_table(over_seeds(rows), Path(out) / RESULTS_BY_CELL)
 
 
 __all__ = ["CHECKPOINTS", "CORPUS_RECORD", "CheckpointError", "CorpusRecord", "FIGURES",
-           "HISTOGRAMS", "LOG", "METRICS", "REPORT", "RESULTS_CSV", "RESULTS_JSON", "ROC",
+           "HISTOGRAMS", "LOG", "METRICS", "REPORT", "RESULTS_BY_CELL", "RESULTS_CSV", "RESULTS_JSON", "ROC",
            "RUN_SPEC", "SCORES", "STUDY_SPEC", "append_log", "atomic_write", "cell_done",
            "checkpoint_dir", "claim_attack_dir", "claim_dir", "claim_run", "field_defaults",
            "fill_missing", "claim_study", "epoch_record",
