@@ -29,7 +29,7 @@ __all__ = ["CELL", "SPREAD", "over_seeds", "has_seeds", "mean_sd_text"]
 #: What identifies a cell across seeds.
 CELL = ("model", "dataset", "method", "epoch", "attack")
 #: Columns that get a standard deviation over seeds (``<name>_sd``).
-SPREAD = ("auc", "val_ppl", "val_loss", "tpr@10%fpr", "tpr@1%fpr", "tpr@0.1%fpr")
+SPREAD = ("auc", "val_ppl", "val_loss", "gap", "tpr@10%fpr", "tpr@1%fpr", "tpr@0.1%fpr")
 
 
 def has_seeds(rows: list[dict]) -> bool:

@@ -46,6 +46,13 @@ def test_a_study_trains_every_seed_on_the_same_texts(tiny_setup, tmp_path):
         assert float(c["auc"]) == pytest.approx(np.mean(aucs), abs=1e-12)
         assert float(c["auc_sd"]) == pytest.approx(np.std(aucs, ddof=1), abs=1e-12)
         assert c["n_seeds"] == "2" and c["seeds"] == "0 1"
+    # the train-validation gap of each row: validation loss minus the members' mean loss
+    for s, t in zip((0, 1), tables):
+        member_nll = -np.mean([v for v, m in zip(t["loss"], t["member"]) if m])
+        for r in rows:
+            if r["method"] == "prompt" and r["seed"] == s:
+                assert r["member_loss"] == pytest.approx(member_nll, rel=1e-12)
+                assert r["gap"] == pytest.approx(r["val_loss"] - member_nll, rel=1e-12)
     report = (out / "report.md").read_text()
     assert "training seeds [0, 1]" in report and " ± " in report
     # another data seed draws other texts; the training seeds do not change them
@@ -79,3 +86,20 @@ def test_bad_seeds_are_refused(seeds, why):
 def test_bad_split_is_refused():
     with pytest.raises(ValueError, match="one of auto, random"):
         StudyConfig.from_dict({"split": "articles"})
+
+
+def test_gap_correlations_equal_scipy():
+    from scipy.stats import pearsonr, spearmanr
+
+    from jaxmem.overfit import gap_correlations
+
+    rng = np.random.default_rng(0)
+    gaps, aucs = rng.normal(size=9), rng.uniform(.4, 1, size=9)
+    rows = [{"method": "m%d" % k, "attack": "ref", "auc": a, "gap": g}
+            for k, (g, a) in enumerate(zip(gaps, aucs))]
+    rows.append({"method": "base", "attack": "ref", "auc": .99, "gap": 5.0})  # not fine-tuned
+    (c,) = gap_correlations(rows)
+    assert c["n_cells"] == 9
+    assert c["pearson_r"] == pytest.approx(pearsonr(gaps, aucs)[0], abs=1e-12)
+    assert c["spearman_r"] == pytest.approx(spearmanr(gaps, aucs)[0], abs=1e-12)
+    assert gap_correlations(rows[:3]) == []  # too few cells to say anything
