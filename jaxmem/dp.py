@@ -233,8 +233,6 @@ def empirical_epsilon(scores, labels, delta: float = 0.0, alpha: float = 0.05) -
     Example:
         >>> empirical_epsilon(scores, labels, delta=1e-5)
     """
-    from scipy.stats import beta
-
     s = np.asarray(scores, np.float64)
     y = np.asarray(labels)
     if s.shape != y.shape or s.ndim != 1:
@@ -250,19 +248,34 @@ def empirical_epsilon(scores, labels, delta: float = 0.0, alpha: float = 0.05) -
     t = np.unique(s)
     tp = len(pos) - np.searchsorted(pos, t, "left")
     fp = len(neg) - np.searchsorted(neg, t, "left")
-    a = alpha / 2
-
-    def lo(k, n):  # Clopper-Pearson lower bound of a proportion k / n (one-sided, a)
-        return np.where(k == 0, 0.0, beta.ppf(a, np.maximum(k, 1), n - k + 1))
-
-    def hi(k, n):
-        return np.where(k == n, 1.0, beta.ppf(1 - a, k + 1, np.maximum(n - k, 1)))
-
-    tpr_lo, fpr_hi = lo(tp, len(pos)), hi(fp, len(neg))
+    # each bound one-sided at alpha / 2
+    tpr_lo = clopper_pearson(tp, len(pos), alpha)[0]
+    fpr_hi = clopper_pearson(fp, len(neg), alpha)[1]
     with np.errstate(divide="ignore"):
         one = np.log(np.maximum(tpr_lo - delta, 0) / fpr_hi)
         two = np.log(np.maximum(1 - fpr_hi - delta, 0) / (1 - tpr_lo))
     return float(max(np.max(one), np.max(two), 0.0))
+
+
+def clopper_pearson(k, n, alpha: float = 0.05):
+    """Clopper-Pearson (exact binomial) interval of a proportion ``k / n``, two-sided at
+    ``alpha`` (each bound one-sided at ``alpha / 2``); ``k`` may be an array.
+
+    ``low = Beta(alpha/2; k, n - k + 1)`` (0 when k = 0), ``high = Beta(1 - alpha/2; k + 1,
+    n - k)`` (1 when k = n): the interval of ``scipy.stats.binomtest(k, n)
+    .proportion_ci(1 - alpha, method="exact")``.
+
+    Example:
+        >>> [round(float(v), 4) for v in clopper_pearson(1, 128)]
+        [0.0002, 0.0428]
+    """
+    from scipy.stats import beta
+
+    k = np.asarray(k)
+    a = alpha / 2
+    low = np.where(k == 0, 0.0, beta.ppf(a, np.maximum(k, 1), n - k + 1))
+    high = np.where(k == n, 1.0, beta.ppf(1 - a, k + 1, np.maximum(n - k, 1)))
+    return low, high
 
 
 def empirical_epsilon_cap(n_members: int, n_nonmembers: int, delta: float = 0.0,
@@ -280,4 +293,4 @@ def empirical_epsilon_cap(n_members: int, n_nonmembers: int, delta: float = 0.0,
 
 __all__ = ["DPConfig", "DPStep", "parse_dp", "steps_and_rate", "epsilon_spent",
            "noise_multiplier", "rdp_orders", "microbatch_size", "clipped_grad_sum", "add_noise", "empirical_epsilon",
-           "empirical_epsilon_cap"]
+           "empirical_epsilon_cap", "clopper_pearson"]

@@ -55,17 +55,23 @@ def _value(line, after):
     return float(line.split(after, 1)[1].split()[0].rstrip(","))
 
 
+MEAN = "Secondary, the mean over the prompt-based methods (prompt, P-tuning): "
+
+
 def test_claim4_reproduced_matches_a_float64_reference():
     strength = {("default", "lora"): 1.5, ("default", "prompt"): 0.1, ("default", "ptuning"): 0.2,
-                ("infobox", "lora"): 1.5, ("infobox", "prompt"): 1.2, ("infobox", "ptuning"): 1.0}
+                ("infobox", "lora"): 1.5, ("infobox", "prompt"): 1.2, ("infobox", "ptuning"): 1.4}
     tables, read = _tables(strength)
     line = _line(claim4_lines(_rows(), "m", "loss", read, n_boot=300, seed=0))
-    assert "infobox vs default: reproduced: +" in line
-    assert _value(line, "reproduced: ") == round(_reference(tables, ("prompt", "ptuning")), 3)
+    # every prompt-based method above the margin; ref (the primary attack) was not run
+    assert "infobox vs default: reproduced: all 2 methods are above the +0.05 margin" in line
+    assert "(its primary attack, ref, was not run: read under loss)" in line
+    assert _value(line, "): prompt ") == round(_reference(tables, ("prompt",)), 3)
+    assert _value(line, "; P-tuning ") == round(_reference(tables, ("ptuning",)), 3)
+    assert _value(line, MEAN) == round(_reference(tables, ("prompt", "ptuning")), 3)
     par = _value(line, "parameter-based methods (LoRA (q,v; r=8)): ")
     assert par == round(_reference(tables, ("lora",)), 3)
-    assert "prompt-based minus parameter-based difference: reproduced: +" in line
-    assert "By method: prompt +" in line and "P-tuning +" in line
+    assert "prompt-based minus parameter-based: +" in line
     assert "base model" not in line  # no base rows: nothing to say
     rows = _rows() + [{"model": "m", "dataset": d, "method": "base", "epoch": 0,
                        "attack": "loss", "auc": a, "val_ppl": 10.0} for d, a in (("default", .6), ("infobox", .45))]
@@ -78,14 +84,22 @@ def test_claim4_contradicted_and_inconclusive():
                 ("infobox", "lora"): 1.0, ("infobox", "prompt"): 0.1, ("infobox", "ptuning"): 0.0}
     tables, read = _tables(strength)
     line = _line(claim4_lines(_rows(), "m", "loss", read, n_boot=300))
-    assert "infobox vs default: contradicted: -" in line
-    assert _value(line, "contradicted: ") == round(_reference(tables, ("prompt", "ptuning")), 3)
+    assert "infobox vs default: contradicted: all 2 methods are significantly below 0" in line
+    assert _value(line, MEAN) == round(_reference(tables, ("prompt", "ptuning")), 3)
     # The same signal on both datasets: the interval straddles 0.
     same = {(d, m): s for d in ("default", "infobox")
             for m, s in (("lora", 1.0), ("prompt", 0.5), ("ptuning", 0.5))}
     _, read = _tables(same, seed=3)
     line = _line(claim4_lines(_rows(), "m", "loss", read, n_boot=300))
-    assert "infobox vs default: inconclusive: " in line and "[95% CI -" in line
+    assert "infobox vs default: inconclusive: 0 of 2 methods above" in line
+    assert "[95% CI -" in line
+    # one prompt-based method clearly more on infobox, the other clearly less: mixed
+    mixed = {**same, ("infobox", "prompt"): 2.0, ("default", "ptuning"): 2.0,
+             ("infobox", "ptuning"): 0.0}
+    _, read = _tables(mixed, seed=3)
+    line = _line(claim4_lines(_rows(), "m", "loss", read, n_boot=300))
+    assert "infobox vs default: mixed: 1 of 2 methods above the +0.05 margin, 1 significantly " \
+        "reversed" in line
 
 
 def test_claim4_says_why_it_cannot_decide():
@@ -124,7 +138,8 @@ def test_claim4_leaves_out_a_method_not_at_comparable_utility():
               "auc": 0.5, "val_ppl": 10.0} for d in ("default", "infobox")]
     line = _line(claim4_lines(rows, "m", "loss", read, n_boot=300, seed=0))
     assert "P-tuning" not in line
-    got = _value(line, "reproduced: ")
+    assert "infobox vs default: reproduced: the method is above" in line
+    got = _value(line, "): prompt ")
     auc = {d: _auc_loop(t[("prompt", 2)]["loss"], t[("prompt", 2)]["member"])
            for d, t in tables.items()}
     assert got == round(auc["infobox"] - auc["default"], 3)

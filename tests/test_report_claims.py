@@ -35,39 +35,68 @@ def _claim(lines, tag):
 
 
 ROWS = [_row(m, e) for m in ("lora", "prompt") for e in (1, 3)]
+C1 = "- Claim 1 (every parameter-based method memorizes more than every prompt-based one), "
+C2 = "- Claim 2 (parameter-based memorization grows with epochs), "
+CHANCE = "- Claim 2, prompt-based side"
 
 
 def test_clear_differences_are_reproduced():
-    scores = _scores({("lora", 3): 2.0, ("lora", 1): 0.5, ("prompt", 3): 0.2})
+    scores = _scores({("lora", 3): 2.0, ("lora", 1): 0.5, ("prompt", 3): 0.2,
+                      ("prompt", 1): 0.1})
     lines = _claims(ROWS, "m", "d", "loss", scores, n_boot=200)
     claim1 = _claim(lines, "Claim 1 (")
-    assert "loss attack: reproduced: +" in claim1 and "[95% CI +" in claim1
-    assert "LoRA (q,v; r=8) − prompt +" in claim1
-    assert "grows with epochs): reproduced: +" in _claim(lines, "Claim 2")
-    assert "loss: reproduced" in _claim(lines, "under each attack")
+    assert claim1.startswith(C1 + "loss attack: reproduced: the pair is above the +0.05 margin")
+    assert "LoRA (q,v; r=8) − prompt +" in claim1 and "[95% CI +" in claim1
+    assert "] reproduced (p 0.005 / 1.000)" in claim1  # 1 / (200 + 1): no resample at 0.05
+    assert "Secondary, the mean AUC of the parameter-based methods" in claim1
+    assert _claim(lines, "Claim 2").startswith(C2 + "loss attack: reproduced: ")
+    assert "loss: reproduced (1 of 1 pairs above the margin" in _claim(lines, "under each attack")
+    assert "one training seed per method" in lines[0]  # the intervals are over the texts only
+
+
+def test_a_difference_below_the_margin_is_not_reproduced():
+    """Clearly positive, but smaller than the +0.05 fixed in advance: inconclusive, and said so."""
+    scores = _scores({("lora", 3): 0.9, ("lora", 1): 0.5, ("prompt", 3): 0.8,
+                      ("prompt", 1): 0.1}, seed=4)
+    lines = _claims(ROWS, "m", "d", "loss", scores, n_boot=400)
+    claim1 = _claim(lines, "Claim 1 (")
+    low = float(claim1.split("[95% CI ")[1].split(",")[0])
+    assert low > 0, claim1  # significantly positive, yet not above the margin
+    assert C1 + "loss attack: inconclusive: 0 of 1 pair above the +0.05 margin" in claim1
+    lines = _claims(ROWS, "m", "d", "loss", scores, n_boot=400, min_effect=0.0)
+    assert "loss attack: reproduced" in _claim(lines, "Claim 1 (")
 
 
 def test_reversed_differences_are_contradicted():
-    scores = _scores({("lora", 3): 0.2, ("lora", 1): 2.0, ("prompt", 3): 2.0})
+    scores = _scores({("lora", 3): 0.2, ("lora", 1): 2.0, ("prompt", 3): 2.0,
+                      ("prompt", 1): 2.0})
     lines = _claims(ROWS, "m", "d", "loss", scores, n_boot=200)
-    assert "loss attack: contradicted: -" in _claim(lines, "Claim 1 (")
-    assert "grows with epochs): contradicted: -" in _claim(lines, "Claim 2")
+    claim1 = _claim(lines, "Claim 1 (")
+    assert "loss attack: contradicted: the pair is significantly below 0" in claim1
+    assert "LoRA (q,v; r=8) − prompt -" in claim1 and "] contradicted (p 1.000 / 0.005)" in claim1
+    assert "loss attack: contradicted: " in _claim(lines, "Claim 2")
+    assert "near chance throughout), loss attack: contradicted: 2 of 2 AUCs significantly " \
+        "outside 0.5 ± 0.05" in _claim(lines, CHANCE)
 
 
 def test_identical_scores_are_inconclusive():
     scores = _scores({("lora", 3): 1.0, ("lora", 1): 1.0, ("prompt", 3): 1.0}, seed=1)
     same = scores("lora", 3)
     lines = _claims(ROWS, "m", "d", "loss", lambda m, e: same, n_boot=200)
-    assert "loss attack: inconclusive: +0.000 [95% CI +0.000, +0.000]" in _claim(lines, "Claim 1 (")
-    assert "grows with epochs): inconclusive" in _claim(lines, "Claim 2")
+    claim1 = _claim(lines, "Claim 1 (")
+    assert "loss attack: inconclusive: 0 of 1 pair above the +0.05 margin, 0 significantly " \
+        "reversed" in claim1
+    assert "− prompt +0.000 [95% CI +0.000, +0.000] inconclusive (p 1.000 / 1.000)" in claim1
+    assert "loss attack: inconclusive" in _claim(lines, "Claim 2")
 
 
 def test_the_case_the_audit_found_is_not_reproduced():
     """0.656 -> 0.660 with wide intervals was once called reproduced; a small, noisy gain is
     inconclusive under the paired bootstrap too."""
-    scores = _scores({("lora", 3): 0.62, ("lora", 1): 0.6, ("prompt", 3): 0.6}, seed=2)
+    scores = _scores({("lora", 3): 0.62, ("lora", 1): 0.6, ("prompt", 3): 0.6,
+                      ("prompt", 1): 0.6}, seed=2)
     lines = _claims(ROWS, "m", "d", "loss", scores, n_boot=200)
-    assert "grows with epochs): inconclusive" in _claim(lines, "Claim 2")
+    assert C2 + "loss attack: inconclusive" in _claim(lines, "Claim 2")
 
 
 def test_without_paired_scores_no_claim_is_decided():
@@ -75,12 +104,18 @@ def test_without_paired_scores_no_claim_is_decided():
     assert "inconclusive (per-example scores missing for LoRA (q,v; r=8) (epoch 3)" in \
         _claim(lines, "Claim 1 (")
     scores = _scores({("lora", 3): 2.0, ("lora", 1): 0.5, ("prompt", 3): 0.2})
+    # only the near-chance line needs the prompt-based method's first epoch
+    lines = _claims(ROWS, "m", "d", "loss", scores, n_boot=200)
+    assert "loss attack: reproduced" in _claim(lines, "Claim 1 (")
+    assert "inconclusive (per-example scores missing for prompt (epoch 1))" in \
+        _claim(lines, CHANCE)
     shuffled = dict(scores("prompt", 3), text=list(reversed(scores("prompt", 3)["text"])))
     lines = _claims(ROWS, "m", "d", "loss",
                     lambda m, e: shuffled if m == "prompt" else scores(m, e), n_boot=200)
     assert "not attacked on the same texts" in _claim(lines, "Claim 1 (")
     lines = _claims(ROWS, "m", "d", "loss", scores, n_boot=0)
-    assert "inconclusive: +" in _claim(lines, "Claim 1 (") and "no CI" in lines[2]
+    assert "loss attack: inconclusive: 0 of 1 pair" in lines[2] and "no CI" in lines[2]
+    assert "(p n/a / n/a)" in lines[2]
 
 
 @pytest.mark.parametrize("spec, name", [
@@ -95,8 +130,9 @@ def test_display_names(spec, name):
 
 
 def test_tpr_cells_follow_the_support_rule_at_the_boundary():
+    # 30 of 120 members, with its Clopper-Pearson 95% interval
     assert _tpr_text(_row("lora", 3, n_nonmembers=100, **{"tpr@1%fpr": 0.25}), "tpr@1%fpr") \
-        == 0.25
+        == "0.250 [0.175, 0.337]"
     assert _tpr_text(_row("lora", 3, n_nonmembers=99, **{"tpr@1%fpr": 0.25}), "tpr@1%fpr") \
         == "n/a (needs >= 100 non-members)"
     assert _tpr_text(_row("lora", 3, n_nonmembers=99, **{"tpr@1%fpr": None}), "tpr@1%fpr") \
@@ -104,7 +140,7 @@ def test_tpr_cells_follow_the_support_rule_at_the_boundary():
     tprs = {"tpr@10%fpr": 0.5, "tpr@1%fpr": 0.2, "tpr@0.1%fpr": 0.1}
     table = _last_epoch_table([_row("lora", 3, **tprs)], "loss", "m", "d")
     assert table[0]["method"] == "LoRA (q,v; r=8)"
-    assert table[0]["loss TPR@1%FPR"] == 0.2
+    assert table[0]["loss TPR@1%FPR"] == "0.200 [0.133, 0.283]"
     assert table[0]["loss TPR@0.1%FPR"] == "n/a (needs >= 1000 non-members)"
 
 
@@ -136,7 +172,8 @@ def test_methods_not_at_comparable_utility_are_left_out_of_the_claims():
     assert not_comparable(rows, "m", "d") == {"prompt": 1.5}
     lines = _claims(rows, "m", "d", "loss", scores, n_boot=200)
     left = _claim(lines, "Left out of both claims: prompt.")
-    assert "prompt (1.50x)" in left and "more than 1.25x the base model's (20.00)" in left
+    assert "prompt (1.50x, above)" in left and "outside 0.5x-1.25x the base model's (20.00)" \
+        in left
     assert "no prompt-based method" in left
     assert not [line for line in lines if "Claim 1 (" in line]
     assert "reproduced" in _claim(lines, "Claim 2")  # LoRA is at comparable utility
@@ -172,8 +209,9 @@ def test_last_epoch_table_flags_utility_and_names_the_strongest_attack():
     assert table["LoRA (q,v; r=8)"]["utility"] == "comparable (1.00x base ppl)"
     assert table["prompt"]["utility"] == "NOT comparable (1.30x base ppl)"
     assert table["base model"]["utility"] == "reference"
-    assert table["LoRA (q,v; r=8)"]["strongest attack"] == "ref: TPR 0.125 @ 1% FPR"
-    assert table["prompt"]["strongest attack"] == "loss: TPR 0.05 @ 1% FPR"
+    # 15 and 6 of 120 members, with Clopper-Pearson 95% intervals
+    assert table["LoRA (q,v; r=8)"]["strongest attack"] == "ref: TPR 0.125 [0.072, 0.198] @ 1% FPR"
+    assert table["prompt"]["strongest attack"] == "loss: TPR 0.05 [0.019, 0.106] @ 1% FPR"
     few = [dict(r, n_nonmembers=5) for r in final]
     assert _last_epoch_table(few, "loss", "m", "d")[1]["strongest attack"] \
         == "n/a (needs >= 10 non-members)"
