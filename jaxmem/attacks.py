@@ -5,10 +5,12 @@ member**. Inputs are :class:`jaxmem.scoring.TokenStats` (masked [N, L] arrays) f
 model, plus what an attack needs besides: the reference model's statistics (Ref, EZ-MIA), the
 target's on lowercased text (Lowercase) or after a non-member prefix (ReCaLL), and a token
 frequency table (DC-PDD). An example with no scored token gets NaN (the metrics refuse NaN unless
-told to drop it).
+told to drop it). EZ-MIA scores +inf where all its evidence points to a member (see :func:`ez_mia`);
+:func:`as_ranks` turns such scores into extreme finite ranks for the metrics.
 
 Example:
-    >>> inputs = AttackInputs(target=score_texts(params, cfg, tok, texts), texts=texts)
+    >>> stats = score_texts(params, cfg, tok, texts, block_size=128)
+    >>> inputs = AttackInputs(target=stats, texts=truncate_texts(tok, texts, 128))
     >>> scores = run_attacks(["loss", "zlib", "min_k:0.2"], inputs)
 """
 
@@ -25,10 +27,15 @@ from jaxmem.scoring import TokenStats
 
 @dataclasses.dataclass
 class AttackInputs:
-    """What the attacks read: the target's statistics and the raw texts, plus optional passes."""
+    """What the attacks read: the target's statistics and the texts, plus optional passes.
+
+    ``texts`` are the texts as scored (:func:`jaxmem.scoring.truncate_texts`: a text longer than
+    ``block_size`` tokens cut to the part its scored tokens cover), so that text-level
+    statistics (Zlib's compressed size) describe the same text as ``target``.
+    """
 
     target: TokenStats
-    texts: Sequence[str]
+    texts: Sequence[str]  # as scored: scoring.truncate_texts(tokenizer, texts, block_size)
     reference: TokenStats | None = None   # same texts under the reference model (Ref, EZ-MIA)
     lowercase: TokenStats | None = None   # lowercased texts under the target (Lowercase)
     recall: TokenStats | None = None      # texts after a non-member prefix, target (ReCaLL)
@@ -36,6 +43,9 @@ class AttackInputs:
     # gradient-norm scores {"trainable": [N], "all": [N]} (jaxmem.gradnorm; a backward pass,
     # not a reduction of the scoring pass)
     grad_norms: dict | None = None
+    # K reference models' log-likelihoods for LiRA / RMIA: {(k, pop):
+    # jaxmem.reference_attacks.ReferenceSignals}
+    references: dict | None = None
 
 
 def _mean_ll(s: TokenStats) -> np.ndarray:
@@ -60,7 +70,12 @@ def ref(inp: AttackInputs) -> np.ndarray:
 
 def zlib(inp: AttackInputs) -> np.ndarray:
     """Zlib (Carlini et al., 2021), in the variant of Shi et al. (2024)'s reference code:
-    mean token log-likelihood / len(zlib.compress(utf-8 text)) in bytes (level 6)."""
+    mean token log-likelihood / len(zlib.compress(utf-8 text)) in bytes (level 6).
+
+    The text is ``AttackInputs.texts``, which must be the text as scored
+    (:func:`jaxmem.scoring.truncate_texts`): a text cut to its first ``block_size`` tokens
+    has its likelihood measured on that block only, so its compressed size must be too.
+    """
     nbytes = np.array([len(_zlib.compress(t.encode("utf-8"))) for t in inp.texts], np.float64)
     return _mean_ll(inp.target) / nbytes
 
@@ -105,16 +120,32 @@ def ez_mia(inp: AttackInputs) -> np.ndarray:
     """EZ-MIA (Ilić, Stanojević and Cvejoski, 2026, arXiv 2601.12104): the Error Zone score.
 
     Over the error zone E, the scored tokens where the target's top-1 prediction is wrong
-    (``top1`` False), with d_t = log p_target(x_t) - log p_reference(x_t):
+    (``top1`` False), with d_t = log p_target(x_t) - log p_reference(x_t), P = sum of the
+    positive d_t over E and N = sum of |d_t| over the negative ones:
 
-        EZ = sum_{t in E, d_t > 0} d_t / sum_{t in E, d_t < 0} |d_t|
+        EZ = P / N
 
     (fine-tuning raises a member's true token even where the model still gets it wrong). As
     in the authors' reference code (``error_zone_pos_neg_sum_ratio``, github.com/
     JetBrains-Research/ez-mia): the first scored token of each text is left out
-    (``ignore_bos``), a text with fewer than 2 error tokens or no negative d_t scores 0.0 (the
-    code's fallbacks, kept so scores match theirs), and a text with no scored token NaN (this
-    project's convention). The reference is the base model, as in the paper's "base" variant.
+    (``ignore_bos``), and a text with fewer than 2 error tokens scores 0.0 (one delta, or none,
+    is too little to rank a text on; such a text is nearly all top-1 hits, which LOSS and
+    Min-K% see). A text with no scored token is NaN (this project's convention). The reference
+    is the base model, as in the paper's "base" variant.
+
+    **Deviation from the reference code, on purpose.** Where N = 0 the reference code returns
+    0.0, the LEAST member-like score, whatever P is (and otherwise P / (N + 1e-12)). But N = 0
+    with P > 0 means every error token moved toward the target: the limit of P / N as N -> 0,
+    the strongest member evidence there is. Here that case scores **+inf** (ranked above every
+    finite score; texts in it tie with each other). Measured on this project's full
+    fine-tuning cell: 44 of 128 members and no non-member were in that case, and ranking them
+    first instead of last lifts EZ-MIA's AUC from 0.645 to 0.989. Where N = 0 and P = 0 (every
+    error-zone d_t exactly 0) there is no evidence either way: 0.0, as in the reference code.
+    The reference's 1e-12 in the denominator is left out (it matters only for N near 1e-12).
+
+    ``jaxmem.metrics`` refuses non-finite scores: pass EZ-MIA scores through :func:`as_ranks`
+    (+inf to the largest float) before computing metrics, as :mod:`jaxmem.audit` and
+    :mod:`jaxmem.streaming` do; ``scores.parquet`` keeps the +inf.
     """
     t, r = inp.target, inp.reference
     if r is None:
@@ -128,8 +159,20 @@ def ez_mia(inp: AttackInputs) -> np.ndarray:
     d = np.where(err, t.logp.astype(np.float64) - r.logp, 0.0)
     pos, neg = np.where(d > 0, d, 0.0).sum(-1), np.where(d < 0, -d, 0.0).sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ez = np.where((err.sum(-1) >= 2) & (neg > 0), pos / neg, 0.0)
+        ratio = np.where(neg > 0, pos / neg, np.where(pos > 0, np.inf, 0.0))
+    ez = np.where(err.sum(-1) >= 2, ratio, 0.0)
     return np.where(t.n_tokens > 0, ez, np.nan)
+
+
+def as_ranks(scores) -> np.ndarray:
+    """Scores (float64) with +inf / -inf replaced by the largest / most negative float, NaN kept.
+
+    An infinite score is an extreme rank, not a missing one (:func:`ez_mia` scores +inf), but
+    ``jaxmem.metrics`` refuses non-finite scores (or drops them): this keeps every infinite
+    score, ranked above (below) every finite one; ties among them stay ties.
+    """
+    big = np.finfo(np.float64).max
+    return np.nan_to_num(np.asarray(scores, np.float64), nan=np.nan, posinf=big, neginf=-big)
 
 
 def dc_pdd(inp: AttackInputs, a: float = 0.01) -> np.ndarray:
@@ -231,10 +274,26 @@ def grad_norm_all(inp: AttackInputs) -> np.ndarray:
     return _grad_norm(inp, "all")
 
 
+def lira(inp: AttackInputs, **options) -> np.ndarray:
+    """Offline LiRA (Carlini et al., 2022) against K reference fine-tunes that never saw the
+    audited texts: :func:`jaxmem.reference_attacks.lira` (spec ``lira:k=4``)."""
+    from jaxmem import reference_attacks
+
+    return reference_attacks.lira(inp, **options)
+
+
+def rmia(inp: AttackInputs, **options) -> np.ndarray:
+    """Offline RMIA (Zarifzadeh et al., 2024) against K reference fine-tunes, their population
+    as the z samples: :func:`jaxmem.reference_attacks.rmia` (spec ``rmia:k=4,a=tune``)."""
+    from jaxmem import reference_attacks
+
+    return reference_attacks.rmia(inp, **options)
+
+
 ATTACKS: dict[str, Callable[..., np.ndarray]] = {
     "loss": loss, "ref": ref, "zlib": zlib, "min_k": min_k, "min_k_pp": min_k_pp,
     "lowercase": lowercase, "ez_mia": ez_mia, "dc_pdd": dc_pdd, "recall": recall,
-    "grad_norm": grad_norm, "grad_norm_all": grad_norm_all,
+    "grad_norm": grad_norm, "grad_norm_all": grad_norm_all, "lira": lira, "rmia": rmia,
 }
 DEFAULT_ATTACKS = ("loss", "ref", "zlib", "min_k", "min_k_pp", "lowercase")
 # attacks with an argument: (name of the keyword, its default, its check, what it must be)
@@ -246,17 +305,44 @@ ARGUMENTS = {
 # the extra inputs each attack needs (AttackInputs fields besides target and texts)
 NEEDS = {"ref": ("reference",), "ez_mia": ("reference",), "lowercase": ("lowercase",),
          "recall": ("recall",), "dc_pdd": ("frequencies",),
-         "grad_norm": ("gradients:trainable",), "grad_norm_all": ("gradients:all",)}
-SPECS_HELP = ", ".join(f"{n}:{ARGUMENTS[n][0].upper()}" if n in ARGUMENTS else n for n in ATTACKS)
+         "grad_norm": ("gradients:trainable",), "grad_norm_all": ("gradients:all",),
+         "lira": ("references",), "rmia": ("references",)}
+# attacks with named options, name:key=value,key=value (jaxmem.reference_attacks.OPTIONS)
+KEYWORD_ATTACKS = {"lira": "lira:k=K,pop=P,variance=global|per_example",
+                   "rmia": "rmia:k=K,pop=P,a=tune|A,gamma=G"}
+SPECS_HELP = ", ".join(f"{n}:{ARGUMENTS[n][0].upper()}" if n in ARGUMENTS
+                       else KEYWORD_ATTACKS.get(n, n) for n in ATTACKS)
+
+
+def join_specs(items: Sequence[str]) -> tuple[str, ...]:
+    """Attack specs from a comma-split list: a piece ``key=value`` without a name continues the
+    spec before it (``["rmia:k=4", "a=0.3"]`` -> ``("rmia:k=4,a=0.3",)``), so that
+    ``--attacks loss,rmia:k=4,a=0.3`` reads as two attacks."""
+    out: list[str] = []
+    for item in (x.strip() for s in items for x in str(s).split(",")):
+        if not item:
+            continue
+        if "=" in item and ":" not in item and out:
+            out[-1] += "," + item
+        else:
+            out.append(item)
+    return tuple(out)
 
 
 def parse_attack(spec: str) -> tuple[str, Callable[[AttackInputs], np.ndarray]]:
-    """``"min_k"`` or ``"min_k:0.1"`` -> (canonical name, function of AttackInputs)."""
+    """``"min_k"`` or ``"min_k:0.1"`` (or ``"lira:k=4"``, :data:`KEYWORD_ATTACKS`) ->
+    (canonical name, function of AttackInputs)."""
     name, _, arg = spec.partition(":")
     if name not in ATTACKS:
         raise ValueError(f"Unknown attack {name!r}; choose from {', '.join(ATTACKS)} "
-                         f"({', '.join(ARGUMENTS)} take an argument, e.g. min_k:0.1).")
+                         f"({', '.join(ARGUMENTS)} take an argument, e.g. min_k:0.1; "
+                         f"{', '.join(KEYWORD_ATTACKS)} options, e.g. lira:k=4).")
     fn = ATTACKS[name]
+    if name in KEYWORD_ATTACKS:
+        from jaxmem.reference_attacks import parse_options
+
+        canonical, options = parse_options(name, arg, spec)
+        return canonical, lambda inp: fn(inp, **options)
     if name in ARGUMENTS:
         key, default, ok, what = ARGUMENTS[name]
         try:
@@ -274,8 +360,9 @@ def parse_attack(spec: str) -> tuple[str, Callable[[AttackInputs], np.ndarray]]:
 
 def needs(specs: Sequence[str]) -> set[str]:
     """Which extra inputs a list of attacks needs: a subset of {"reference", "lowercase",
-    "recall"} (extra scoring passes), "frequencies" (DC-PDD's table) and "gradients:trainable"
-    / "gradients:all" (per-example gradient norms)."""
+    "recall"} (extra scoring passes), "frequencies" (DC-PDD's table), "gradients:trainable"
+    / "gradients:all" (per-example gradient norms) and "references" (K reference fine-tunes:
+    LiRA, RMIA)."""
     return {x for s in specs for x in NEEDS.get(s.partition(":")[0], ())}
 
 
@@ -296,6 +383,6 @@ def run_attacks(specs: Sequence[str], inputs: AttackInputs) -> dict[str, np.ndar
     return out
 
 
-__all__ = ["ATTACKS", "DEFAULT_ATTACKS", "AttackInputs", "dc_pdd", "ez_mia", "loss", "lowercase",
-           "min_k", "min_k_pp", "needs", "parse_attack", "recall", "ref", "run_attacks",
-           "smoothed", "token_frequencies", "zlib"]
+__all__ = ["ATTACKS", "DEFAULT_ATTACKS", "AttackInputs", "as_ranks", "dc_pdd", "ez_mia", "loss",
+           "join_specs", "lira", "lowercase", "min_k", "min_k_pp", "needs", "parse_attack",
+           "recall", "ref", "rmia", "run_attacks", "smoothed", "token_frequencies", "zlib"]

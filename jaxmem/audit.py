@@ -30,7 +30,7 @@ from jaxmem.config import DTYPES, check, check_positive_ints, dtype_name, field,
 from jaxmem.data.overlap import drop_exact_copies
 from jaxmem.metrics import roc_curve
 from jaxmem.profiling import phase
-from jaxmem.scoring import score_after_prefix, score_texts
+from jaxmem.scoring import score_after_prefix, score_texts, truncate_texts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,10 +56,13 @@ class AuditConfig:
                                       "prefix (default: held-out texts the caller passes; a "
                                       "study: its validation texts)")
     recall_shots: int = field(12, help="recall: how many non-member texts make the prefix")
+    blind: bool = field(True, help="the blind baseline: members told from non-members by their "
+                        "scored texts alone (n-gram classifiers, no model; jaxmem.blind), a "
+                        "check of the split reported next to the attacks")
 
     def __post_init__(self):
-        if isinstance(self.attacks, (list, str)):
-            object.__setattr__(self, "attacks", tuple(
+        if isinstance(self.attacks, (list, tuple, str)):  # "rmia:k=4", "a=0.3": one spec
+            object.__setattr__(self, "attacks", A.join_specs(
                 [self.attacks] if isinstance(self.attacks, str) else self.attacks))
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
         check_positive_ints(self, "block_size", allow_none=True)
@@ -67,6 +70,7 @@ class AuditConfig:
         check(self, "n_boot", lambda v: is_int(v) and v >= 0, "an integer >= 0 (0: no CIs)")
         check(self, "seed", is_int, "an integer")
         check_positive_ints(self, "recall_shots")
+        check(self, "blind", lambda v: isinstance(v, bool), "True or False")
         check(self, "dcpdd_corpus", lambda v: isinstance(v, str) and v != "", "a corpus name "
               "or path")
         check(self, "recall_prefix", lambda v: v is None or Path(v).expanduser().is_file(),
@@ -185,7 +189,7 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
                    out_dir: str | os.PathLike | None = None, overwrite: bool = False,
                    title: str = "", target_stats=None, reference_stats=None,
                    prefix_texts: Sequence[str] | None = None, param_labels=None,
-                   mesh=None) -> dict:
+                   mesh=None, references=None) -> dict:
     """Scores members and non-members, runs the attacks, computes metrics, writes files.
 
     Args:
@@ -203,6 +207,11 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
         None (the base model, no method) counts every leaf as trainable.
       mesh: score with every batch split over this mesh (:func:`jaxmem.scoring.score_sequences`).
         With several processes each one computes the same results and process 0 writes them.
+      references: for ``lira`` / ``rmia``, their K reference models:
+        ``references(params, texts, requests, batch_size=, block_size=, dtype=)`` ->
+        ``{(k, pop): ReferenceSignals}``, made by
+        :func:`jaxmem.reference_attacks.reference_provider` (trained once, cached); without
+        it those attacks are refused before any scoring.
 
     Returns:
       {"metrics": {attack: summary}, "scores": {attack: array}, "labels": array, "info": {...}}.
@@ -233,20 +242,28 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
     grads = sorted(x.partition(":")[2] for x in extra if x.startswith("gradients:"))
     if grads and mesh is not None:  # before any scoring: a refusal costs nothing
         raise ValueError("The gradient-norm attacks run on one device; drop them or --mesh.")
+    if "references" in extra and (references is None or mesh is not None):  # before scoring
+        raise ValueError("lira and rmia need reference models trained like the target, on one "
+                         "device: run them in a study or `jaxmem attack --run-dir` (in Python, "
+                         "pass references=jaxmem.reference_attacks.reference_provider(...)) "
+                         "without a mesh, or drop them.")
     prefix = recall_prefix(acfg, prefix_texts, texts) if "recall" in extra else None
     kw = dict(batch_size=acfg.batch_size, block_size=acfg.block_size, dtype=acfg.dtype,
               mesh=mesh)
     frequencies = (dcpdd_frequencies(tokenizer, cfg.vocab_size, acfg.dcpdd_corpus, texts)
                    if "frequencies" in extra else None)
+    # each text as scored (cut to its first block_size tokens): what Zlib compresses and
+    # Lowercase lowercases, so they describe the block the likelihoods are measured on
+    scored = truncate_texts(tokenizer, texts, acfg.block_size)
     with phase("scoring"):
         target = target_stats or score_texts(params, cfg, tokenizer, texts, **kw)
         inputs = A.AttackInputs(
-            target=target, texts=texts,
+            target=target, texts=scored,
             reference=(None if "reference" not in extra else reference_stats
                        if reference_stats is not None else target
                        if reference_params is params  # the base model attacked against itself
                        else score_texts(reference_params, cfg, tokenizer, texts, **kw)),
-            lowercase=(score_texts(params, cfg, tokenizer, [t.lower() for t in texts], **kw)
+            lowercase=(score_texts(params, cfg, tokenizer, [t.lower() for t in scored], **kw)
                        if "lowercase" in extra else None),
             recall=(score_after_prefix(params, cfg, tokenizer, prefix, texts, **kw)
                     if prefix is not None else None),
@@ -262,15 +279,32 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
                                          block_size=acfg.block_size, dtype=acfg.dtype)
                      for v in set(which.values())}
             inputs.grad_norms = {w: norms[v] for w, v in which.items()}
+    if "references" in extra:
+        from jaxmem.reference_attacks import reference_requests
+
+        with phase("reference models"):
+            inputs.references = references(params, texts, reference_requests(specs),
+                                           batch_size=acfg.batch_size,
+                                           block_size=acfg.block_size, dtype=acfg.dtype)
     with phase("attacks + bootstrap"):
         scores = A.run_attacks(specs, inputs)
-        metrics = {name: summarize(s, labels, n_boot=acfg.n_boot, seed=acfg.seed,
+        metrics = {name: summarize(A.as_ranks(s), labels, n_boot=acfg.n_boot, seed=acfg.seed,
                                    nan_policy=acfg.nan_policy) for name, s in scores.items()}
     info = {"n_members": len(members), "n_nonmembers": len(nonmembers),
             "block_size": acfg.block_size, "n_truncated": int(target.truncated.sum()),
             "dtype": acfg.dtype, "attacks": list(scores)}
+    if inputs.references:  # where LiRA's / RMIA's references live; RMIA's tuned a
+        info["references"] = {f"k={k},pop={p or 'auto'}": r.info
+                              for (k, p), r in inputs.references.items()}
+    blind = None
+    if acfg.blind:  # the split check: members vs non-members by their scored texts alone
+        n = len(members)
+        pick_m, pick_n = blind_picks(n, acfg.seed), blind_picks(len(nonmembers), acfg.seed, 1)
+        with phase("blind baseline"):
+            blind = info["blind"] = blind_check([scored[i] for i in pick_m],
+                                                [scored[n + i] for i in pick_n], acfg)
     result = {"metrics": metrics, "scores": scores, "labels": labels, "info": info,
-              "target_stats": target}
+              "target_stats": target, "blind": blind}
     if out is not None:
         from jaxmem.sharding import is_main_process, sync
 
@@ -279,6 +313,32 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
                 write_results(out, result, texts, title)
         sync("jaxmem-attack-written")
     return result
+
+
+#: The blind baseline reads at most this many texts per side (a seeded random sample beyond).
+BLIND_MAX_TEXTS = 5_000
+
+
+def blind_picks(n: int, seed: int, side: int = 0) -> np.ndarray:
+    """Which of a side's ``n`` texts the blind baseline reads (``side`` 0: members, 1:
+    non-members): all of them, or beyond :data:`BLIND_MAX_TEXTS` a random sample seeded by
+    ``seed``, in their order. The same in memory and streamed (:mod:`jaxmem.streaming`)."""
+    if n <= BLIND_MAX_TEXTS:
+        return np.arange(n)
+    rng = np.random.default_rng([seed, side, 0xB11D])
+    return np.sort(rng.choice(n, BLIND_MAX_TEXTS, replace=False))
+
+
+def blind_check(members: Sequence[str], nonmembers: Sequence[str], acfg: AuditConfig) -> dict:
+    """:func:`jaxmem.blind.blind_baseline` of the scored texts (cut to ``acfg.block_size``
+    tokens) with the audit's seed and bootstrap size (1000 resamples where ``n_boot`` is 0);
+    warns when members and non-members can be told apart without the model."""
+    from jaxmem.blind import blind_baseline
+
+    blind = blind_baseline(members, nonmembers, seed=acfg.seed, n_boot=acfg.n_boot or 1000)
+    if blind["shifted"]:
+        warnings.warn("Split check: " + blind["warning"], stacklevel=3)
+    return blind
 
 
 def skip_reference_attacks(specs: list[str]) -> tuple[list[str], set[str]]:
@@ -311,6 +371,7 @@ def write_summary(out: Path, result: dict, title: str = "") -> None:
     scores, labels = result["scores"], result["labels"]
     curves = {}
     for name, s in scores.items():
+        s = A.as_ranks(s)  # an infinite score (EZ-MIA) is an extreme rank, not missing
         ok = np.isfinite(s)
         fpr, tpr, _ = roc_curve(s[ok], labels[ok])
         curves[name] = (fpr, tpr, result["metrics"][name]["auc"])
@@ -324,10 +385,12 @@ def _tpr_cell(m: dict, key: str):
     return m.get("tpr_na", {}).get(key) or round(m[key], 4)
 
 
-def metrics_table(metrics: dict) -> list[dict]:
+def metrics_table(metrics: dict, blind: dict | None = None) -> list[dict]:
     """Rows for a Markdown table: attack, AUC [CI], TPR at 10/1/0.1% FPR, and which attack is
     the strongest (:func:`jaxmem.report.strongest_attack`: highest TPR at the lowest FPR the
-    non-members support)."""
+    non-members support). Given the audit's blind baseline (``info["blind"]``), a last row
+    "blind baseline (no model)" with its AUC: what the texts alone give, to read the attacks
+    against."""
     from jaxmem.report import strongest_attack
 
     best = strongest_attack(metrics)
@@ -341,4 +404,12 @@ def metrics_table(metrics: dict) -> list[dict]:
                      "TPR@0.1%FPR": _tpr_cell(m, "tpr@0.1%fpr"),
                      "strongest": (f"yes (TPR at {best['fpr'] * 100:g}% FPR)"
                                    if best and best["attack"] == name else "")})
+    if blind:
+        ci = blind.get("auc_ci")
+        rows.append({"attack": "blind baseline (no model)",
+                     "AUC": round(blind["auc"], 4) if blind.get("auc") is not None else "n/a",
+                     "AUC 95% CI": f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "",
+                     "TPR@10%FPR": "", "TPR@1%FPR": "", "TPR@0.1%FPR": "",
+                     "strongest": ("SHIFTED: told apart without the model" if blind["shifted"]
+                                   else "")})
     return rows

@@ -149,7 +149,11 @@ def _seed_aucs(tables: dict, attack: str, n_boot: int, seed: int, seeds_of=None)
                 raise ValueError(f"{_where(key, s)} was not attacked on the same texts in the "
                                  f"same order as {_where(key0, seeds_of(key0[0])[0])}")
     labels = np.asarray(t0["member"], bool)
-    scores = {k: [np.asarray(t[attack], np.float64) for t in ts] for k, ts in tables.items()}
+    from jaxmem.attacks import as_ranks
+
+    # an infinite score (EZ-MIA's all-positive error zone) is an extreme rank, not missing
+    scores = {k: [as_ranks(np.asarray(t[attack], np.float64)) for t in ts]
+              for k, ts in tables.items()}
     # "drop": an example without a score under one key leaves every key (audit's nan_policy).
     return hierarchical_bootstrap(scores, labels, n_boot=n_boot, seed=seed, nan_policy="drop",
                                   group=lambda key: key[0])

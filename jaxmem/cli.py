@@ -217,7 +217,12 @@ def cmd_attack(args) -> int:
                              prefix_texts=held_out, param_labels=labels, references=refs)
     if not _main_process():
         return 0
-    print(markdown_table(metrics_table(res["metrics"])))
+    blind = res["info"].get("blind")  # the split check (jaxmem.blind), None with --no-blind
+    print(markdown_table(metrics_table(res["metrics"], blind)))
+    if blind and blind["shifted"]:
+        print(f"\nWARNING: {blind['warning']}")
+    elif blind and blind.get("reason"):
+        print(f"\nblind baseline not computed: {blind['reason']}")
     print(f"\nwrote {args.out_dir}/: scores.parquet, metrics.json, roc.png, histograms.png")
     return 0
 

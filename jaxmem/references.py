@@ -126,9 +126,23 @@ def _pad_to(x: np.ndarray, length: int, value: int) -> np.ndarray:
     return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, length - x.shape[-1])], constant_values=value)
 
 
+def init_references(params, cfg, tokenizer, mcfg, tcfg: TrainConfig, n_refs: int):
+    """(stacked params, labels): reference k initialized as :func:`jaxmem.trainer.train` would
+    with seed ``tcfg.seed + 1 + k``. The frozen base is one copy of ``params``' leaves (the
+    training step donates its buffers, so the caller's arrays stay usable)."""
+    mcfg = method_config(mcfg)
+    inits = [init_method(mcfg, params, cfg, jax.random.fold_in(jax.random.PRNGKey(s), 1),
+                         tokenizer) for s in range(tcfg.seed + 1, tcfg.seed + 1 + n_refs)]
+    labels = inits[0][1]
+    stacked = jax.tree.map(lambda l, *xs: jnp.stack([jnp.asarray(x) for x in xs])
+                           if l == TRAINABLE else jnp.array(xs[0]), labels, *[p for p, _ in inits])
+    return stacked, labels
+
+
 def train_references(params, cfg, tokenizer, mcfg, population: Sequence[str],
                      tcfg: TrainConfig = TrainConfig(), *, n_refs: int = 4,
-                     split_seed: int | None = None, progress: bool = False) -> References:
+                     split_seed: int | None = None, progress: bool = False,
+                     until: int | None = None, resume=None, on_epoch=None) -> References:
     """Trains K references of one method on complementary random halves of ``population``.
 
     Args:
@@ -139,12 +153,18 @@ def train_references(params, cfg, tokenizer, mcfg, population: Sequence[str],
         init, data order and dropout, as :func:`jaxmem.trainer.train` would.
       n_refs: K, an even number.
       split_seed: seed of the halves (default ``tcfg.seed``).
+      until: the last epoch to train (default ``tcfg.epochs``); the learning-rate schedule
+        still spans ``tcfg.epochs``, so epoch e is the same whatever ``until`` is.
+      resume: ``resume(stacked, opt_state, labels) -> (epoch, stacked, opt_state, history)``,
+        given the fresh state (a layout to restore into): where to go on from (a checkpoint,
+        :mod:`jaxmem.reference_attacks`); history is the per-epoch losses so far.
+      on_epoch: called as ``on_epoch(epoch, References, opt_state)`` after every epoch trained.
 
     Returns:
       :class:`References`.
 
     Raises:
-      ValueError: bad ``n_refs`` or population; FloatingPointError: a NaN/inf loss.
+      ValueError: bad ``n_refs``, ``until`` or population; FloatingPointError: a NaN/inf loss.
 
     Example:
         >>> refs = train_references(base, cfg, tok, "lora:r=8", population,
@@ -155,26 +175,28 @@ def train_references(params, cfg, tokenizer, mcfg, population: Sequence[str],
     if tcfg.block_size > cfg.max_positions:
         raise ValueError(f"block_size {tcfg.block_size} exceeds the model's context "
                          f"({cfg.max_positions}); lower it.")
+    until = tcfg.epochs if until is None else until
+    if not 0 <= until <= tcfg.epochs:
+        raise ValueError(f"until must be an epoch between 0 and {tcfg.epochs}, got {until}.")
     membership = reference_splits(len(population), n_refs,
                                   tcfg.seed if split_seed is None else split_seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     seqs, _ = encode_texts(tokenizer, population, tcfg.block_size)
     seeds = [tcfg.seed + 1 + k for k in range(n_refs)]
-    inits = [init_method(mcfg, params, cfg, jax.random.fold_in(jax.random.PRNGKey(s), 1),
-                         tokenizer) for s in seeds]
-    labels = inits[0][1]
-    stacked = stack_references([jax.tree.map(jnp.asarray, p) for p, _ in inits], labels)
-    del inits
+    stacked, labels = init_references(params, cfg, tokenizer, mcfg, tcfg, n_refs)
     ref_seqs = [[seqs[i] for i in np.flatnonzero(row)] for row in membership]
     steps_per_epoch = math.ceil(len(ref_seqs[0]) / (tcfg.batch_size * tcfg.grad_accum))
     tx = make_optimizer(tcfg.optim, labels, steps_per_epoch * tcfg.epochs)
     axes = param_axes(labels)
     opt_state = jax.vmap(tx.init, in_axes=(axes,))(stacked)
+    start, history = 0, []
+    if resume is not None:
+        start, stacked, opt_state, history = resume(stacked, opt_state, labels)
+        history = list(history)
     lora_dropout = getattr(mcfg, "dropout", 0.0) if mcfg.name == "lora" else 0.0
     step = make_reference_step(cfg, tx, labels, dtype=tcfg.dtype, lora_dropout=lora_dropout)
     keys = [jax.random.PRNGKey(s) for s in seeds]
-    history = []
-    for epoch in range(1, tcfg.epochs + 1):
+    for epoch in range(start + 1, until + 1):
         batches = [epoch_batches(ref_seqs[k], dataclasses.replace(tcfg, seed=seeds[k]), epoch,
                                   pad_id) for k in range(n_refs)]
         losses = []
@@ -197,6 +219,9 @@ def train_references(params, cfg, tokenizer, mcfg, population: Sequence[str],
                 print(f"references epoch {epoch} step {s + 1}/{steps_per_epoch}: loss "
                       + " ".join(f"{x:.3f}" for x in loss), flush=True)
         history.append(np.mean(losses, axis=0))
+        if on_epoch is not None:
+            on_epoch(epoch, References(stacked, labels, membership, np.array(history)),
+                     opt_state)
     return References(stacked, labels, membership, np.array(history))
 
 
@@ -369,6 +394,7 @@ def tune_rmia_a(pop_ref_ll, membership, *, gamma: float = 1.0,
     return best, aucs
 
 
-__all__ = ["References", "lira_offline", "logit_confidence", "make_reference_step",
-           "param_axes", "reference_log_likelihoods", "reference_params", "reference_splits",
-           "rmia_offline", "stack_references", "train_references", "tune_rmia_a"]
+__all__ = ["References", "init_references", "lira_offline", "logit_confidence",
+           "make_reference_step", "param_axes", "reference_log_likelihoods", "reference_params",
+           "reference_splits", "rmia_offline", "stack_references", "train_references",
+           "tune_rmia_a"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxmem import runs
+from jaxmem.overfit import gap_lines
 from jaxmem.seeds import has_seeds, mean_sd_text, over_seeds
 
 
@@ -496,7 +497,9 @@ def tpr_note(sub: list[dict]) -> str:
     n = min(ns)
     k = n // 100
     return (f"TPR intervals are Clopper-Pearson 95% over the members (exact binomial), at the "
-            f"threshold the non-members set. With {n} non-members, TPR at 1% FPR is the TPR at "
+            "threshold the non-members set (with several training seeds: one run's interval at "
+            f"the mean count, beside mean ± sd over the seeds). With {n} non-members, TPR at "
+            "1% FPR is the TPR at "
             f"{'one false positive' if k == 1 else f'{k} false positives'} at most: that "
             "threshold's own noise is not in the interval, and a TPR at 1% FPR taken as a "
             "headline needs >= 1,000 non-members (10 false positives).")
@@ -545,7 +548,9 @@ def _tpr_low_fpr(final, path, out: Path | None = None) -> bool:
 
 def _tpr_text(r: dict, key: str):
     """A TPR for a table: ``"0.250 [0.176, 0.337]"`` (its Clopper-Pearson 95% interval over the
-    members, :func:`_tpr_ci`), or why the non-members cannot support it."""
+    members, :func:`_tpr_ci`), or why the non-members cannot support it. A row summarized over
+    several training seeds (:func:`jaxmem.seeds.over_seeds`) reads ``"0.250 ± 0.020 [0.176,
+    0.337]"``: mean ± sd over the seeds, and the interval of one run at the mean count."""
     from jaxmem.metrics import tpr_unsupported_reason
 
     if "n_nonmembers" in r and tpr_unsupported_reason(TPR_KEYS[key], r["n_nonmembers"]):
@@ -553,7 +558,8 @@ def _tpr_text(r: dict, key: str):
     if r.get(key) is None:
         return "n/a"
     ci = _tpr_ci(r, key)
-    return f"{r[key]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+    value = mean_sd_text(r, key) if r.get("n_seeds", 1) > 1 else f"{r[key]:.3f}"
+    return value + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
 def _last_epoch_table(sub: list[dict], attack: str, model: str, dataset: str) -> list[dict]:
@@ -574,6 +580,8 @@ def _last_epoch_table(sub: list[dict], attack: str, model: str, dataset: str) ->
             verdict = "comparable" if comparable_utility(ppl, base) else "NOT comparable"
             row["utility"] = ("reference" if method == "base"
                               else f"{verdict} ({ppl / base:.2f}x base ppl)")
+        if any_row.get("gap") is not None:
+            row["train-val gap"] = mean_sd_text(any_row, "gap", ".2f")
         several = any_row.get("n_seeds", 1) > 1  # mean ± sd over training seeds
         for a in attacks:
             row[f"{a} AUC"] = (mean_sd_text(rs[a], "auc") if several
@@ -708,7 +716,8 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
                        timings: list[dict] | None = None) -> Path:
     """Writes ``report.md`` and ``figures/*.png`` for a study's result rows; ``timings``
     (:meth:`jaxmem.profiling.Profile.table` rows of this session) become its last table."""
-    from jaxmem.claims import claim4_lines, claim_lines, score_reader  # it imports this module
+    from jaxmem.claims import (claim4_lines, claim5_lines, claim_lines,  # it imports this
+                               score_reader)
 
     out = Path(out)
     fig_dir = out / runs.FIGURES
@@ -796,8 +805,11 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
                          "group of R records (roughly R x epsilon)." if scfg.train.dp else ""),
                       "",
                       markdown_table(exposure), "", f"![canary exposure](figures/{fig})", ""]
+        lines += gap_lines(_select(per_seed, model=model, dataset=dataset))
         lines += claim_lines(per_seed, model, dataset, attack, score_reader(out, model, dataset),
                              n_boot=scfg.audit.n_boot, seed=scfg.audit.seed)
+        lines += claim5_lines(per_seed, model, dataset, attack, score_reader(out, model, dataset),
+                              n_boot=scfg.audit.n_boot, seed=scfg.audit.seed)
     for model in dict.fromkeys(r["model"] for r in rows):  # claim 4 spans the datasets
         lines += claim4_lines(per_seed, model, attack, lambda d, m=model: score_reader(out, m, d),
                               n_boot=scfg.audit.n_boot, seed=scfg.audit.seed)

@@ -295,6 +295,98 @@ def encode_texts(tokenizer, texts: Sequence[str], block_size: int,
     return seqs, truncated
 
 
+def truncate_texts(tokenizer, texts: Sequence[str], block_size: int) -> list[str]:
+    """Each text as :func:`score_texts` scores it: the part its first ``block_size`` tokens cover.
+
+    What text-level statistics of a scored text must read (zlib's compressed size, a model-free
+    baseline on the scored texts): :func:`encode_texts` keeps a text's first ``block_size``
+    tokens, so a longer text's tail never reaches the model.
+
+    A text of at most ``block_size`` tokens comes back unchanged (the same string). A longer one
+    comes back as the prefix of the original string that its kept tokens cover, so no decode
+    round trip alters it (no added BOS/special tokens, no "<unk>", no whitespace clean-up):
+
+    * tokenizers that give character offsets (Hugging Face fast tokenizers): the original text
+      up to the end of the last character any kept token covers (special tokens such as BOS
+      cover none);
+    * other tokenizers (any callable returning ``{"input_ids": ...}``): the shortest prefix of
+      the original text that tokenizes to exactly the kept token ids; failing that (a tokenizer
+      that merges across the cut), ``tokenizer.decode`` of the kept ids without special tokens.
+
+    Either way the result re-encodes to the scored token ids whenever the tokenizer tokenizes
+    that prefix as it tokenized the text's start (true of word, character and byte-level BPE
+    tokenizers at a token boundary).
+
+    Args:
+      tokenizer: the tokenizer :func:`score_texts` is given.
+      texts: the texts.
+      block_size: the ``block_size`` passed to :func:`score_texts` (its tokens per text).
+
+    Returns:
+      list of ``len(texts)`` strings.
+
+    Raises:
+      ValueError: a text cannot be cut (no offsets, no prefix that re-encodes, no ``decode``).
+
+    Example:
+        >>> truncate_texts(tok, ["a short text", "a very long text ..."], block_size=32)
+    """
+    texts = list(texts)
+    if not texts:
+        return []
+    seqs = [list(x) for x in tokenizer(texts)["input_ids"]]
+    cut = [i for i, s in enumerate(seqs) if len(s) > block_size]
+    out = list(texts)
+    if not cut:
+        return out
+    offsets = None
+    if getattr(tokenizer, "is_fast", False):
+        try:
+            enc = tokenizer([texts[i] for i in cut], return_offsets_mapping=True)
+            offsets = enc["offset_mapping"]
+            if [list(enc["input_ids"][k]) for k in range(len(cut))] != [seqs[i] for i in cut]:
+                offsets = None  # not the default tokenization: do not trust these offsets
+        except (NotImplementedError, TypeError, ValueError, KeyError):
+            offsets = None
+    for k, i in enumerate(cut):
+        if offsets is not None:
+            ends = [int(e) for (s, e) in offsets[k][:block_size] if e > s]
+            out[i] = texts[i][:max(ends, default=0)]
+        else:
+            out[i] = _scored_prefix(tokenizer, texts[i], seqs[i][:block_size])
+    return out
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    return list(tokenizer([text])["input_ids"][0])
+
+
+def _scored_prefix(tokenizer, text: str, kept: list[int], scan: int = 256) -> str:
+    """The shortest prefix of ``text`` that tokenizes to ``kept`` (see :func:`truncate_texts`):
+    a binary search for the first prefix with ``len(kept)`` tokens, then a forward scan (a
+    word-level tokenizer reaches that count mid-word)."""
+    n = len(kept)
+    lo, hi = 0, len(text)  # the first j with len(ids(text[:j])) >= n, if counts grow with j
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(_ids(tokenizer, text[:mid])) >= n:
+            hi = mid
+        else:
+            lo = mid + 1
+    for j in range(lo, min(len(text), lo + scan) + 1):
+        ids = _ids(tokenizer, text[:j])
+        if ids == kept:
+            return text[:j]
+        if len(ids) > n:
+            break
+    if hasattr(tokenizer, "decode"):
+        special = set(getattr(tokenizer, "all_special_ids", None) or ())
+        return tokenizer.decode([t for t in kept if t not in special],
+                                clean_up_tokenization_spaces=False)
+    raise ValueError(f"Cannot find the part of a text that its first {n} tokens cover: no "
+                     "prefix of it tokenizes to them and the tokenizer has no decode.")
+
+
 # ----------------------------------------------------------------------------- texts in, stats out
 
 def score_sequences(params: dict, cfg: ModelConfig, seqs: Sequence[Sequence[int]], *,

@@ -517,6 +517,7 @@ def attack_files(params, cfg, tokenizer, members: InputFile, nonmembers: InputFi
     from jaxmem import attacks as A
     from jaxmem import audit
     from jaxmem.bootstrap import summarize
+    from jaxmem.scoring import truncate_texts
 
     if acfg.block_size > cfg.max_positions:
         raise ValueError(f"block_size {acfg.block_size} exceeds the model's context "
@@ -555,11 +556,12 @@ def attack_files(params, cfg, tokenizer, members: InputFile, nonmembers: InputFi
         if "reference" in extra:  # the base model attacked against itself: one pass serves both
             reference = (target if reference_params is params
                          else _score_chunk(reference_params, cfg, tokenizer, texts, kw))
-        lower = (_score_chunk(params, cfg, tokenizer, [t.lower() for t in texts], kw)
+        scored = truncate_texts(tokenizer, texts, acfg.block_size)  # as scored: Zlib, Lowercase
+        lower = (_score_chunk(params, cfg, tokenizer, [t.lower() for t in scored], kw)
                  if "lowercase" in extra else None)
         after = (_score_chunk(params, cfg, tokenizer, texts, kw, prefix=prefix)
                  if prefix is not None else None)
-        scores = A.run_attacks(specs, A.AttackInputs(target=target, texts=texts,
+        scores = A.run_attacks(specs, A.AttackInputs(target=target, texts=scored,
                                                      reference=reference, lowercase=lower,
                                                      recall=after, frequencies=frequencies))
         n_tok = target.n_tokens
@@ -579,15 +581,36 @@ def attack_files(params, cfg, tokenizer, members: InputFile, nonmembers: InputFi
     _warn_prefix_cut(prefix, cfg, tokenizer, acfg.block_size)
     cols = table.read_columns(["member", *names])
     labels = cols.pop("member").astype(bool)
-    metrics = {name: summarize(s, labels, n_boot=acfg.n_boot, seed=acfg.seed,
+    metrics = {name: summarize(A.as_ranks(s), labels, n_boot=acfg.n_boot, seed=acfg.seed,
                                nan_policy=acfg.nan_policy) for name, s in cols.items()}
     info = {"n_members": members.n_texts, "n_nonmembers": int(keep.sum()),
             "block_size": acfg.block_size, "n_truncated": state["n_truncated"],
             "dtype": acfg.dtype, "attacks": names}
-    result = {"metrics": metrics, "scores": cols, "labels": labels, "info": info}
+    if acfg.blind:  # the split check, on the texts run_attacks_on would read
+        info["blind"] = _blind_baseline(members, nonmembers, keep, tokenizer, acfg)
+    result = {"metrics": metrics, "scores": cols, "labels": labels, "info": info,
+              "blind": info.get("blind")}
     table.finish(cleanup=False)
     if table.writer:
         # metrics.json last: it marks the folder done
         audit.write_summary(Path(out_dir), result, title)
     table.cleanup()
     return result
+
+
+def _blind_baseline(members: InputFile, nonmembers: InputFile, keep: np.ndarray, tokenizer,
+                    acfg) -> dict:
+    """:func:`jaxmem.audit.blind_check` of a streamed attack: both files streamed once more,
+    keeping only the texts :func:`jaxmem.audit.blind_picks` picks (all of them up to
+    ``BLIND_MAX_TEXTS`` per side; the non-members among those kept), cut as scored. The same
+    texts, so the same result, as :func:`jaxmem.audit.run_attacks_on` on these files."""
+    from jaxmem import audit
+    from jaxmem.scoring import truncate_texts
+
+    kept = np.flatnonzero(keep)
+    pick_m = set(audit.blind_picks(members.n_texts, acfg.seed).tolist())
+    pick_n = set(kept[audit.blind_picks(kept.size, acfg.seed, 1)].tolist())
+    m = [t for i, t in enumerate(members.texts()) if i in pick_m]
+    n = [t for i, t in enumerate(nonmembers.texts()) if i in pick_n]
+    return audit.blind_check(truncate_texts(tokenizer, m, acfg.block_size),
+                             truncate_texts(tokenizer, n, acfg.block_size), acfg)

@@ -381,6 +381,7 @@ def _privacy(where: Path, run_dir: Path | None, epoch: int, attacks, delta: floa
     empirical epsilon its scores imply (:func:`jaxmem.dp.empirical_epsilon`, 95%
     Clopper-Pearson) at ``delta``, the study's one delta (0 without DP), so that every row of a
     study, the base model's included, is a bound at the same delta."""
+    from jaxmem import attacks as A
     from jaxmem.dp import empirical_epsilon
 
     dp = {}
@@ -403,8 +404,7 @@ def _privacy(where: Path, run_dir: Path | None, epoch: int, attacks, delta: floa
             s = np.asarray(table.get(attack, []), np.float64)
             if len(s) != len(labels):
                 continue
-            big = np.finfo(np.float64).max  # an infinite score is an extreme rank, not missing
-            s = np.nan_to_num(s, nan=np.nan, posinf=big, neginf=-big)
+            s = A.as_ranks(s)  # an infinite score is an extreme rank, not missing
             ok = ~np.isnan(s)
             if len(set(labels[ok])) == 2:
                 emp[attack] = empirical_epsilon(s[ok], labels[ok], delta=delta)
@@ -423,6 +423,9 @@ def _rows(model, n_params, dataset, method, epoch, where, base_ppl=None,
     of :func:`_privacy` (the training run ``run_dir``'s DP epsilon, each attack's empirical
     epsilon); and with canary exposure (``exposure.json``), the mean exposure of the canaries
     inserted R times: ``exposure_<R>x`` (the sampled estimator) and ``exposure_skewnorm_<R>x``.
+    The blind baseline of the cell's texts (``info["blind"]``, :mod:`jaxmem.blind`):
+    ``blind_auc`` [``blind_auc_lo``, ``blind_auc_hi``] of the stronger feature set,
+    ``blind_word_auc``, ``blind_char_auc`` (empty where the cell has none).
     """
     from jaxmem.report import comparable_utility, strongest_attack
 
@@ -438,6 +441,14 @@ def _rows(model, n_params, dataset, method, epoch, where, base_ppl=None,
                      "auc": m["auc"], "auc_lo": ci[0], "auc_hi": ci[1],
                      **{k: _tpr(m, k) for k in TPR_COLUMNS}, "n_members": m["n_members"],
                      "n_nonmembers": m["n_nonmembers"]})
+    # the split check (jaxmem.blind: members vs non-members by their texts alone, no model);
+    # empty for a cell attacked before it existed or with audit.blind off
+    blind = runs.read_json(where / runs.METRICS)["info"].get("blind") or {}
+    ci = blind.get("auc_ci") or (None, None)
+    for r in rows:
+        r.update(blind_auc=blind.get("auc"), blind_auc_lo=ci[0], blind_auc_hi=ci[1],
+                 blind_word_auc=(blind.get("word") or {}).get("auc"),
+                 blind_char_auc=(blind.get("char") or {}).get("auc"))
     ext = where / runs.EXTRACTION
     if ext.exists():  # verbatim extraction of this cell, when the study asked for it
         e = runs.read_json(ext)
@@ -459,6 +470,12 @@ def _rows(model, n_params, dataset, method, epoch, where, base_ppl=None,
         for r in rows:
             r.update({f"exposure_{n}x": v["sampled"] for n, v in by.items()})
             r.update({f"exposure_skewnorm_{n}x": v["skewnorm"] for n, v in by.items()})
+    from jaxmem.overfit import member_loss
+
+    train_loss = member_loss(where)  # memorization or overfitting: the gap beside the AUCs
+    for r in rows:
+        r.update(member_loss=train_loss,
+                 gap=None if train_loss is None else val - train_loss)
     best = strongest_attack({r["attack"]: r for r in rows}) or {}
     for r in rows:
         r.update(strongest_attack=best.get("attack"), strongest_tpr=best.get("tpr"),
@@ -501,6 +518,7 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
     from jaxmem.audit import run_attacks_on
     from jaxmem.data import load_corpus
     from jaxmem.models import load_model
+    from jaxmem.reference_attacks import study_references
     from jaxmem.report import write_study_report
     from jaxmem.scoring import encode_texts, score_texts
     from jaxmem.trainer import load_checkpoint, train, validation_loss
@@ -558,6 +576,9 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
                     "give it more texts or set the study's n_* sizes explicitly.")
             texts = corpus.members + corpus.nonmembers
             base_stats = None  # the reference pass, shared by every method of this dataset
+            # lira / rmia: (method, tcfg, epoch) -> that target's reference models (None: unused)
+            references_for = study_references(out, model_name, dataset, corpus, base, cfg, tok,
+                                              scfg, mesh=mesh, progress=progress)
 
             base_canaries = None  # the base model is measured on the runs' own canaries
             if exposure_opts is not None:
@@ -567,7 +588,7 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
                 base_canaries = with_canaries(corpus.train, scfg.train)[1]
 
             def attack(params, where: Path, title: str, is_base: bool = False, labels=None,
-                       canaries=None):
+                       canaries=None, references=None):
                 nonlocal base_stats
                 if base_stats is None:
                     with phase("scoring"):
@@ -578,7 +599,8 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
                                      reference_params=base, out_dir=where, overwrite=True,
                                      title=title, reference_stats=base_stats,
                                      target_stats=base_stats if is_base else None, mesh=mesh,
-                                     prefix_texts=corpus.validation, param_labels=labels)
+                                     prefix_texts=corpus.validation, param_labels=labels,
+                                     references=references)
                 if ecfg is not None and is_main_process():  # before the cell is marked done
                     from jaxmem.extraction import extraction_metrics
 
@@ -600,7 +622,8 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
             # epoch 0: the base model itself, the floor every method starts from
             where = runs.study_attack_dir(out, model_name, dataset, "base", 0)
             if not runs.cell_done(where):
-                attack(base, where, f"{model_name} base", is_base=True, canaries=base_canaries)
+                attack(base, where, f"{model_name} base", is_base=True, canaries=base_canaries,
+                       references=references_for(None, scfg.train, 0))
                 with phase("validation"):
                     val_seqs, _ = encode_texts(tok, corpus.validation, scfg.train.block_size)
                     val = validation_loss(base, cfg, val_seqs, scfg.train,
@@ -638,7 +661,8 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
                         can = (Canaries.load(run_dir / runs.CANARIES) if base_canaries
                                else None)
                         attack(params, where, f"{model_name} {label} epoch {e}",
-                               labels=labels, canaries=can)
+                               labels=labels, canaries=can,
+                               references=references_for(method, tcfg, e))
                         runs.mark_cell_done(where, history[e])
                         save_session()
                         done_new += 1

@@ -104,7 +104,8 @@ def test_top1_comes_out_of_the_jitted_pass(target):
 
 def _ez_ref(t_lp, r_lp, seq):
     """The authors' ``error_zone_pos_neg_sum_ratio`` (ignore_bos=True, min_tokens=2) as a loop,
-    plus this project's NaN for a text with no scored token."""
+    plus this project's NaN for a text with no scored token and +inf (theirs: 0.0) where no
+    error-zone delta is negative and some is positive."""
     n = len(seq) - 1
     if n == 0:
         return math.nan
@@ -119,8 +120,10 @@ def _ez_ref(t_lp, r_lp, seq):
             pos += d
         elif d < 0:
             neg += -d
-    if n_err < 2 or neg == 0:
+    if n_err < 2:
         return 0.0
+    if neg == 0:
+        return math.inf if pos > 0 else 0.0
     return pos / neg
 
 

@@ -154,10 +154,13 @@ def test_corpus_record_is_part_of_the_run_identity(tmp_path):
 
     (tmp_path / "run.json").write_text(json.dumps({"model": "m"}))
     assert runs.read_corpus_record(tmp_path) is None
-    rec = runs.CorpusRecord(corpus="wikitext", seed=3, n_members=50)
-    (tmp_path / "corpus.json").write_text(json.dumps(dataclasses.asdict(rec)))  # an older run
+    # an older run: one seed for data and training, and the split of that time
+    (tmp_path / "corpus.json").write_text(json.dumps(
+        {"corpus": "wikitext", "seed": 3, "n_members": 50, "text_column": "text"}))
+    rec = runs.CorpusRecord(corpus="wikitext", data_seed=3, split="legacy-by-group",
+                            n_members=50)
     assert runs.read_corpus_record(tmp_path) == rec
-    new = dataclasses.replace(rec, seed=4)
+    new = dataclasses.replace(rec, data_seed=4, split="auto")
     (tmp_path / "run.json").write_text(json.dumps({"model": "m", "data": dataclasses.asdict(new)}))
     assert runs.read_corpus_record(tmp_path) == new  # run.json wins
 
