@@ -316,7 +316,7 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
 
 
 #: The blind baseline reads at most this many texts per side (a seeded random sample beyond).
-BLIND_MAX_TEXTS = 5_000
+BLIND_MAX_TEXTS = 2_000
 
 
 def blind_picks(n: int, seed: int, side: int = 0) -> np.ndarray:

@@ -17,7 +17,8 @@ Each is scored by stratified k-fold cross-validation: every text's member probab
 from a classifier fitted on the other folds, and the AUC of these out-of-fold probabilities
 gets a percentile bootstrap interval (members and non-members resampled separately, as
 :func:`jaxmem.bootstrap.summarize` does for the attacks). The split is flagged ``shifted`` when
-either interval lies above 0.5.
+an interval lies above 0.5 and a label-permutation test confirms it (the intervals alone flag
+too many fair splits: texts come in clusters, see :func:`blind_baseline`).
 
 Example:
     >>> from jaxmem.blind import blind_baseline
@@ -48,7 +49,8 @@ def make_classifier(features: str, seed: int = 0):
     N-grams are hashed (``HashingVectorizer``: stateless, so the texts are turned into counts
     once, not once per fold), weighted by TF-IDF fitted on the training texts, and fed to an
     L2-regularized logistic regression (liblinear's dual solver, fast with more n-grams than
-    texts).
+    texts) with balanced class weights: a fold with one more member than non-member does not
+    tilt its predictions (without n-grams to go by, every probability is 0.5).
 
     Args:
       features: ``"word"`` or ``"char"`` (see :data:`FEATURES`).
@@ -69,8 +71,8 @@ def make_classifier(features: str, seed: int = 0):
     else:
         raise ValueError(f"features must be one of {sorted(FEATURES)}, got {features!r}.")
     return make_pipeline(vec, TfidfTransformer(sublinear_tf=True),
-                         LogisticRegression(C=1.0, solver="liblinear", dual=True,
-                                            random_state=seed))
+                         LogisticRegression(C=1.0, class_weight="balanced",
+                                            solver="liblinear", dual=True, random_state=seed))
 
 
 # Raw n-gram counts in 2**20 hashed columns (collisions are rare at these sizes).
@@ -94,11 +96,12 @@ def blind_baseline(members: Sequence[str], nonmembers: Sequence[str], *, seed: i
     at most a fraction ``alpha`` of them. It is exact for any clustering, since under a random
     split every labelling of the texts is equally likely.
 
-    Texts repeated within a class are kept once (a copy in another fold would be recognized,
-    not generalized from). With fewer than ``n_folds`` distinct texts in a class, the folds
-    are reduced to that many; with fewer than 2, nothing is computed and ``reason`` says why.
-    Results are deterministic for a ``seed`` and cached per input, so every (method, epoch)
-    of a study audited on the same texts reuses them.
+    The texts are sorted before the folds are drawn, so the result depends on the two sets
+    alone, not on their order. Texts repeated within a class are kept once (a copy in another
+    fold would be recognized, not generalized from). With fewer than ``n_folds`` distinct
+    texts in a class, the folds are reduced to that many; with fewer than 2, nothing is
+    computed and ``reason`` says why. Results are deterministic for a ``seed`` and cached per
+    input, so every (method, epoch) of a study audited on the same texts reuses them.
 
     Args:
       members, nonmembers: the texts, as the model scores them (cut to its block size).
@@ -127,6 +130,7 @@ def blind_baseline(members: Sequence[str], nonmembers: Sequence[str], *, seed: i
     Raises:
       ValueError: ``n_folds < 2``, ``n_boot < 1``, ``alpha`` outside (0, 1) or ``n_perm``
         below ``1 / alpha - 1``.
+      TypeError: ``members`` or ``nonmembers`` is not a sequence of strings.
 
     Example:
         >>> from jaxmem.data import load_corpus
@@ -164,8 +168,13 @@ def _cached(members: tuple, nonmembers: tuple, seed: int, n_folds: int, n_boot: 
         out["reason"] = (f"too few texts for cross-validation: needs at least 2 distinct "
                          f"members and 2 distinct non-members, got {len(mem)} and {len(non)}")
         return out
-    labels = np.array([1] * len(mem) + [0] * len(non))
-    counts = {name: _counts(name, mem + non) for name in FEATURES}
+    # one order for the texts whatever order they came in (sorted, members first among equal
+    # texts): the folds and so every number depend on the two sets alone, which also makes the
+    # permutation test exact (the order cannot tell the labels)
+    texts, labels = zip(*sorted([(t, 1) for t in mem] + [(t, 0) for t in non],
+                                key=lambda tl: (tl[0], -tl[1])))
+    labels = np.array(labels)
+    counts = {name: _counts(name, list(texts)) for name in FEATURES}
     for name in FEATURES:
         probs = _out_of_fold(name, counts[name], labels, k, seed)
         out[name] = _auc_with_ci(probs, labels, n_boot, alpha, seed)
@@ -181,9 +190,9 @@ def _cached(members: tuple, nonmembers: tuple, seed: int, n_folds: int, n_boot: 
             f"members and non-members can be told apart without the model (blind baseline: "
             f"{FEATURES[best]} + logistic regression, AUC {out['auc']:.2f} [{lo:.2f}, "
             f"{hi:.2f}], label-permutation p = {p:.2g}): attack AUCs mix distribution shift "
-            "with memorization. Draw non-members from the members' own distribution (jaxmem's "
-            "default split draws both at random from one pool) or read every attack AUC "
-            "against this baseline.")
+            "with memorization. Draw non-members from the members' own distribution (as "
+            "jaxmem's default corpus split does: split 'auto', see jaxmem.data.split.SPLITS) "
+            "or read every attack AUC against this baseline.")
     return out
 
 
@@ -193,7 +202,10 @@ def _counts(features: str, texts: list[str]):
     in every fold, so dropping them leaves every probability as it is and makes each fit
     ~10x faster."""
     counts = make_classifier(features)[0].transform(texts)
-    return counts[:, np.unique(counts.indices)]
+    used = np.unique(counts.indices)
+    # texts with no such n-gram at all (e.g. no word of 2+ letters): one empty column, so the
+    # classifier learns nothing and every probability is the same (AUC 0.5)
+    return counts[:, used if used.size else [0]]
 
 
 def _out_of_fold(features: str, counts, labels: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -215,7 +227,8 @@ def _permutation_test(counts: dict, labels: np.ndarray, k: int, seed: int, obser
     from jaxmem.metrics import roc_auc
 
     rng = np.random.default_rng([seed, 0x5EED])
-    limit = alpha * (n_perm + 1) - 1  # p <= alpha needs at most this many shuffles reaching it
+    # p <= alpha needs at most this many shuffles reaching it (1e-9: rounding of alpha * n)
+    limit = alpha * (n_perm + 1) - 1 + 1e-9
     reached = 0
     for i in range(1, n_perm + 1):
         y = rng.permutation(labels)
@@ -251,6 +264,8 @@ def split_check(blind: dict | None, markdown: bool = False) -> str:
         return (head + "CAN BE TOLD APART: " + (f"**{warning}**" if markdown else warning)
                 + " An attack AUC is evidence of memorization only by how far it exceeds "
                 f"{blind['auc']:.3f}.")
-    return (head + "are indistinguishable (both intervals reach 0.5 or below). Read every "
-            "attack AUC against this baseline: an attack is evidence of memorization where it "
-            "beats it.")
+    why = ("both intervals reach down to 0.5" if blind.get("p_value") is None else
+           "an interval lies above 0.5, but as often with the labels shuffled: label-"
+           f"permutation p = {blind['p_value']:.2g}")
+    return (head + f"are indistinguishable ({why}). Read every attack AUC against this "
+            "baseline: an attack is evidence of memorization where it beats it.")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxmem import runs
+from jaxmem.blind import split_check
 from jaxmem.overfit import gap_lines
 from jaxmem.seeds import has_seeds, mean_sd_text, over_seeds
 
@@ -703,6 +704,26 @@ def _exposure_table(out: Path, final: list[dict]) -> tuple[list[dict], dict[str,
     return table, reports
 
 
+def study_blind(out, rows: list[dict], model: str, dataset: str) -> dict | None:
+    """A study's blind baseline for (model, dataset) (:mod:`jaxmem.blind`, the audit's
+    ``info["blind"]``): every cell audits the same texts, so the first attacked cell whose
+    ``metrics.json`` holds one; None where none does (cells attacked before it existed, or
+    ``audit.blind`` off)."""
+    seen = set()
+    for r in rows:
+        if (r["model"], r["dataset"]) != (model, dataset):
+            continue
+        where = runs.study_attack_dir(out, model, dataset, r["method"], r["epoch"],
+                                      r.get("seed"))
+        if where in seen or not (where / runs.METRICS).exists():
+            continue
+        seen.add(where)
+        blind = runs.read_json(where / runs.METRICS)["info"].get("blind")
+        if blind:
+            return blind
+    return None
+
+
 def _final_rows(rows: list[dict]) -> list[dict]:
     """Each (model, dataset, method)'s rows at its last attacked epoch."""
     last = {}
@@ -765,8 +786,10 @@ def write_study_report(out, scfg, rows: list[dict], seconds: float | None = None
               "![privacy vs utility](figures/privacy_utility.png)", ""]
     for model, dataset in dict.fromkeys((r["model"], r["dataset"]) for r in rows):
         sub = _select(final, model=model, dataset=dataset)
-        lines += [f"## {model} / {dataset}: last epoch", "",
-                  markdown_table(_last_epoch_table(sub, attack, model, dataset)), ""]
+        lines += [f"## {model} / {dataset}: last epoch", ""]
+        check = split_check(study_blind(out, rows, model, dataset), markdown=True)
+        lines += [check, ""] if check else []  # first: every AUC below reads against it
+        lines += [markdown_table(_last_epoch_table(sub, attack, model, dataset)), ""]
         note = utility_note(not_comparable(rows, model, dataset),
                             base_val_ppl(rows, model, dataset))
         lines += [note, ""] if note else []

@@ -823,3 +823,25 @@ def test_embedded_corpus_missing_packages(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "mwparserfromhell", None)  # import fails
     with pytest.raises(ImportError, match="pip install gensim==4.4.0 --no-deps mwparserfromhell"):
         load_corpus("default")
+
+
+@needs_gensim
+def test_matched_split_balances_articles(embedded_cache, monkeypatch):
+    """split="matched": non-members drawn article for article with the members, as far as the
+    held-out texts allow; each article holds out its share."""
+    from collections import Counter
+
+    monkeypatch.setenv("JAXMEM_CACHE", str(embedded_cache["dir"]))
+    article_of = {p: title for title, ps in embedded_cache["articles"] for p in ps}
+    c = load_corpus("default", split="matched", n_train=128, n_members=128, n_nonmembers=128,
+                    n_validation=24)
+    assert c.info["split"]["design"] == "matched"
+    m = Counter(article_of[t] for t in c.members)
+    n = Counter(article_of[t] for t in c.nonmembers)
+    shared = sum((m & n).values())  # members with a non-member of their own article
+    r = load_corpus("default", split="random", n_train=128, n_members=128, n_nonmembers=128,
+                    n_validation=24)
+    by_chance = sum((Counter(article_of[t] for t in r.members)
+                     & Counter(article_of[t] for t in r.nonmembers)).values())
+    assert shared >= 80 and shared > by_chance + 20
+    assert set(c.members).isdisjoint(c.nonmembers)

@@ -197,13 +197,14 @@ def load_corpus(
             same corpus. (Training has its own seed.)
         split: How members and non-members are separated (:data:`SPLITS`):
             ``"auto"`` (default) draws both from one distribution: at random
-            from one pool for single-pool data (the embedded and infobox
-            corpora, a lone file), the published train / test files where
-            they exist, WebNLG by triple set within its train + dev files.
-            ``"random"``, ``"given"``, ``"by-group"`` and ``"legacy-by-group"``
-            (whole articles held out until they hold enough texts: jaxmem's
-            split up to 2026-12-06, topic-shifted on the embedded corpus) name
-            a design outright.
+            from one pool (the embedded and infobox corpora, a lone file), the
+            published train / test files where they exist, WebNLG by triple
+            set within its train + dev files. ``"matched"`` (the members'
+            and non-members' articles balanced exactly), ``"random"``,
+            ``"given"``, ``"by-group"`` and ``"legacy-by-group"`` (whole
+            articles held out until they hold enough texts: jaxmem's split up
+            to 2026-12-06, topic-shifted on the embedded corpus) name a design
+            outright.
         text_column: Column holding the text in generic JSON / CSV / parquet
             files (WikiText, WebNLG and XSum use their own columns).
         min_chars: Drop examples shorter than this many characters. Default:
@@ -259,8 +260,13 @@ def load_corpus(
     ordered = split_info["design"] == "by-group"  # pools drawn one text per group first
     train, member_idx = draw_train(train_pool, want, seed, ordered)
     members = [train[k] for k in member_idx]
+    member_groups = None
+    if split_info["design"] == "matched":  # non-members match the members group for group
+        group_of = {u.text: u.group for u in train_pool}
+        member_groups = [group_of[t] for t in members]
     nonmembers, validation, overlap_info = draw_heldout(
-        train, member_idx, heldout, val_pool, want, soft, seed, near_dup_threshold, ordered
+        train, member_idx, heldout, val_pool, want, soft, seed, near_dup_threshold, ordered,
+        member_groups
     )
     if source.grouped_by:  # how many groups each side draws on: a few means a topic shift
         group_of = {u.text: u.group for v in splits.values() for u in v}

@@ -74,9 +74,14 @@ def seeded_rng(seed: int, stream: int) -> np.random.Generator:
 #: How members and non-members are separated (``load_corpus(split=...)``):
 #:
 #: * ``"auto"``: the design :func:`resolve_split` picks for the corpus.
-#: * ``"random"``: one pool, every example held out or not at random (IID at the unit of
-#:   membership, the example): members and non-members are two random samples of one
-#:   distribution, with articles (entities) on both sides.
+#: * ``"matched"``: one pool with groups (articles, entities), membership by example: every
+#:   group holds out its share of examples at random (stratified), and non-members are drawn
+#:   to match the members group for group (a member from article A, a non-member from article
+#:   A), so both sides have the same topics in the same proportions. Plain random draws
+#:   leave chance imbalances (five members of one article, one non-member) that a model-free
+#:   classifier finds in some draws; matching removes them.
+#: * ``"random"``: one pool, every example held out or not at random (IID at the example):
+#:   members and non-members are two random samples of one distribution.
 #: * ``"given"``: the dataset's own train / test (or validation) files, as published.
 #: * ``"by-group"``: one pool, membership by group (a WebNLG triple set): whole random groups
 #:   held out, as many groups as texts needed, and both sides drawn one text per group before
@@ -85,7 +90,7 @@ def seeded_rng(seed: int, stream: int) -> np.random.Generator:
 #:   whole random groups held out until they hold enough texts. With a few large groups (97
 #:   articles) three articles filled the held-out side and a model-free classifier told
 #:   members from non-members (AUC 0.92 on the demo's split).
-SPLITS = ("auto", "random", "given", "by-group", "legacy-by-group")
+SPLITS = ("auto", "matched", "random", "given", "by-group", "legacy-by-group")
 
 
 def resolve_split(source: Source, splits: dict, split: str = "auto") -> str:
@@ -99,7 +104,13 @@ def resolve_split(source: Source, splits: dict, split: str = "auto") -> str:
       build a topic shift into every attack.
     * Other data with a train file and a test (or validation) file: ``"given"``; published
       splits such as WikiText's are document-level with many held-out documents.
-    * One pool (the embedded corpus, the infobox corpus, a single file): ``"random"``.
+    * One pool (the embedded corpus, the infobox corpus, WikiText's test file alone, a
+      single file): ``"random"``. Its members and non-members are two random samples of one
+      distribution, so a model-free classifier's cross-validated AUC is centred on 0.5 and a
+      label-permutation test of it is exact (:mod:`jaxmem.blind`). ``"matched"`` balances
+      the articles exactly, but then cross-validation learns backwards (a held-out member's
+      article is, in the other folds, one member short: AUC 0.36-0.45 on fair data), which
+      reads as a shift below chance.
 
     Raises:
       ValueError: an unknown ``split``, or ``"given"`` for data without a train and a
@@ -127,6 +138,35 @@ def _split_random(
     held = set(int(k) for k in rng.permutation(len(units))[:target])
     train = [u for k, u in enumerate(units) if k not in held]
     return train, [u for k, u in enumerate(units) if k in held]
+
+
+def _split_stratified(
+    units: list[Unit], target: int, rng: np.random.Generator
+) -> tuple[list[Unit], list[Unit]]:
+    """Hold out ``target`` examples, every group its share (systematic sampling over the
+    units ordered by random group, then at random within it)."""
+    groups = list(dict.fromkeys(u.group for u in units))
+    g_rank = {g: int(k) for g, k in zip(groups, rng.permutation(len(groups)))}
+    order = sorted(range(len(units)), key=lambda k: (g_rank[units[k].group], rng.random()))
+    step = len(units) / max(target, 1)
+    picks = {order[int(rng.random() * step + i * step)] for i in range(target)}
+    train = [u for k, u in enumerate(units) if k not in picks]
+    return train, [u for k, u in enumerate(units) if k in picks]
+
+
+def _matched_order(candidates: list[Unit], member_groups: list[str]) -> list[Unit]:
+    """``candidates`` with, first, one of each member's group per member (in member order), as
+    far as the candidates allow; then the rest in their order."""
+    by_group: dict[str, list[int]] = {}
+    for k, u in enumerate(candidates):
+        by_group.setdefault(u.group, []).append(k)
+    first = []
+    for g in member_groups:
+        if by_group.get(g):
+            first.append(by_group[g].pop(0))
+    taken = set(first)
+    return [candidates[k] for k in first] + [u for k, u in enumerate(candidates)
+                                             if k not in taken]
 
 
 def _split_groups_spread(
@@ -231,10 +271,14 @@ def pools(
         elif by_group:
             train_pool, heldout, held_groups = _split_groups_spread(
                 units, target, seeded_rng(seed, 0))
+        elif design == "matched":
+            train_pool, heldout = _split_stratified(units, target, seeded_rng(seed, 0))
         else:
             train_pool, heldout = _split_random(units, target, seeded_rng(seed, 0))
         val_pool = None
-        unit = (source.grouped_by or "example") if by_group else "example, at random"
+        unit = ((source.grouped_by or "example") if by_group else
+                f"example, every {source.grouped_by} its share" if design == "matched"
+                else "example, at random")
         split_info["strategy"] = (
             f"single pool of {len(units)} examples ({' + '.join(k for k in kinds if k in splits)})"
             f" split by {unit} (seeded): {len(train_pool)} train-side, {len(heldout)} held-out "
@@ -297,14 +341,19 @@ def draw_heldout(
     seed: int,
     threshold: float | None,
     ordered: bool = False,
+    member_groups: list[str] | None = None,
 ) -> tuple[list[str], list[str], dict]:
     """Non-members and validation texts, none a duplicate of a training text; the overlap
-    report. ``ordered``: ``heldout`` is in drawing order already (see :func:`draw_train`)."""
+    report. ``ordered``: ``heldout`` is in drawing order already (see :func:`draw_train`);
+    ``member_groups`` (``"matched"``): the members' groups, which the non-members match one
+    for one as far as the held-out texts allow."""
     if val_pool is None:
         k_want, v_want = _share_heldout(want, soft, len(heldout))
     else:
         k_want, v_want = want["n_nonmembers"], None
     candidates = list(heldout) if ordered else sample(heldout, None, seeded_rng(seed, 3))
+    if member_groups is not None:
+        candidates = _matched_order(candidates, member_groups)
     picked, overlap = pick_nonmembers(
         train, set(member_idx), candidates, k_want + (v_want or 0), threshold
     )
