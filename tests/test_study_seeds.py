@@ -84,7 +84,7 @@ def test_bad_seeds_are_refused(seeds, why):
 
 
 def test_bad_split_is_refused():
-    with pytest.raises(ValueError, match="one of auto, random"):
+    with pytest.raises(ValueError, match="one of auto, matched, random"):
         StudyConfig.from_dict({"split": "articles"})
 
 

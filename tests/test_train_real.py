@@ -43,12 +43,13 @@ _STEPS: dict[str, object] = {}  # method -> compiled train step, shared with the
 @pytest.fixture(scope="module")
 def text_batches(smollm2):
     """First 32 tokens of 8 training and 4 *held-out* validation paragraphs of the embedded
-    English Wikipedia corpus (different articles: the corpus splits by article), as equal-length
-    rows so no padding is involved. Shapes [steps, 1, BATCH, SEQ]."""
+    English Wikipedia corpus (different articles: the split by article, by name, the texts the
+    learning rates below were chosen on), as equal-length rows so no padding is involved.
+    Shapes [steps, 1, BATCH, SEQ]."""
     from jaxmem.data import load_corpus
 
     tok = smollm2.tokenizer
-    corpus = load_corpus("default", seed=0)
+    corpus = load_corpus("default", seed=0, split="legacy-by-group")
 
     def rows(texts, n):
         ids = tok(list(texts[:4 * n]))["input_ids"]
