@@ -39,8 +39,8 @@ import numpy as np
 from jaxmem import runs
 from jaxmem.paired import (EQUIVALENCE_ALPHA, ONE_SIDED_ALPHA, Estimate, judge_equivalence,
                            judge_pairs)
-from jaxmem.report import (_family, _select, base_val_ppl, display_name, not_comparable,
-                           utility_note)
+from jaxmem.report import (COMPARABLE_PPL_RATIO, MIN_COMPARABLE_PPL_RATIO, _family, _select,
+                           base_val_ppl, display_name, not_comparable, utility_note)
 
 __all__ = ["claim_lines", "score_reader", "MIN_EFFECT", "CHANCE_MARGIN", "PRIMARY_ATTACKS",
            "primary_attack"]
@@ -277,6 +277,8 @@ def claim_lines(rows, model, dataset, attack, scores=None, n_boot: int = 1000,
     boots, why_not = {}, None
     if missing:
         why_not = f"per-example scores missing for {', '.join(missing)}"
+    elif not tables:  # every method left out (not at comparable utility)
+        why_not = "no method at comparable utility"
     else:
         try:
             for a in attacks:
@@ -394,7 +396,9 @@ def _near_chance_line(rows, model, dataset, a, note, pro, pro_epochs, boots, why
     return (head + headline + note + " (TOST at 5%: equivalent when the 90% interval lies "
             f"inside {band}). By method and epoch: {each}."
             + (f" The base model, not fine-tuned, has AUC {base[0]:.3f} here: the level tuning "
-               "starts from (far from 0.5, the split itself is told apart)." if base else ""))
+               "starts from" + (" (outside 0.5 ± the margin: this draw of texts is told "
+                                "apart by the untuned model's loss)" if abs(base[0] - 0.5)
+                                > margin else "") + "." if base else ""))
 
 
 # ----------------------------------------------------------------------------- claim 4
@@ -473,11 +477,20 @@ def claim4_lines(rows, model, attack, scores=None, n_boot: int = 1000, seed: int
     sub = [r for r in mine if r["attack"] == attack]
     # like claims 1 and 2: a method far from the base model's utility on a dataset says nothing
     flagged = {d: not_comparable(rows, model, d) for d in dict.fromkeys(r["dataset"] for r in sub)}
+    is_struct = (lambda d: d in structured) if structured is not None else is_structured
+    trained = list(dict.fromkeys(r["dataset"] for r in sub if r["method"] != "base"))
     sub = [r for r in sub if r["method"] not in flagged[r["dataset"]]]
-    datasets = list(dict.fromkeys(r["dataset"] for r in sub))
-    struct = [d for d in datasets if (d in structured if structured is not None
-                                      else is_structured(d))]
+    datasets = list(dict.fromkeys(r["dataset"] for r in sub if r["method"] != "base"))
+    struct = [d for d in datasets if is_struct(d)]
     free = [d for d in datasets if d not in struct]
+    # a structured and a free-text dataset were trained on, but one side kept no method
+    lost = [d for d in trained if d not in datasets]
+    if lost and any(is_struct(d) for d in trained) and any(not is_struct(d) for d in trained):
+        return [f"- Claim 4 (prompt-based tuning memorizes more on structured data): not judged: "
+                f"no method on {', '.join(lost)} is at comparable utility (validation perplexity "
+                f"within {MIN_COMPARABLE_PPL_RATIO:g}x-{COMPARABLE_PPL_RATIO:g}x the base "
+                "model's; see the table above), so no difference there is one of memorization "
+                "at similar utility.", ""]
     out = []
     for s_name in struct:
         for f_name in free:

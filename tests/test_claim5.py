@@ -54,3 +54,30 @@ def test_a_reversed_pair_makes_the_claim_mixed():
 
 def test_no_placements_no_claim():
     assert claim5_lines(_rows(["lora", "prompt"]), "m", "d", "loss", _scores({})) == []
+
+
+def test_claims_with_every_method_left_out_say_so():
+    """Every method outside the utility gate (a template corpus learned to 0.1x the base
+    perplexity): no claim can be judged, and the report says why instead of failing."""
+    from jaxmem.claims import claim_lines
+
+    rows = [dict(r, val_ppl=2.0) if r["method"] != "base" else r
+            for r in _rows(["lora", "prompt"])]
+    lines = claim_lines(rows, "m", "d", "loss", _scores({"lora": 1.0, "prompt": 0.2}),
+                        n_boot=50)
+    assert any("Left out of" in line for line in lines)
+    assert claim5_lines(rows, "m", "d", "loss", _scores({})) == []
+
+
+def test_claim4_is_not_judged_when_a_dataset_keeps_no_comparable_method():
+    from jaxmem.claims import claim4_lines
+
+    rows = []
+    for d, ppl in (("default", 20.0), ("infobox", 2.0)):  # infobox: templates learned, 0.1x
+        rows += [{"model": "m", "dataset": d, "method": m, "seed": None, "epoch": 2,
+                  "attack": "ref", "auc": 0.6, "val_ppl": ppl} for m in ("lora", "prompt")]
+        rows.append({"model": "m", "dataset": d, "method": "base", "seed": None, "epoch": 0,
+                     "attack": "ref", "auc": 0.5, "val_ppl": 22.0})
+    (line, _) = claim4_lines(rows, "m", "ref")
+    assert line.startswith("- Claim 4 (prompt-based tuning memorizes more on structured data): "
+                           "not judged: no method on infobox is at comparable utility")
