@@ -50,6 +50,10 @@ def ws(tmp_path_factory):
     run = d / "corrupt_run"
     run.mkdir()
     (run / "run.json").write_text('{"model": "m", "trunc')
+    # --- workspace: content identity (issue 21)
+    # --- workspace: locks and output files (issue 21)
+    # --- workspace: training sanity and config types (issue 21)
+    # --- workspace: corpus files (issue 21)
     return d
 
 
@@ -118,6 +122,10 @@ CASES = [
     ("info-method", "info {ws}/model --method lora:r=-2", ["lora:r="]),
     ("tokenizer-path", "score {ws}/texts.txt --model {ws}/no_tokenizer --tokenizer "
      "{ws}/nowhere_tok", ["nowhere_tok", "--tokenizer"]),
+    # --- cases: content identity (issue 21)
+    # --- cases: locks and output files (issue 21)
+    # --- cases: training sanity and config types (issue 21)
+    # --- cases: corpus files (issue 21)
 ]
 
 
