@@ -138,6 +138,37 @@ class Corpus:
     nonmembers: list[str]
     info: dict
 
+    def describe(self) -> str:
+        """What each set is, in a sentence or two for the user (printed by the CLI).
+
+        A lone file is one pool split at random, so it says how to give one's own sets.
+
+        Example:
+            >>> load_corpus("notes.txt").describe()
+            'notes.txt: one pool of 96 texts split at random (data seed 0): 48 train (all 48 are
+            the members), 16 validation, 32 non-members (held out, never trained on). ...'
+        """
+        info, split = self.info, self.info.get("split", {})
+        n_train, n_members = len(self.train), len(self.members)
+        who = (f"all {n_members} are the members" if n_members == n_train
+               else f"{n_members} of them are the members")
+        sets = (f"{n_train} train ({who}), {len(self.validation)} validation, "
+                f"{len(self.nonmembers)} non-members (held out, never trained on)")
+        design = split.get("design", "?")
+        if design == "given":
+            how = "its own train / test files (train trains, test gives the non-members)"
+        else:
+            pool = info.get("pools", {})
+            n = pool.get("train", 0) + pool.get("heldout", 0)
+            how = (f"one pool of {n} texts split {'at random' if design == 'random' else 'by ' + design}"
+                   f" (data seed {info.get('seed', 0)})")
+        label = info.get("source", self.name) if self.name == "local" else self.name
+        text = f"{label}: {how}: {sets}."
+        if self.name == "local" and design != "given":
+            text += (" To train on all of a file, give a folder holding train.txt (every text "
+                     "trains), test.txt (the non-members) and optionally validation.txt.")
+        return text
+
     def __repr__(self) -> str:  # the lists are far too long to print
         return (
             f"Corpus(name={self.name!r}, train={len(self.train)}, "
@@ -266,7 +297,7 @@ def load_corpus(
         member_groups = [group_of[t] for t in members]
     nonmembers, validation, overlap_info = draw_heldout(
         train, member_idx, heldout, val_pool, want, soft, seed, near_dup_threshold, ordered,
-        member_groups
+        member_groups, explicit
     )
     if source.grouped_by:  # how many groups each side draws on: a few means a topic shift
         group_of = {u.text: u.group for v in splits.values() for u in v}

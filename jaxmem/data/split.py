@@ -15,7 +15,7 @@ they are.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -306,13 +306,23 @@ def pools(
     return train_pool, heldout, val_pool, split_info, n_repeats
 
 
-def _share_heldout(want: dict, soft: set[str], n_heldout: int) -> tuple[int, int]:
-    """Non-member and validation counts when validation is carved from ``n_heldout`` units."""
+def _share_heldout(want: dict, soft: set[str], n_heldout: int,
+                   explicit: Sequence[str] = ()) -> tuple[int, int]:
+    """Non-member and validation counts when validation is carved from ``n_heldout`` units.
+
+    When held-out is too small for both, a size the caller gave goes first and a default takes
+    what is left; two given sizes, or two defaults, share it in proportion to the request (so a
+    lone file of 96 texts keeps 16 for validation instead of none).
+    """
     k_want, v_want = want["n_nonmembers"], want["n_validation"]
     if n_heldout < k_want + v_want:  # too little: share held-out
-        if "n_validation" in soft:  # a default validation size takes what is left
+        k_given, v_given = "n_nonmembers" in explicit, "n_validation" not in soft
+        if k_given and not v_given:  # non-members given: a default validation takes the rest
             k_want = min(k_want, n_heldout)
-        else:  # both requested: in proportion
+        elif v_given and not k_given:  # validation given: non-members take the rest
+            v_want = min(v_want, max(n_heldout - 1, 0))
+            k_want = min(k_want, n_heldout - v_want)
+        else:  # both given, or both defaults: in proportion
             k_want = min(k_want, max(1, round(n_heldout * k_want / (k_want + v_want))))
         v_want = min(v_want, n_heldout - k_want)
     return k_want, v_want
@@ -342,13 +352,15 @@ def draw_heldout(
     threshold: float | None,
     ordered: bool = False,
     member_groups: list[str] | None = None,
+    explicit: Sequence[str] = (),
 ) -> tuple[list[str], list[str], dict]:
     """Non-members and validation texts, none a duplicate of a training text; the overlap
     report. ``ordered``: ``heldout`` is in drawing order already (see :func:`draw_train`);
     ``member_groups`` (``"matched"``): the members' groups, which the non-members match one
-    for one as far as the held-out texts allow."""
+    for one as far as the held-out texts allow; ``explicit``: the sizes the caller gave
+    (:func:`requested_sizes`), which go first when held-out is short."""
     if val_pool is None:
-        k_want, v_want = _share_heldout(want, soft, len(heldout))
+        k_want, v_want = _share_heldout(want, soft, len(heldout), explicit)
     else:
         k_want, v_want = want["n_nonmembers"], None
     candidates = list(heldout) if ordered else sample(heldout, None, seeded_rng(seed, 3))
