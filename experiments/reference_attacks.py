@@ -46,7 +46,7 @@ import numpy as np
 
 from jaxmem import runs
 from jaxmem.audit import AuditConfig, metrics_table
-from jaxmem.config import replace_nested
+from jaxmem.config import load_yaml, replace_nested
 from jaxmem.trainer import TrainConfig
 
 SPEC = "experiment.json"
@@ -95,16 +95,14 @@ class ReferenceExperiment:
     @classmethod
     def from_yaml(cls, path, overrides=()) -> "ReferenceExperiment":
         """A config from YAML, then ``key=value`` overrides (dotted for nested: train.epochs=2)."""
-        import yaml
-
-        d = yaml.safe_load(Path(path).read_text()) if path else {}
+        d = load_yaml(Path(path).read_text()) if path else {}
         exp = cls(**(d or {}))
         values = {}
         for item in overrides:
             k, sep, v = item.partition("=")
             if not sep:
                 raise ValueError(f"Override {item!r} is not key=value.")
-            values[k.strip()] = yaml.safe_load(v)
+            values[k.strip()] = load_yaml(v)
         return replace_nested(exp, values)
 
     def to_dict(self) -> dict:

@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from jaxmem import attacks as A
-from jaxmem import runs
+from jaxmem import locks, runs
 from jaxmem.bootstrap import summarize
 from jaxmem.config import DTYPES, check, check_positive_ints, dtype_name, field, is_int
 from jaxmem.data.overlap import drop_exact_copies
@@ -61,6 +61,9 @@ class AuditConfig:
                         "check of the split reported next to the attacks")
 
     def __post_init__(self):
+        check(self, "attacks", lambda v: isinstance(v, str) or (
+            isinstance(v, (list, tuple)) and all(isinstance(a, str) for a in v)),
+            "a list of attack specs, e.g. [loss, zlib] (or one comma-separated string)")
         if isinstance(self.attacks, (list, tuple, str)):  # "rmia:k=4", "a=0.3": one spec
             object.__setattr__(self, "attacks", A.join_specs(
                 [self.attacks] if isinstance(self.attacks, str) else self.attacks))
@@ -68,9 +71,11 @@ class AuditConfig:
         check_positive_ints(self, "block_size", allow_none=True)
         check_positive_ints(self, "batch_size")
         check(self, "n_boot", lambda v: is_int(v) and v >= 0, "an integer >= 0 (0: no CIs)")
-        check(self, "seed", is_int, "an integer")
+        check(self, "seed", lambda v: is_int(v) and 0 <= v < 2**32,
+              "an integer between 0 and 2**32 - 1")
         check_positive_ints(self, "recall_shots")
         check(self, "blind", lambda v: isinstance(v, bool), "True or False")
+        check(self, "nan_policy", lambda v: v in ("raise", "drop"), "raise or drop")
         check(self, "dcpdd_corpus", lambda v: isinstance(v, str) and v != "", "a corpus name "
               "or path")
         check(self, "recall_prefix", lambda v: v is None or Path(v).expanduser().is_file(),
@@ -184,6 +189,7 @@ def dcpdd_frequencies(tokenizer, vocab_size: int, corpus: str = "default",
     return A.smoothed(counts)
 
 
+@locks.locked("out_dir", "attack")  # one writer per attack folder (jaxmem.locks)
 def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: Sequence[str],
                    acfg: AuditConfig = AuditConfig(), *, reference_params=None,
                    out_dir: str | os.PathLike | None = None, overwrite: bool = False,
@@ -351,8 +357,11 @@ def skip_reference_attacks(specs: list[str]) -> tuple[list[str], set[str]]:
 
 
 def write_results(out: Path, result: dict, texts: Sequence[str], title: str = "") -> None:
-    """Writes an attack folder (see :mod:`jaxmem.runs`): scores, plots, then ``metrics.json``."""
+    """Writes an attack folder (see :mod:`jaxmem.runs`): scores, plots, then ``metrics.json``.
+    Until then ``runs.WRITING`` marks the folder jaxmem's, so a kill in between leaves a folder
+    the rerun may write over (and no other one)."""
     out.mkdir(parents=True, exist_ok=True)
+    (out / runs.WRITING).touch()
     scores, labels = result["scores"], result["labels"]
     n_tok = result["target_stats"].n_tokens
     rows = [{"index": i, "member": bool(labels[i]), "n_tokens": int(n_tok[i]),
@@ -360,6 +369,7 @@ def write_results(out: Path, result: dict, texts: Sequence[str], title: str = ""
             for i in range(len(texts))]
     runs.write_table(rows, out / runs.SCORES)
     write_summary(out, result, title)
+    (out / runs.WRITING).unlink(missing_ok=True)
 
 
 def write_summary(out: Path, result: dict, title: str = "") -> None:

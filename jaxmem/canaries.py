@@ -46,6 +46,7 @@ import dataclasses
 import json
 import math
 import string
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -295,7 +296,7 @@ def exposure_sampled(px_ref: np.ndarray, px: np.ndarray) -> np.ndarray:
     """-log2((k + 1) / (m + 1)), k = |{j : Px(t_j) <= Px}| among m uniform references."""
     px_ref = np.sort(np.asarray(px_ref, np.float64))
     k = np.searchsorted(px_ref, np.asarray(px, np.float64), side="right")
-    return -np.log2((k + 1) / (len(px_ref) + 1))
+    return -np.log2((k + 1) / (len(px_ref) + 1)) + 0.0  # + 0.0: no -0.0 in reports
 
 
 def fit_skewnorm(px_ref: np.ndarray) -> tuple[float, float, float]:
@@ -339,7 +340,9 @@ def exposure_report(params: dict, cfg: ModelConfig, tokenizer, canaries: Canarie
       ``{"space_size", "log2_space", "n_samples", "estimators", "skewnorm": [a, loc, scale],
       "canaries": [{"secret", "repeats", "log_perplexity", "exposure_<estimator>"...}],
       "by_repeats": {"R": {"n", "<estimator>": mean exposure}}}`` (JSON-ready; an infinite
-      exposure is None).
+      exposure is None). Where the skew-normal fit fails (scipy cannot fit the references,
+      or the fit is not finite), ``"skewnorm"`` is None, the estimator is left out, ``"note"``
+      says why and a warning is printed: the sampled estimate stands alone.
 
     Example:
         >>> rep = exposure_report(params, cfg, tok, Canaries.load("canaries.json"))
@@ -353,8 +356,12 @@ def exposure_report(params: dict, cfg: ModelConfig, tokenizer, canaries: Canarie
     refs = ["".join(ccfg.alphabet[i] for i in row) for row in idx]
     px_ref = log_perplexities(params, cfg, tokenizer, ccfg, refs, block_size=block_size,
                               progress=progress)
-    sn = fit_skewnorm(px_ref)
-    exp = {"sampled": exposure_sampled(px_ref, px), "skewnorm": exposure_skewnorm(sn, px)}
+    exp = {"sampled": exposure_sampled(px_ref, px)}
+    sn, note = _skewnorm_or_note(px_ref, px)
+    if note is None:
+        exp["skewnorm"] = exposure_skewnorm(sn, px)
+    else:  # the sampled (empirical rank) estimate stands alone, and the report says so
+        print(f"warning: {note}", file=sys.stderr)
     if ccfg.space_size <= ccfg.exact_max:
         every = [ccfg.secret_of(i) for i in range(ccfg.space_size)]
         px_all = log_perplexities(params, cfg, tokenizer, ccfg, every, block_size=block_size,
@@ -370,9 +377,30 @@ def exposure_report(params: dict, cfg: ModelConfig, tokenizer, canaries: Canarie
     by = {str(r): {"n": int((reps == r).sum()),
                    **{e: _finite(exp[e][reps == r].mean()) for e in estimators}}
           for r in sorted(set(canaries.repeats))}
-    return {"space_size": ccfg.space_size, "log2_space": math.log2(ccfg.space_size),
-            "n_samples": ccfg.n_samples, "estimators": estimators, "skewnorm": list(sn),
-            "canaries": rows, "by_repeats": by}
+    out = {"space_size": ccfg.space_size, "log2_space": math.log2(ccfg.space_size),
+           "n_samples": ccfg.n_samples, "estimators": estimators,
+           "skewnorm": None if sn is None else list(sn), "canaries": rows, "by_repeats": by}
+    if note is not None:
+        out["note"] = note
+    return out
+
+
+def _skewnorm_or_note(px_ref: np.ndarray, px: np.ndarray):
+    """(the skew-normal's parameters, None), or (None, why not) when the fit fails or gives
+    non-finite parameters or exposures (scipy's maximum likelihood can fail on few or tied
+    references): exposure then falls back to the sampled estimate alone."""
+    try:
+        sn = fit_skewnorm(px_ref)
+        bad = not (np.isfinite(sn).all() and np.isfinite(exposure_skewnorm(sn, px)).all())
+        why = "it gave non-finite values"
+    except Exception as e:  # scipy's FitError, RuntimeError, ValueError, ... all mean the same
+        bad, why = True, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+    if not bad:
+        return sn, None
+    return None, (f"the skew-normal fit to the {len(px_ref)} reference secrets failed ({why}); "
+                  "exposure falls back to the sampled estimate (the empirical rank among the "
+                  "references), which cannot exceed log2(m + 1). The fit needs references that "
+                  "are not all tied and not too few (--n-samples).")
 
 
 def plot_exposure(reports: dict[str, dict], path, title: str = "") -> None:

@@ -12,7 +12,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import threading
 
 import jax
 
@@ -34,9 +37,44 @@ def save_checkpoint(path: str | os.PathLike, tree, *, overwrite: bool = False) -
     """
     import orbax.checkpoint as ocp
 
-    with ocp.StandardCheckpointer() as ckptr:
+    with _quiet_background_errors(), ocp.StandardCheckpointer() as ckptr:
         ckptr.save(os.path.abspath(path), tree, force=overwrite)
         ckptr.wait_until_finished()
+
+
+@contextlib.contextmanager
+def _quiet_background_errors():
+    """Mutes what orbax's writer threads log while a save fails (absl ERROR lines with
+    tracebacks, asyncio's unretrieved futures, one per array on a full disk): the failure
+    itself still reaches the caller as an exception, which the CLI prints as one line."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("absl", "asyncio")]
+    levels = [lg.level for lg in loggers]
+    hooks = threading.excepthook, sys.excepthook, sys.unraisablehook
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    # a writer thread's error reaches us as well; tensorstore's callbacks into a closed loop
+    threading.excepthook = sys.unraisablehook = lambda *a: None
+    sys.excepthook = lambda *a: None
+    try:
+        yield
+    except BaseException as e:
+        import gc
+
+        # the failed writes' tasks, held by orbax's frames, log "never retrieved" when they are
+        # collected: drop those frames and collect them now, while muted
+        seen = set()
+        while e is not None and id(e) not in seen:
+            seen.add(id(e))
+            e.__traceback__ = None
+            e = e.__cause__ or e.__context__
+        gc.collect()
+        raise
+    finally:
+        threading.excepthook, sys.excepthook, sys.unraisablehook = hooks
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def restore_checkpoint(path: str | os.PathLike, like, shardings=None, *, partial: bool = False):

@@ -30,7 +30,10 @@ def cmd_score(args) -> int:
     # interrupted run with other settings cost nothing
     AuditConfig(block_size=args.block_size, batch_size=args.batch_size, dtype=args.dtype)
     _check_chunk_size(args)
-    if args.out:
+    if args.show < 0:
+        raise ValueError(f"--show must be 0 (every row) or a number of rows to print, got "
+                         f"{args.show}.")
+    if args.out:  # a known format, not an existing file, in a folder that can be written
         from jaxmem.runs import check_table_path
 
         check_table_path(args.out, overwrite=args.overwrite)
@@ -90,12 +93,16 @@ def _corpus(args):
                     n_nonmembers=args.n_nonmembers, text_column=args.text_column)
     for w in c.info.get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
-    print(f"corpus {args.corpus}: {len(c.train)} train, {len(c.validation)} validation, "
-          f"{len(c.members)} members, {len(c.nonmembers)} non-members", file=sys.stderr)
+    print(f"corpus {c.describe()}", file=sys.stderr)
+    if getattr(args, "run_identity", None):  # --run-dir: the texts it was trained on
+        from jaxmem import identity
+
+        identity.verify_texts(args.run_dir, args.run_identity, c, corpus=args.corpus)
     return c
 
 
 def cmd_train(args) -> int:
+    from jaxmem import identity
     from jaxmem.runs import RUN_SPEC, CorpusRecord, refuse_foreign
     from jaxmem.trainer import TrainConfig, train
     from jaxmem.tuning import method_config
@@ -104,11 +111,23 @@ def cmd_train(args) -> int:
     tcfg = dataclass_from_args(TrainConfig, args)  # so does a bad --dp or --epochs
     refuse_foreign(args.run_dir, RUN_SPEC, "run")
     corpus = _corpus(args)
-    params, cfg, tok = _load(args, args.model)
+    if tcfg.dp:  # delta >= 1/n voids the guarantee: refused before the model loads
+        from jaxmem import dp
+        from jaxmem.trainer import with_canaries
+
+        dp.check_delta(dp.parse_dp(tcfg.dp).delta, len(with_canaries(corpus.train, tcfg)[0]))
     data = CorpusRecord(**{f.name: getattr(args, f.name)
                            for f in dataclasses.fields(CorpusRecord)})
+    # what the run is (absolute paths, digests): a resumed run whose files changed is refused
+    # here, before the model loads (train() checks it again)
+    ident = identity.run_identity(args.model, tokenizer=args.tokenizer, corpus=args.corpus,
+                                  drawn=corpus)
+    identity.stale_run(args.run_dir, {
+        "model": args.model, "data": dataclasses.asdict(data), "n_train": len(corpus.train),
+        "n_validation": len(corpus.validation), identity.KEY: ident}, overwrite=args.overwrite)
+    params, cfg, tok = _load(args, args.model)
     res = train(params, cfg, tok, args.method, corpus.train, corpus.validation, args.run_dir,
-                tcfg, model_name=args.model, data=dataclasses.asdict(data),
+                tcfg, model_name=args.model, data=dataclasses.asdict(data), identity=ident,
                 overwrite=args.overwrite, mesh=args.mesh)
     if not _main_process():
         return 0
@@ -140,13 +159,43 @@ def _follow_run(args) -> None:
                 f"{getattr(args, name)} was given: the members would not be its training texts. "
                 f"Omit {flag} (the run's value is used).")
         setattr(args, name, value)
+    _follow_identity(args, spec, corpus=not args.members)
+
+
+def _follow_identity(args, spec: dict, *, corpus: bool) -> None:
+    """``--run-dir``: the run's recorded absolute paths replace the flags' (never this folder's
+    ``./model`` or ``./corpus.txt``), and the base weights and tokenizer found there must be
+    the ones it was trained on (:mod:`jaxmem.identity`); with ``corpus``, the texts drawn are
+    checked in :func:`_corpus`."""
+    from jaxmem import identity
+
+    ident = spec.get(identity.KEY)
+    args.run_identity = ident if corpus else None
+    if ident is None:
+        if _main_process():
+            print(f"note: {args.run_dir} records no content digests (trained before jaxmem "
+                  "kept them): its base model and corpus files are not verified.",
+                  file=sys.stderr)
+        return
+    m, t, c = ident.get("model"), ident.get("tokenizer") or {}, ident.get("corpus")
+    if m and m.get("local"):
+        args.model = m["path"]
+    if t.get("name") is not None and "tokenizer" not in args.given:
+        args.tokenizer = t["path"] if t.get("local") else t["name"]
+    if corpus and c:
+        args.corpus = c["name"]
+    if m:  # before any model is loaded
+        identity.verify_run(args.run_dir, ident, model=args.model, tokenizer=args.tokenizer,
+                            corpus=args.corpus if corpus else None)
 
 
 def cmd_attack(args) -> int:
     from jaxmem.audit import AuditConfig, metrics_table, run_attacks_on
-    from jaxmem.runs import claim_attack_dir
+    from jaxmem.runs import check_writable, claim_attack_dir
 
-    claim_attack_dir(args.out_dir, overwrite=args.overwrite)  # before any model is loaded
+    # before any model is loaded: earlier results, a folder not jaxmem's, or one not writable
+    claim_attack_dir(args.out_dir, overwrite=args.overwrite)
+    check_writable(args.out_dir, "--out-dir")
     if args.run_dir:
         _follow_run(args)
     _check_chunk_size(args)
@@ -276,11 +325,14 @@ def cmd_extract(args) -> int:
     import json
 
     from jaxmem.extraction import ExtractionConfig, extraction_metrics
-    from jaxmem.runs import atomic_write
+    from jaxmem.runs import check_output_file
 
     ecfg = dataclass_from_args(ExtractionConfig, args)  # bad numbers cost nothing
     if args.mesh is not None:
         raise ValueError("jaxmem extract runs on one device; drop --mesh / --distributed.")
+    if args.out:  # so does an output that could not be written at the end
+        check_output_file(args.out, option="--out", suffixes=(".json",),
+                          overwrite=args.overwrite)
     if args.run_dir:
         _follow_run(args)
     if args.members or args.nonmembers:
@@ -302,9 +354,19 @@ def cmd_extract(args) -> int:
     print(markdown_table([{"texts": name, **{k: res[name][k] for k in keys},
                            **res[name]["discoverable"]} for name in ("members", "nonmembers")]))
     if args.out:
-        atomic_write(args.out, json.dumps(res, indent=1))
+        _write_output(args.out, json.dumps(res, indent=1))
         print(f"\nwrote {args.out}")
     return 0
+
+
+def _write_output(path, data) -> None:
+    """An output file (checked before any work), whole or not at all; its folder made."""
+    from pathlib import Path
+
+    from jaxmem.runs import atomic_write
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, data)
 
 
 def _add_extract_parser(sub) -> None:
@@ -321,10 +383,13 @@ def _add_extract_parser(sub) -> None:
     _add_corpus_args(e)
     add_dataclass_args(e, ExtractionConfig, defaults={"n_samples": ("1", "10", "100", "1000")})
     e.add_argument("--out", help="write the metrics and per-text results as JSON")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     _add_scale_args(e)
     _add_tokenizer_arg(e)
     _add_debug_arg(e)
-    e.set_defaults(func=cmd_extract, block_size=None)
+    # no block_size default here: with --run-dir it is the run's (_follow_run sets it), and a
+    # default would read as a flag the user gave
+    e.set_defaults(func=cmd_extract)
 
 
 # ----------------------------------------------------------------------------- (end of extract)
@@ -334,14 +399,22 @@ def _add_extract_parser(sub) -> None:
 
 def cmd_canaries(args) -> int:
     """Canary exposure (jaxmem.canaries) of a trained run, or of a base model (the baseline)."""
+    import os
     from pathlib import Path
 
     from jaxmem.canaries import Canaries, exposure_report, plot_exposure
-    from jaxmem.runs import CANARIES, atomic_write
+    from jaxmem.runs import CANARIES, check_output_file
 
     if not args.canaries_json and not args.run_dir:
         raise ValueError("jaxmem canaries needs --run-dir (a run trained with --canaries) or "
                          "--canaries-json (a canary record).")
+    # before any work: outputs that could not be written at the end (plot_exposure: PNG)
+    for option, path, suffixes in (("--out", args.out, (".json",)),
+                                   ("--figure", args.figure, (".png",))):
+        if path:
+            check_output_file(path, option=option, suffixes=suffixes, overwrite=args.overwrite)
+    if args.out and args.figure and os.path.abspath(args.out) == os.path.abspath(args.figure):
+        raise ValueError("--out and --figure name the same file; give two.")
     if args.run_dir and not args.canaries_json:
         from jaxmem.runs import read_run_spec
 
@@ -362,6 +435,7 @@ def cmd_canaries(args) -> int:
             raise ValueError(f"{args.run_dir} was trained from {spec['model']}, but --model "
                              f"{args.model} was given; omit --model.")
         args.model = spec.get("model") or args.model
+        _follow_identity(args, spec, corpus=False)
     params, cfg, tok = _load(args, args.model)
     if args.run_dir:
         from jaxmem.trainer import load_checkpoint
@@ -373,10 +447,11 @@ def cmd_canaries(args) -> int:
     print(markdown_table([{k: (round(v, 3) if isinstance(v, float) else v)
                            for k, v in row.items()} for row in rows]))
     if args.out:
-        atomic_write(args.out, rep)
+        _write_output(args.out, rep)
         print(f"\nwrote {args.out}")
     if args.figure:
         name = args.run_dir or args.model
+        Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
         plot_exposure({str(name): rep}, args.figure)
         print(f"wrote {args.figure}")
     return 0
@@ -405,6 +480,8 @@ def _add_canaries_parser(sub) -> None:
     c.add_argument("--out", help="write the report (per canary and per repetition count) as "
                    "JSON")
     c.add_argument("--figure", help="write exposure against repetitions as PNG")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out or --figure file")
     _add_scale_args(c)
     _add_tokenizer_arg(c)
     _add_debug_arg(c)
@@ -671,12 +748,59 @@ def _message(e: BaseException) -> str:
 
     from jaxmem.checkpointing import CheckpointError
 
+    full = _disk_full(e)
+    if full is not None:
+        where = getattr(full, "filename", None) or f"({str(full).splitlines()[0][:400]})"
+        return (f"disk full while writing {where}: free space and rerun; the finished "
+                "epochs/chunks are kept (jaxmem writes every file whole or not at all), and "
+                "the rerun resumes after them.")
     if isinstance(e, (ValueError, OSError, CheckpointError, FloatingPointError, RuntimeError)):
         return str(e)
     if isinstance(e, yaml.YAMLError):
         return f"invalid YAML: {e}"
     return (f"unexpected {type(e).__name__}: {e}. This is a bug or an input jaxmem does not "
             "check yet; rerun with --debug (or JAXMEM_DEBUG=1) for the traceback, and report it.")
+
+
+def _disk_full(e: BaseException) -> BaseException | None:
+    """The error in ``e``'s chain that says the disk is full (ENOSPC), also when orbax or
+    tensorstore wrap it in their own exception and only its text is left; else None."""
+    import errno
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+                or "No space left on device" in str(e) or "Disk quota exceeded" in str(e)):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _output_lock(args):
+    """The lock (jaxmem.locks) of the folder or file this command writes, taken before any
+    model is loaded, so a second writer is refused at once (the library takes it again: a
+    count, not a second lock)."""
+    import contextlib
+    import os
+
+    from jaxmem import locks
+    from jaxmem.runs import check_writable
+
+    where = {"train": ("run_dir", "run"), "study": ("out_dir", "study"),
+             "frontier": ("out_dir", "frontier"), "attack": ("out_dir", "attack"),
+             "score": ("out", "output")}.get(args.command)
+    target = getattr(args, where[0], None) if where else None
+    if not target:
+        return contextlib.nullcontext()
+    is_file = args.command == "score"
+    option = "--" + where[0].replace("_", "-")
+    check_writable(os.path.dirname(os.path.abspath(target)) if is_file else target, option)
+    return locks.hold(target, where[1], file=is_file)
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt  # like Ctrl-C: locks released, the work resumes on a rerun
 
 
 def _restart_with_huge_pages() -> None:
@@ -719,13 +843,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.given = _given(argv)
     debug = args.debug or os.environ.get("JAXMEM_DEBUG", "") not in ("", "0")
+    import signal
+    import threading
+
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    old_handler = signal.signal(signal.SIGTERM, _on_sigterm) if on_main_thread else None
     try:
         from jaxmem import compile_cache
 
         compile_cache.enable()  # before the first compile; JAXMEM_COMPILE_CACHE=off disables
         if hasattr(args, "mesh"):  # every command but info
             _setup_devices(args)
-        return args.func(args)
+        with _output_lock(args):
+            return args.func(args)
     except KeyboardInterrupt:
         print("interrupted; a run or study resumes where it stopped", file=sys.stderr)
         return 130
@@ -734,6 +864,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {_message(e)}", file=sys.stderr)
         return 2
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM,
+                          old_handler if old_handler is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":

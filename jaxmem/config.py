@@ -7,6 +7,7 @@
   dataclass's fields (type, default and help text from the field's ``metadata["help"]``), so a
   flag and the field it sets are written once.
 * :func:`field` : a dataclass field with its help text (and optional choices / CLI spelling).
+* :func:`load_yaml`: how every config file and ``--set`` value is read (``1e-3`` a number).
 
 Example:
     >>> from jaxmem.trainer import TrainConfig
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import types
 import typing
@@ -52,6 +54,36 @@ def jnp_dtype(dtype):
     import jax.numpy as jnp
 
     return jnp.dtype(dtype_name(dtype))
+
+
+def load_yaml(text: str):
+    """YAML as jaxmem reads it everywhere (config files, ``--set key=value``): PyYAML's safe
+    loader, except that ``1e-3`` is a number. YAML 1.1 (PyYAML) wants a dot in a float
+    (``1.0e-3``) and reads ``1e-3`` as a string, so a learning rate written the usual way was
+    refused as "not a number".
+
+    Raises:
+      yaml.YAMLError: the text is not YAML.
+    """
+    import yaml
+
+    return yaml.load(text, Loader=_yaml_loader())
+
+
+@functools.cache
+def _yaml_loader():
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """The safe loader, with dotless exponent floats (``1e-3``, ``-2E5``)."""
+
+    # added after the int and float resolvers, so only what they leave a string is taken
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789"))
+    return Loader
 
 
 def check(obj, name: str, ok, rule: str, flag: str | None = None) -> None:

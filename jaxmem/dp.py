@@ -103,6 +103,21 @@ def parse_dp(spec: str | None) -> DPConfig | None:
     return DPConfig(**values)
 
 
+def check_delta(delta: float, n_train: int) -> None:
+    """Refuses a delta of at least 1/n_train, which voids the guarantee: a mechanism that
+    publishes one training example whole, picked at random, is (0, 1/n)-DP.
+
+    Raises:
+      ValueError: naming delta, 1/n and the usual choice (delta << 1/n).
+    """
+    if n_train >= 1 and delta >= 1 / n_train:
+        raise ValueError(
+            f"--dp delta={delta:g} is at least 1/n = 1/{n_train} = {1 / n_train:.3g} (n: the "
+            f"{n_train} training examples); with delta >= 1/n DP-SGD guarantees nothing (a run "
+            "that leaked one whole example would meet it). Use delta << 1/n, e.g. 1/(10 n) = "
+            f"{1 / (10 * n_train):.3g} or 1e-5.")
+
+
 def steps_and_rate(n_train: int, batch: int, epochs: int) -> tuple[int, float]:
     """(optimizer steps of the run, sampling rate q = batch / n_train, capped at 1)."""
     return epochs * math.ceil(n_train / batch), min(batch / n_train, 1.0)

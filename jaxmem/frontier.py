@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmem import runs
+from jaxmem import locks, runs
 from jaxmem.config import check, is_number
 from jaxmem.study import StudyConfig, read_options
 
@@ -104,6 +104,7 @@ def study_at(scfg: StudyConfig, fcfg: FrontierConfig, epsilon: float) -> StudyCo
                                  "train.dp": fcfg.dp_spec(epsilon)})
 
 
+@locks.locked("out_dir", "frontier")  # one writer per frontier folder
 def run_frontier(scfg: StudyConfig, fcfg: FrontierConfig, out_dir, *, overwrite: bool = False,
                  progress: bool = True, **study_kw) -> list[dict]:
     """Runs (or resumes) the study of every epsilon, then writes the frontier's table, report

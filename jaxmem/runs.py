@@ -33,14 +33,22 @@ runs and attack results for every (model, dataset, method, epoch)::
     │                              info.val_loss is written last and marks the cell done
     ├── roc.png, histograms.png
     ├── extraction.json, exposure.json   in a study that asks for them (before metrics' val_loss)
-    └── scores.parquet.parts/, scores.parquet.progress.json
-                                   a streamed attack's scores so far (jaxmem.streaming),
-                                   removed once metrics.json is written
+    ├── scores.parquet.parts/, scores.parquet.progress.json
+    │                              a streamed attack's scores so far (jaxmem.streaming),
+    │                              removed once metrics.json is written
+    └── .jaxmem-writing            while an attack writes its files (WRITING): the folder is
+                                   jaxmem's, so a rerun may write over them
+
+Each of these folders holds ``.jaxmem.lock`` while a process works in it (:mod:`jaxmem.locks`:
+one writer at a time, a second refused at once; a killed process's lock is taken over).
 
 Every file is written whole or not at all (:func:`atomic_write`); with several processes
 process 0 writes and the others read (a shared filesystem). A run resumes after its last marked
 epoch, a study skips every done (cell, epoch), and results are never silently replaced: a
-folder holding another run or study is refused unless the caller asks to overwrite it.
+folder holding another run or study is refused unless the caller asks to overwrite it, and
+then only jaxmem's own files go (:func:`remove_outputs`; the user's are kept and named). A
+folder that is not jaxmem's is never written into unless empty, even where its files are named
+like jaxmem's, and output files are checked before any work (:func:`check_output_file`).
 
 Example:
     >>> claim_run(run_dir, spec, overwrite=False)
@@ -56,8 +64,10 @@ import dataclasses
 import io
 import json
 import os
+import re
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -91,7 +101,8 @@ RUN_OUTPUTS = (RUN_SPEC, CORPUS_RECORD, LOG, CHECKPOINTS, CANARIES, REFERENCES)
 SCORES_WORK = (SCORES + ".parts", SCORES + ".progress.json")
 EXTRACTION = "extraction.json"  # a study cell's verbatim extraction (jaxmem.extraction), if asked
 EXPOSURE = "exposure.json"  # a study cell's canary exposure (jaxmem.canaries), with train.canaries
-ATTACK_OUTPUTS = (SCORES, METRICS, ROC, HISTOGRAMS, EXTRACTION, EXPOSURE, *SCORES_WORK)
+WRITING = ".jaxmem-writing"  # while an in-memory attack writes its files (audit.write_results)
+ATTACK_OUTPUTS = (SCORES, METRICS, ROC, HISTOGRAMS, EXTRACTION, EXPOSURE, *SCORES_WORK, WRITING)
 STUDY_OUTPUTS = (STUDY_SPEC, RESULTS_JSON, RESULTS_CSV, RESULTS_BY_CELL, REPORT, FIGURES, SESSIONS, TIMINGS,
                  "runs", "attacks", REFERENCES)
 
@@ -141,14 +152,49 @@ def check_table_path(path: str | os.PathLike, *, overwrite: bool = False) -> Pat
       ValueError: an unknown format (suffix).
       FileExistsError: the file exists and ``overwrite`` is False.
     """
+    return check_output_file(path, option="--out", suffixes=TABLE_FORMATS, overwrite=overwrite)
+
+
+def check_writable(folder: str | os.PathLike, option: str = "") -> None:
+    """Checks, before any work, that the folder ``folder`` exists or can be made, and that
+    this process may write in it (its nearest existing ancestor is a writable folder).
+
+    Raises:
+      NotADirectoryError: ``folder``, or a folder above it, is a file.
+      PermissionError: that folder is not writable.
+    """
+    what = f"{option} {folder}" if option else str(folder)
+    p = Path(os.path.abspath(folder))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise NotADirectoryError(f"{what}: {p} is a file, not a folder; choose another place.")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what}: cannot write in {p} (permission denied); choose a "
+                              "folder you can write to.")
+
+
+def check_output_file(path: str | os.PathLike, *, option: str, suffixes: Sequence[str],
+                      overwrite: bool = False) -> Path:
+    """Checks, before any work, an output file given as ``option``: its suffix is one of
+    ``suffixes``, it is not an existing file (unless ``overwrite``) nor a folder, and its
+    folder exists or can be made, writable (:func:`check_writable`).
+
+    Raises:
+      ValueError: an unknown suffix.
+      FileExistsError: the file exists and ``overwrite`` is False.
+      IsADirectoryError, NotADirectoryError, PermissionError: it cannot be written there.
+    """
     path = Path(path)
-    if path.suffix not in TABLE_FORMATS:
-        raise ValueError(f"{path}: unknown output format {path.suffix!r}; use "
-                         f"{', '.join(TABLE_FORMATS)}.")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; choose another file or pass --overwrite.")
+    if path.suffix not in suffixes:
+        raise ValueError(f"{option} {path}: unknown output format {path.suffix!r}; use "
+                         f"{', '.join(suffixes)}.")
     if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory; --out takes a file name.")
+        raise IsADirectoryError(f"{path} is a directory; {option} takes a file name.")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise FileExistsError(f"{path} exists; choose another file for {option} or pass "
+                              "--overwrite to replace it.")
+    check_writable(path.parent, option)
     return path
 
 
@@ -272,7 +318,12 @@ def claim_dir(folder: Path, name: str, spec: dict, *, overwrite: bool, what: str
                 f"{folder} holds a different {what} (differs in: {', '.join(diff)}). Use another "
                 "directory, or overwrite=True (--overwrite) to replace it.")
         if sh.is_main_process():
-            remove_outputs(folder, outputs)
+            kept = remove_outputs(folder, outputs)
+            if kept:
+                warnings.warn(
+                    f"--overwrite: kept {len(kept)} file(s) in {folder} that jaxmem did not "
+                    f"write: {', '.join(str(p.relative_to(folder)) for p in kept[:5])}"
+                    f"{', ...' if len(kept) > 5 else ''}", stacklevel=3)
     if sh.is_main_process():
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(path, json.dumps(spec, indent=1))
@@ -291,7 +342,7 @@ def refuse_foreign(folder: str | os.PathLike, name: str, what: str) -> None:
         raise FileExistsError(f"{folder} is a file; a {what} needs a folder.")
     if not folder.is_dir() or (folder / name).exists():
         return
-    foreign = sorted(p.name for p in folder.iterdir())
+    foreign = sorted(p.name for p in folder.iterdir() if not _is_lock(p.name))
     if foreign:
         raise FileExistsError(
             f"{folder} is not empty ({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}"
@@ -299,37 +350,123 @@ def refuse_foreign(folder: str | os.PathLike, name: str, what: str) -> None:
             "it did not write. Choose a new or empty folder.")
 
 
-def remove_outputs(folder: Path, outputs: Sequence[str]) -> None:
-    """Removes jaxmem's own ``outputs`` from ``folder`` (files or folders); anything else stays."""
+def _is_lock(name: str) -> bool:
+    return name.endswith(".jaxmem.lock")  # jaxmem.locks' files: .jaxmem.lock, .<file>.jaxmem.lock
+
+
+# What --overwrite may remove inside each of jaxmem's output folders, by name (a name test per
+# folder name; a folder not listed inherits its parent's). Folders holding a spec file inside
+# them are jaxmem folders of their own, emptied by their own outputs (_SPEC_OUTPUTS).
+_TMP = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")  # an atomic_write cut short
+_FIGURES = ("auc_vs_epoch.png", "ppl_vs_epoch.png", "loss_distributions.png",
+            "privacy_utility.png", "tpr_low_fpr.png", "auc_vs_size.png", "lora_placement.png")
+_OURS: dict[str, Callable[[Path], bool]] = {
+    CHECKPOINTS: lambda p: re.fullmatch(r"epoch_\d{3,}(\.json|\.orbax-checkpoint-tmp.*)?",
+                                        p.name) is not None,
+    "attacks": lambda p: p.name in ATTACK_OUTPUTS and not p.is_dir(),
+    SCORES + ".parts": lambda p: re.fullmatch(r"part-\d{6}\.parquet", p.name) is not None,
+    "loglik": lambda p: re.fullmatch(r"epoch_\d{3}-[0-9a-f]+\.npy", p.name) is not None,
+    FIGURES: lambda p: p.name in _FIGURES or re.fullmatch(r"exposure(_.+)?\.png",
+                                                          p.name) is not None,
+}
+
+
+def _leftover(p: Path) -> bool:
+    """A file a killed jaxmem process left: an atomic write's temporary file, a stale lock."""
+    from jaxmem import locks
+
+    return p.is_file() and (_TMP.fullmatch(p.name) is not None
+                            or _is_lock(p.name) and locks.is_stale(p))
+
+
+def _spec_outputs(d: Path) -> Sequence[str] | None:
+    """The outputs of a jaxmem folder found inside another (by its spec file), else None."""
+    for spec, outputs in ((RUN_SPEC, RUN_OUTPUTS), (STUDY_SPEC, STUDY_OUTPUTS),
+                          ("references.json", ("references.json", CHECKPOINTS, "loglik"))):
+        if (d / spec).is_file():
+            return outputs
+    return None
+
+
+def _prune(d: Path, ours: Callable[[Path], bool]) -> list[Path]:
+    """Removes what jaxmem wrote under the folder ``d``; returns what it kept (not jaxmem's)."""
+    inner = _spec_outputs(d)
+    if inner is not None:  # a jaxmem folder of its own: what is left after its outputs is kept
+        remove_outputs(d, inner)
+        for p in d.iterdir():
+            if _leftover(p):
+                p.unlink()
+        kept = sorted(p for p in d.rglob("*") if not p.is_dir() or p.is_symlink())
+        if not kept:
+            shutil.rmtree(d)  # empty folders only
+        return kept
+    kept = []
+    for p in sorted(d.iterdir()):
+        if p.is_dir() and not p.is_symlink():
+            if ours(p):  # an orbax checkpoint: all of it is orbax's
+                shutil.rmtree(p)
+            else:
+                kept += _prune(p, _OURS.get(p.name, ours))
+        elif ours(p) or _leftover(p):
+            p.unlink()
+        else:
+            kept.append(p)
+    if not kept:
+        with contextlib.suppress(OSError):
+            d.rmdir()
+    return kept
+
+
+def remove_outputs(folder: Path, outputs: Sequence[str]) -> list[Path]:
+    """Removes jaxmem's own ``outputs`` from ``folder``, and nothing else.
+
+    A file named in ``outputs`` goes. In a folder named there (a study's ``runs/``,
+    ``attacks/``, ``references/``, ``figures/``; a run's ``checkpoints/``; ...) only what jaxmem
+    writes goes: each run, study or reference-model folder found inside (by its spec file)
+    loses its own outputs, an attack folder the files of ``ATTACK_OUTPUTS``, ``figures/`` the
+    report's figures, ``checkpoints/`` its epochs; anything else stays, with the folders
+    that hold it.
+
+    Returns:
+      The paths kept (files jaxmem did not write).
+    """
+    kept = []
     for entry in outputs:
         p = Path(folder) / entry
         if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
+            kept += _prune(p, _OURS.get(entry, lambda q: False))
         elif p.exists() or p.is_symlink():
             p.unlink()
+    return kept
 
 
 def claim_attack_dir(out: Path, *, overwrite: bool) -> None:
-    """An attack's output folder: new, empty, or holding an earlier attack's results, which are
-    refused unless ``overwrite`` (then only jaxmem's own files are replaced).
+    """Checks an attack's output folder before any work (read-only): new, empty, or jaxmem's
+    (its ``metrics.json``, or the marker of an attack being written: ``WRITING`` or a streamed
+    attack's progress file). Earlier results are refused unless ``overwrite`` (then only
+    jaxmem's own files are replaced); a folder that is not jaxmem's is refused whatever
+    ``overwrite`` says, even if its files are named like jaxmem's (a user's ``roc.png``).
 
     Raises:
       FileExistsError: results exist and ``overwrite`` is False, or ``out`` holds files that
         jaxmem did not write.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file; an attack's results need a folder.")
     if has_attack_results(out):
         if not overwrite:
             raise FileExistsError(f"{out} already holds results ({METRICS}); use another "
                                   "directory or overwrite=True (--overwrite).")
         return
-    if out.is_dir():
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in ATTACK_OUTPUTS)
-        if foreign:
-            raise FileExistsError(
-                f"{out} is not empty ({', '.join(foreign[:5])}) and holds no attack results; "
-                "jaxmem does not write over files it did not write. Choose a new or empty "
-                "folder.")
+    if not out.is_dir() or (out / WRITING).exists() or (out / SCORES_WORK[1]).exists():
+        return  # new, or an attack cut short: it resumes or starts over
+    foreign = sorted(p.name for p in out.iterdir() if not _is_lock(p.name))
+    if foreign:
+        raise FileExistsError(
+            f"{out} is not empty ({', '.join(foreign[:5])}) and holds no attack results; "
+            "jaxmem does not write over files it did not write. Choose a new or empty "
+            "folder.")
 
 
 def read_json(path: str | os.PathLike):
@@ -345,11 +482,11 @@ def read_json(path: str | os.PathLike):
                          "start over in another folder (or with --overwrite).") from None
 
 
-def claim_run(run_dir: Path, spec: dict, *, overwrite: bool, defaults: dict | None = None
-              ) -> None:
+def claim_run(run_dir: Path, spec: dict, *, overwrite: bool, defaults: dict | None = None,
+              ignore: Sequence[str] = ()) -> None:
     """:func:`claim_dir` for a run folder (``run.json``); refusal raises ``CheckpointError``."""
     claim_dir(run_dir, RUN_SPEC, spec, overwrite=overwrite, what="run", outputs=RUN_OUTPUTS,
-              defaults=defaults)
+              defaults=defaults, ignore=ignore)
 
 
 def claim_study(out: Path, spec: dict, *, overwrite: bool, ignore: Sequence[str] = ()) -> None:
@@ -392,20 +529,54 @@ def _epoch_path(run_dir, epoch: int) -> Path:
 
 
 def finished_epochs(run_dir: str | os.PathLike) -> list[int]:
-    """The epochs whose checkpoint is complete (marked), ascending; [] for a new run."""
-    return sorted(int(p.stem.split("_")[1]) for p in checkpoint_dir(run_dir).glob("epoch_*.json"))
+    """The epochs whose checkpoint is complete (marked), ascending; [] for a new run.
+
+    Raises:
+      CheckpointError: a marker that :func:`save_epoch` cannot have written (a name other
+        than ``epoch_NNN.json``, or an epoch outside 1..``train.epochs`` of ``run.json``):
+        a copied or stray file, named, to be removed.
+    """
+    spec = Path(run_dir) / RUN_SPEC
+    epochs = (read_json(spec).get("train") or {}).get("epochs") if spec.exists() else None
+    found = []
+    for p in checkpoint_dir(run_dir).glob("epoch_*.json"):
+        m = re.fullmatch(r"epoch_(\d{3,})\.json", p.name)
+        epoch = int(m[1]) if m else None
+        if epoch is None or epoch < 1 or (isinstance(epochs, int) and epoch > epochs):
+            why = (f"the run trains {epochs} epochs" if epoch is not None and epochs
+                   else "jaxmem names its epoch markers epoch_NNN.json, from epoch_001")
+            raise CheckpointError(f"{p} is not one of this run's epoch markers ({why}); it was "
+                                  "copied or left there. Remove it to resume or load the run.")
+        found.append(epoch)
+    return sorted(found)
 
 
 def epoch_record(run_dir: str | os.PathLike, epoch: int) -> dict:
-    """What :func:`save_epoch` recorded with a finished epoch (``{"metrics": ..., "run": ...}``)."""
-    return read_json(checkpoint_dir(run_dir) / f"epoch_{epoch:03d}.json")
+    """What :func:`save_epoch` recorded with a finished epoch (``{"metrics": ..., "run": ...}``).
+
+    Raises:
+      CheckpointError: the marker records another epoch than its name's (a copied marker).
+    """
+    path = checkpoint_dir(run_dir) / f"epoch_{epoch:03d}.json"
+    record = read_json(path)
+    inner = record.get("metrics", record) if isinstance(record, dict) else None
+    said = inner.get("epoch") if isinstance(inner, dict) else None
+    if not isinstance(record, dict) or (said is not None and said != epoch):
+        raise CheckpointError(f"{path} is not epoch {epoch}'s marker (it records epoch "
+                              f"{said}); it was copied or edited. Remove it (and its folder "
+                              f"{path.with_suffix('')}) to resume from the epoch before.")
+    return record
 
 
 def save_epoch(run_dir: Path, epoch: int, state, record: dict) -> None:
     """Checkpoints one epoch, then marks it finished with ``record``. Every process calls it.
 
-    A checkpoint folder without its marker (a save cut short) is removed first.
+    A checkpoint folder without its marker (a save cut short) is removed first. A run folder
+    removed while it trained (its lock gone, :func:`jaxmem.locks.check`) stops the run.
     """
+    from jaxmem import locks
+
+    locks.check(run_dir)
     path = _epoch_path(run_dir, epoch)
     if path.exists() and sh.is_main_process():
         shutil.rmtree(path)
@@ -584,6 +755,7 @@ def write_study_results(out: Path, rows: list[dict]) -> None:
 __all__ = ["CHECKPOINTS", "CORPUS_RECORD", "CheckpointError", "CorpusRecord", "FIGURES",
            "HISTOGRAMS", "LOG", "METRICS", "REPORT", "RESULTS_BY_CELL", "RESULTS_CSV", "RESULTS_JSON", "ROC",
            "RUN_SPEC", "SCORES", "STUDY_SPEC", "append_log", "atomic_write", "cell_done",
+           "WRITING", "check_output_file", "check_table_path", "check_writable",
            "checkpoint_dir", "claim_attack_dir", "claim_dir", "claim_run", "field_defaults",
            "fill_missing", "claim_study", "epoch_record",
            "finished_epochs", "has_attack_results", "mark_cell_done", "read_cell",

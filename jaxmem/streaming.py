@@ -18,7 +18,8 @@ A rerun of the same command resumes after the last recorded chunk: rows written 
 are cut off and the texts already done are skipped, not rescored. Chunk boundaries fall at the
 same texts in every run, so a resumed output equals an uninterrupted one. A marker written for
 another input (checksum) or other settings is refused, naming what differs (``--overwrite``
-starts over).
+starts over). The marker is written before the first row, so a ``<out>.partial`` or
+``<out>.parts`` without one is not jaxmem's: it is refused, never truncated.
 
 Only per-example scalars are ever held for the whole input, and only where the end needs them:
 an attack's metrics, ROC and histograms read its per-example scores back (O(N) floats), and its
@@ -33,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -47,7 +49,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from jaxmem import runs
+from jaxmem import locks, runs
 from jaxmem.data.files import iter_text_file
 from jaxmem.data.overlap import normalize
 
@@ -124,7 +126,10 @@ def resume_point(out: str | os.PathLike, settings: dict, *, overwrite: bool = Fa
       ValueError: the marker was written for another input or other settings.
     """
     marker = progress_path(out)
-    if overwrite or not marker.exists():
+    if not marker.exists():
+        _refuse_foreign_work(out)
+        return 0
+    if overwrite:
         return 0
     old = runs.read_json(marker)
     want = json.loads(json.dumps(settings))  # tuples as lists, as the marker holds them
@@ -136,6 +141,22 @@ def resume_point(out: str | os.PathLike, settings: dict, *, overwrite: bool = Fa
             f"(differs in: {', '.join(diff)}). Rerun the same command to resume it, or pass "
             "--overwrite to start over.")
     return int(old["done"])
+
+
+def _refuse_foreign_work(out: str | os.PathLike) -> None:
+    """Refuses a ``<out>.partial`` or ``<out>.parts`` that no progress marker vouches for: a
+    user's file, which jaxmem never writes over (a run of jaxmem writes its marker first).
+
+    Raises:
+      FileExistsError: naming the file and the fix.
+    """
+    out = Path(out)
+    for work in (out.with_name(out.name + ".partial"), out.with_name(out.name + ".parts")):
+        if work.is_symlink() or work.is_file() or (work.is_dir() and any(work.iterdir())):
+            raise FileExistsError(
+                f"{work} exists, but jaxmem did not write it (no {progress_path(out).name} "
+                "beside it), and jaxmem does not write over files it did not write (not even "
+                "with --overwrite). Move it away, or choose another output.")
 
 
 class ChunkedTable:
@@ -178,8 +199,9 @@ class ChunkedTable:
     def _cut_back(self) -> None:
         """Drops whatever was written past the marker (a chunk cut short by a kill), and an
         old marker when starting over."""
-        if not self.done:
-            self.marker.unlink(missing_ok=True)
+        if not self.done:  # the marker first: whatever is written next is jaxmem's
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self._mark()
         if self.out.suffix == ".parquet":
             self.parts.mkdir(parents=True, exist_ok=True)
             for p in self.parts.glob("part-*.parquet"):
@@ -237,6 +259,9 @@ class ChunkedTable:
                 fh.flush()
                 os.fsync(fh.fileno())  # the rows are on disk before the marker says so
             self.offset += len(data)
+        self._mark()
+
+    def _mark(self) -> None:
         runs.atomic_write(self.marker, json.dumps(
             {"settings": self.settings, "done": self.done, "offset": self.offset,
              "parts": self.n_parts, "state": self.state}, indent=1))
@@ -285,9 +310,10 @@ class ChunkedTable:
         if not self.writer:
             return
         if self.parts.is_dir():
-            for p in self.parts.glob("*"):
+            for p in self.parts.glob("part-*.parquet"):  # jaxmem's parts, nothing else
                 p.unlink()
-            self.parts.rmdir()
+            with contextlib.suppress(OSError):  # kept if it holds a file of someone else's
+                self.parts.rmdir()
         self.marker.unlink(missing_ok=True)
 
     def _merge(self, tmp: Path) -> None:
@@ -369,6 +395,7 @@ def _progress_bar(total: int, initial: int, desc: str):
                 disable=not is_main_process())
 
 
+@locks.locked("out", "output", file=True)  # one writer per output file
 def score_file(params, cfg, tokenizer, inp: InputFile, settings: dict, *,
                out: str | os.PathLike | None = None, batch_size: int = 8,
                block_size: int | None = None, dtype: str = "float32",
@@ -485,6 +512,7 @@ def _kept_nonmembers(members: InputFile, nonmembers: InputFile) -> np.ndarray:
     return keep
 
 
+@locks.locked("out_dir", "attack")  # one writer per attack folder
 def attack_files(params, cfg, tokenizer, members: InputFile, nonmembers: InputFile, acfg, *,
                  out_dir: str | os.PathLike, settings: dict, reference_params=None,
                  overwrite: bool = False, title: str = "", mesh=None,

@@ -27,11 +27,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxmem import runs
+from jaxmem import locks, runs
 from jaxmem.attacks import DEFAULT_ATTACKS
 from jaxmem.audit import AuditConfig
 from jaxmem.config import (check, check_positive_ints, is_int, is_number, iter_fields,
-                           replace_nested)
+                           load_yaml, replace_nested)
 from jaxmem.profiling import Profile, phase
 from jaxmem.trainer import TrainConfig
 
@@ -281,35 +281,78 @@ def read_options(path, overrides: list[str] = ()) -> dict:
         if not Path(path).is_file():
             raise FileNotFoundError(f"No such study config: {path}")
         try:
-            d = yaml.safe_load(Path(path).read_text())
+            d = load_yaml(Path(path).read_text())
         except yaml.YAMLError as e:
             raise ValueError(f"{path} is not valid YAML: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path} is not a YAML file: it is not UTF-8 text ({e.reason} at "
+                             f"byte {e.start}). A study config is text, e.g. "
+                             "experiments/demo.yaml.") from None
         if not isinstance(d, dict) or not d:
             raise ValueError(
                 f"{path} holds {'nothing' if not d else 'a ' + type(d).__name__}, not a "
                 "mapping of study options (e.g. `methods: [lora, prompt]`, `train: "
                 "{epochs: 3}`); see experiments/demo.yaml.")
+        _check_keys(d, path)
     d = _dotted(d)
     for item in overrides:
         k, sep, v = item.partition("=")
         if not sep:
             raise ValueError(f"Override {item!r} is not key=value.")
         try:
-            d[k.strip()] = yaml.safe_load(v)
+            d[k.strip()] = load_yaml(v)
         except yaml.YAMLError as e:
             raise ValueError(f"Override {item!r}: the value is not valid YAML ({e}).") from None
     return d
 
 
+# the options that are mappings of a config's own options (an empty one: its defaults)
+SECTIONS = {"train": "TrainConfig", "audit": "AuditConfig", "train.optim": "OptimConfig",
+            "frontier": "FrontierConfig"}
+
+
+def _check_keys(value, path, where: str = "") -> None:
+    """Refuses a mapping key that is not text anywhere in a config file (``1: 2``, ``null:``):
+    every option and method name is text."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{path}: the key {k!r} ({type(k).__name__})"
+                                 f"{' under ' + where if where else ''} is not a name; option "
+                                 "names are text (e.g. `epochs: 3`).")
+            _check_keys(v, path, f"{where}.{k}" if where else k)
+    elif isinstance(value, list):
+        for v in value:
+            _check_keys(v, path, where)
+
+
 def _dotted(d: dict, prefix: str = "") -> dict:
-    """``{"train": {"optim": {"lr": 1}}}`` -> ``{"train.optim.lr": 1}``; other values as they are."""
+    """``{"train": {"optim": {"lr": 1}}}`` -> ``{"train.optim.lr": 1}``; other values as they are.
+
+    Raises:
+      ValueError: a key that is not text, or a section (``train``, ``audit``, ...) that is not
+        a mapping, named with the type it must have.
+    """
     out = {}
     for k, v in d.items():
+        if not isinstance(k, str):
+            raise ValueError(f"Study option {prefix}{k!r} ({type(k).__name__}) is not a name; "
+                             "option names are text (e.g. `epochs: 3`).")
+        if prefix + k in SECTIONS and not isinstance(v, dict) and v is not None:
+            raise ValueError(f"{prefix + k}: must be a mapping of {SECTIONS[prefix + k]} "
+                             f"options, e.g. `{prefix + k}: {{{_example(prefix + k)}}}` (or "
+                             f"dotted: --set {prefix + k}.{_example(prefix + k).replace(': ', '=')}"
+                             f"); got {v!r} ({type(v).__name__}).")
         if k.rpartition(".")[2] in ("train", "audit", "optim", "frontier") and isinstance(v, dict):
             out.update(_dotted(v, f"{prefix}{k}."))
-        else:
+        elif prefix + k not in SECTIONS:  # an empty section (None): its defaults
             out[prefix + k] = v
     return out
+
+
+def _example(section: str) -> str:
+    return {"train": "epochs: 3", "audit": "n_boot: 500", "train.optim": "lr: 1.0e-3",
+            "frontier": "delta: 1.0e-5"}[section]
 
 
 def migrate_study_json(out: Path) -> None:
@@ -469,7 +512,8 @@ def _rows(model, n_params, dataset, method, epoch, where, base_ppl=None,
         by = runs.read_json(exp)["by_repeats"]
         for r in rows:
             r.update({f"exposure_{n}x": v["sampled"] for n, v in by.items()})
-            r.update({f"exposure_skewnorm_{n}x": v["skewnorm"] for n, v in by.items()})
+            # None where the skew-normal fit failed (the report's note; jaxmem.canaries)
+            r.update({f"exposure_skewnorm_{n}x": v.get("skewnorm") for n, v in by.items()})
     from jaxmem.overfit import member_loss
 
     train_loss = member_loss(where)  # memorization or overfitting: the gap beside the AUCs
@@ -484,6 +528,7 @@ def _rows(model, n_params, dataset, method, epoch, where, base_ppl=None,
     return rows
 
 
+@locks.locked("out_dir", "study")  # one writer per study folder (jaxmem.locks)
 def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: bool = True,
               stop_after: int | None = None, mesh=None,
               attention_impl: str = "einsum") -> list[dict]:
@@ -517,6 +562,7 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
     from jaxmem import attacks as A
     from jaxmem.audit import run_attacks_on
     from jaxmem.data import load_corpus
+    from jaxmem.identity import run_identity
     from jaxmem.models import load_model
     from jaxmem.reference_attacks import study_references
     from jaxmem.report import write_study_report
@@ -574,6 +620,11 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
                     f"({len(corpus.train)} train, {len(corpus.validation)} validation, "
                     f"{len(corpus.members)} members, {len(corpus.nonmembers)} non-members); "
                     "give it more texts or set the study's n_* sizes explicitly.")
+            if dp is not None:  # delta >= 1/n voids DP: refused before this dataset's work
+                from jaxmem.dp import check_delta
+                from jaxmem.trainer import with_canaries
+
+                check_delta(dp.delta, len(with_canaries(corpus.train, scfg.train)[0]))
             texts = corpus.members + corpus.nonmembers
             base_stats = None  # the reference pass, shared by every method of this dataset
             # lira / rmia: (method, tcfg, epoch) -> that target's reference models (None: unused)
@@ -590,6 +641,7 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
             def attack(params, where: Path, title: str, is_base: bool = False, labels=None,
                        canaries=None, references=None):
                 nonlocal base_stats
+                locks.check(out)  # the study folder removed under us: stop, never remake it
                 if base_stats is None:
                     with phase("scoring"):
                         base_stats = score_texts(base, cfg, tok, texts, mesh=mesh,
@@ -646,9 +698,11 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
                 label = method if seed is None else f"{method} seed {seed}"
                 if todo:
                     with phase("train setup"):  # what train() does not mark itself
+                        # a resumed run whose base weights or corpus changed is refused
+                        ident = run_identity(model_name, corpus=dataset, drawn=corpus)
                         res = train(base, cfg, tok, method, corpus.train, corpus.validation,
                                     run_dir, tcfg, model_name=model_name, progress=progress,
-                                    mesh=mesh)
+                                    mesh=mesh, identity=ident)
                     history = {h["epoch"]: h["val_loss"] for h in res.history}
                 for e in epochs:
                     where = runs.study_attack_dir(out, model_name, dataset, method, e, seed)
@@ -684,6 +738,7 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
             runs.write_study_results(out, rows)
     runs.write_study_results(out, rows)
     if is_main_process():
+        save_session()  # the report's run time counts this session too, resumed or not
         with phase("report + figures"):
             write_study_report(out, scfg, rows, seconds=time.perf_counter() - t_start,
                                timings=prof.table())

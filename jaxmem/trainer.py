@@ -29,11 +29,13 @@ import numpy as np
 import optax
 
 from jaxmem import dp as dpsgd
-from jaxmem import runs
+from jaxmem import locks, runs
 from jaxmem import sharding as sh
 from jaxmem.checkpointing import CheckpointError
 from jaxmem.config import (DTYPES, check, check_positive_ints, dtype_name, field, is_int,
                            is_number)
+from jaxmem.identity import KEY as IDENTITY
+from jaxmem.identity import stale_run, texts_digest
 from jaxmem.models.config import ModelConfig
 from jaxmem.profiling import phase
 from jaxmem.scoring import (encode_texts, length_buckets, make_batches, score_sequences,
@@ -65,6 +67,8 @@ class OptimConfig:
             check(self, name, lambda v: is_number(v) and 0 <= v < 1, "in [0, 1)")
         check(self, "eps", lambda v: is_number(v) and v > 0, "a finite number > 0")
         check(self, "warmup_steps", lambda v: is_int(v) and v >= 0, "an integer >= 0")
+        check(self, "schedule", lambda v: v in ("linear", "cosine", "constant"),
+              "one of linear, cosine, constant")
         check(self, "grad_clip", lambda v: v is None or is_number(v) and v >= 0,
               "a finite number >= 0 (0 or None: no clipping)")
 
@@ -129,7 +133,9 @@ class TrainConfig:
             object.__setattr__(self, "optim", OptimConfig(**self.optim))
         check_positive_ints(self, "epochs", "batch_size", "grad_accum", "block_size",
                             "eval_batch_size", "log_every")
-        check(self, "seed", is_int, "an integer")
+        # jax keys hold 32 bits of a seed (larger ones collide), numpy refuses negative ones
+        check(self, "seed", lambda v: is_int(v) and 0 <= v < 2**32,
+              "an integer between 0 and 2**32 - 1")
         dpsgd.parse_dp(self.dp)  # a bad --dp fails here, before any model is loaded
         self.canary_config()  # so does a bad --canaries
 
@@ -296,6 +302,7 @@ def _dp_setup(tcfg: TrainConfig, n_train: int, spec: dict, progress: bool):
     dp = dpsgd.parse_dp(tcfg.dp)
     if dp is None:
         return None
+    dpsgd.check_delta(dp.delta, n_train)  # before the folder is claimed or a step taken
     batch = tcfg.batch_size * tcfg.grad_accum
     steps, q = dpsgd.steps_and_rate(n_train, batch, tcfg.epochs)
     sigma = dpsgd.noise_multiplier(dp, n_train=n_train, batch=batch, steps=steps)
@@ -317,6 +324,52 @@ def validation_loss(params, cfg, seqs, tcfg: TrainConfig, pad_id: int, mesh=None
     return float(-np.where(st.mask, st.logp, 0.0).sum() / st.mask.sum())
 
 
+# Degenerate training, which no NaN reveals: a huge learning rate saturates the model at the
+# uniform distribution (validation loss exactly ln V) or blows it up (loss far beyond it).
+# A collapsed model's logits are all equal: its loss is ln V to float32 rounding (measured:
+# 1.3e-7 off), which no model that still predicts anything meets by chance...
+UNIFORM_EXACT = 1e-5
+# ... unless it started there (a zero output head); a tiny random model starts near ln V
+# (0.03 below for the tests' models), so exactly uniform counts only from further than this:
+UNIFORM_TOL = 1e-3
+# Within UNIFORM_TOL of ln V is a collapse too for a model that started clearly below it: at
+# least twice (in perplexity) better than a uniform guess.
+UNIFORM_START_MARGIN = math.log(2)
+# Diverged: worse than a uniform guess and 1,000 times (in perplexity) worse than at the start.
+# Overfitting raises validation perplexity by small factors, never by a thousand.
+EXPLODE_NATS = math.log(1000)
+
+
+def degenerate(val_loss: float, start_loss: float, vocab_size: int) -> str | None:
+    """Why a validation loss means the training degenerated, or None when it did not.
+
+    Args:
+      val_loss: this epoch's validation loss (nats per token).
+      start_loss: where the run started (the base model's validation loss; on resume the best
+        of the finished epochs').
+      vocab_size: V; the uniform distribution's loss is ln V.
+    """
+    uniform = math.log(vocab_size)
+    if not math.isfinite(val_loss):
+        return f"the validation loss is {val_loss}"
+    off = abs(val_loss - uniform)
+    if ((off < UNIFORM_EXACT and abs(start_loss - uniform) >= UNIFORM_TOL)
+            or (off < UNIFORM_TOL and start_loss < uniform - UNIFORM_START_MARGIN)):
+        return (f"the validation loss is {val_loss:.4f} = ln {vocab_size}, a uniform guess over "
+                f"the vocabulary (the model collapsed; it started at {start_loss:.4f})")
+    if val_loss > uniform and val_loss > start_loss + EXPLODE_NATS:
+        return (f"the validation loss exploded to {val_loss:.4g} (it started at "
+                f"{start_loss:.4f}; a uniform guess scores ln {vocab_size} = {uniform:.4f})")
+    return None
+
+
+def _last_good(run_dir: Path) -> str:
+    """Where a failed run's last good checkpoint is, for the error message."""
+    last = runs.finished_epochs(run_dir)
+    return (f"the last good checkpoint is epoch {last[-1]} in {runs.checkpoint_dir(run_dir)}"
+            if last else "no epoch had finished, so there is no checkpoint")
+
+
 def _restore(run_dir: Path, epoch: int, params, labels, opt_state=None):
     """(params, opt_state) from a checkpoint, laid out as the given arrays are.
 
@@ -331,10 +384,11 @@ def _restore(run_dir: Path, epoch: int, params, labels, opt_state=None):
     return merge(state["params"], frozen), state.get("opt_state")
 
 
+@locks.locked("run_dir", "run")  # one writer per run folder (jaxmem.locks)
 def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence[str],
           val_texts: Sequence[str], run_dir: str | os.PathLike, tcfg: TrainConfig = TrainConfig(),
-          *, model_name: str = "", data: dict | None = None, progress: bool = True,
-          overwrite: bool = False, stop_after_epoch: int | None = None,
+          *, model_name: str = "", data: dict | None = None, identity: dict | None = None,
+          progress: bool = True, overwrite: bool = False, stop_after_epoch: int | None = None,
           mesh=None) -> TrainResult:
     """Fine-tunes ``params`` with a method, checkpointing every epoch; resumes when possible.
 
@@ -354,6 +408,10 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
       data: where the texts came from (e.g. :class:`jaxmem.runs.CorpusRecord` as a dict:
         corpus, seed, sizes), recorded in ``run.json`` as part of the run's identity, so a rerun
         on other data is refused and ``jaxmem attack --run-dir`` draws the same members.
+      identity: the digests of what the run is (:func:`jaxmem.identity.run_identity`: base
+        weights, tokenizer, corpus files, texts drawn), recorded in ``run.json``; resuming a
+        run recorded with others is refused naming the file that changed. Default: the digests
+        of ``train_texts`` and ``val_texts``.
       stop_after_epoch: stop (as if killed) after this epoch; for tests and staged runs.
       mesh: train data-parallel + FSDP over this mesh (:func:`jaxmem.sharding.make_mesh`):
         weights split over "fsdp" (a method's own parameters replicated), Adam moments laid out
@@ -368,7 +426,9 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
       :class:`TrainResult` with the final params and labels and per-epoch metrics.
 
     Raises:
-      FloatingPointError: on a NaN/inf loss; the last good checkpoint stays on disk.
+      FloatingPointError: on a NaN/inf loss, or a validation loss that shows the training
+        degenerated (:func:`degenerate`: collapsed to the uniform distribution or exploded);
+        the last good checkpoint stays on disk.
 
     Example:
         >>> import jaxmem
@@ -380,9 +440,12 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
     """
     mcfg = method_config(mcfg)
     if not train_texts:
-        raise ValueError("The fine-tuning set is empty.")
+        raise ValueError("The fine-tuning set is empty: give a corpus with texts to train on "
+                         "(--corpus, or n_train >= 1).")
     if not val_texts:
-        raise ValueError("The validation set is empty.")
+        raise ValueError("The validation set is empty: the corpus left no held-out texts for it. "
+                         "Give --n-validation N (n_validation), or a folder with a "
+                         "validation.txt beside train.txt and test.txt.")
     if tcfg.block_size > cfg.max_positions:
         raise ValueError(f"block_size {tcfg.block_size} exceeds the model's context "
                          f"({cfg.max_positions}); lower it.")
@@ -394,6 +457,9 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
     run_dir = Path(run_dir)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     n_given = len(train_texts)
+    if identity is None:  # the texts at least (before the canaries join them)
+        identity = {"texts": {"train": texts_digest(train_texts),
+                              "validation": texts_digest(val_texts)}}
     train_texts, canaries = with_canaries(train_texts, tcfg)
     seqs, _ = encode_texts(tokenizer, train_texts, tcfg.block_size)
     val_seqs, _ = encode_texts(tokenizer, val_texts, tcfg.block_size)
@@ -402,13 +468,18 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
     # lacks, too many virtual tokens) leaves no run.json behind to block the corrected rerun
     params, labels = init_method(mcfg, params, cfg, jax.random.fold_in(key, 1), tokenizer)
     spec = _run_spec(model_name, cfg, mcfg, tcfg, n_given, len(val_texts), data)
+    spec[IDENTITY] = identity
     if canaries is not None:  # the secrets themselves: runs.CANARIES, written below
         spec["canaries"] = {"record": runs.CANARIES, "copies": len(train_texts) - n_given}
     dp_step = _dp_setup(tcfg, len(seqs), spec, progress)
     # a run started before an option existed resumes: it did what the option's default does
     defaults = {"model_config": runs.field_defaults(type(cfg)),
                 "method": runs.field_defaults(type(mcfg)), "train": runs.field_defaults(TrainConfig)}
-    runs.claim_run(run_dir, spec, overwrite=overwrite, defaults=defaults)
+    # the content is compared apart (a run recorded before it was resumes), naming the file
+    # that changed; with overwrite a stale run counts as another run and is replaced
+    stale = stale_run(run_dir, spec, overwrite=overwrite)
+    runs.claim_run(run_dir, spec, overwrite=overwrite, defaults=defaults,
+                   ignore=() if stale else (IDENTITY,))
     if canaries is not None and sh.is_main_process():
         canaries.save(run_dir / runs.CANARIES)
     if dp_step is not None:
@@ -447,6 +518,8 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
         history = []
         runs.append_log(run_dir, {"epoch": 0, "val_loss": base_val,
                                   "val_ppl": math.exp(base_val), "n_trainable": n_trainable})
+    # where the run started, for the degenerate-training check (:func:`degenerate`)
+    start_val = base_val if start == 0 else min(h["val_loss"] for h in history)
     last_epoch = min(tcfg.epochs, stop_after_epoch or tcfg.epochs)
     for epoch in range(start + 1, last_epoch + 1):
         bar = None
@@ -462,12 +535,9 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
                 params, opt_state, loss = step_fn(params, opt_state, *place(ids, mask), rng)
                 loss = float(loss)
             if not math.isfinite(loss):
-                last = runs.finished_epochs(run_dir)
-                where = (f"the last good checkpoint is epoch {last[-1]} in "
-                         f"{runs.checkpoint_dir(run_dir)}" if last
-                         else "no epoch had finished, so there is no checkpoint")
                 raise FloatingPointError(
-                    f"Loss became {loss} at epoch {epoch}, step {s + 1} ({mcfg.name}); {where}. "
+                    f"Loss became {loss} at epoch {epoch}, step {s + 1} ({mcfg.name}); "
+                    f"{_last_good(run_dir)}. "
                     "Lower the learning rate (optim.lr), enable gradient clipping, or use "
                     "float32 compute.")
             losses.append(loss)
@@ -480,6 +550,13 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
             bar.close()
         with phase("validation"):
             val = validation_loss(params, cfg, val_seqs, tcfg, pad_id, mesh)
+        why = degenerate(val, start_val, cfg.vocab_size)
+        if why:  # before the epoch is saved: the last good checkpoint stays the last
+            raise FloatingPointError(
+                f"Training degenerated at epoch {epoch} ({mcfg.name}): {why}. The learning "
+                f"rate {tcfg.optim.lr:g} is too high; {_last_good(run_dir)}. Lower the learning "
+                "rate (--lr, train.optim.lr; e.g. 10x lower) and train again in a new run "
+                "directory (or with --overwrite).")
         metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val,
                    "val_ppl": math.exp(val), "epoch_seconds": time.perf_counter() - t0,
                    "n_trainable": n_trainable}

@@ -51,8 +51,32 @@ def ws(tmp_path_factory):
     run.mkdir()
     (run / "run.json").write_text('{"model": "m", "trunc')
     # --- workspace: content identity (issue 21)
+    save_tiny_tokenizer(d / "big_tok", vocab_size=501)  # more ids than the tiny models' 97
+    bad_tok = d / "bad_tokenizer"
+    tiny_hf_model("gpt2").save_pretrained(bad_tok)
+    save_tiny_tokenizer(bad_tok)
+    t = bad_tok / "tokenizer.json"
+    t.write_text(t.read_text()[:40])  # truncated
     # --- workspace: locks and output files (issue 21)
+    (d / "existing.json").write_text('{"mine": 1}')
+    (d / "existing.png").write_bytes(b"my figure")
+    user_roc = d / "user_roc"  # a user's folder holding only a file named like jaxmem's
+    user_roc.mkdir()
+    (user_roc / "roc.png").write_text("my figure")
+    (d / "mine.csv.partial").write_text("my half-written table\n")  # not jaxmem's: no marker
+    (d / "mine.parquet.parts").mkdir()
+    (d / "mine.parquet.parts" / "part-000000.parquet").write_text("my part")
     # --- workspace: training sanity and config types (issue 21)
+    (d / "sanity_train_int.yaml").write_text("methods: [lora]\ntrain: 5\n")
+    (d / "sanity_attacks_int.yaml").write_text("methods: [lora]\naudit: {attacks: 5}\n")
+    (d / "sanity_int_key.yaml").write_text("methods: [lora]\n1: 2\n")
+    (d / "sanity_nested_key.yaml").write_text("methods: [lora]\ntrain: {3: 4}\n")
+    (d / "sanity_binary.yaml").write_bytes(b"\x00\x01\xff\xfe\x89PNG\r\n\x1a\n")
+    neg = d / "sanity_neg_hidden"  # a Llama whose config.json holds a negative width
+    tiny_hf_model("llama").save_pretrained(neg)
+    save_tiny_tokenizer(neg)
+    cfg = json.loads((neg / "config.json").read_text())
+    (neg / "config.json").write_text(json.dumps({**cfg, "hidden_size": -32}))
     # --- workspace: corpus files (issue 21)
     return d
 
@@ -123,9 +147,68 @@ CASES = [
     ("tokenizer-path", "score {ws}/texts.txt --model {ws}/no_tokenizer --tokenizer "
      "{ws}/nowhere_tok", ["nowhere_tok", "--tokenizer"]),
     # --- cases: content identity (issue 21)
+    ("tokenizer-too-large", "score {ws}/texts.txt --model {M} --tokenizer {ws}/big_tok",
+     ["big_tok", "501", "97", "--tokenizer"]),
+    ("tokenizer-corrupt", "score {ws}/texts.txt --model {ws}/bad_tokenizer",
+     ["bad_tokenizer/tokenizer.json", "corrupt"]),
     # --- cases: locks and output files (issue 21)
+    ("extract-out-exists", "extract --model {M} --out {ws}/existing.json",
+     ["existing.json", "exists", "--overwrite"]),
+    ("extract-out-suffix", "extract --model {M} --out {ws}/x.txt", ["--out", ".txt", ".json"]),
+    ("extract-out-under-file", "extract --model {M} --out {ws}/texts.txt/x.json",
+     ["--out", "texts.txt", "not a folder"]),
+    ("canaries-out-exists", "canaries --model {M} --run-dir {ws}/nowhere --out "
+     "{ws}/existing.json", ["existing.json", "exists", "--overwrite"]),
+    ("canaries-figure-exists", "canaries --model {M} --run-dir {ws}/nowhere --figure "
+     "{ws}/existing.png", ["existing.png", "exists", "--overwrite"]),
+    ("canaries-figure-suffix", "canaries --model {M} --run-dir {ws}/nowhere --figure "
+     "{ws}/exposure.jpg", ["--figure", ".jpg", ".png"]),
+    ("canaries-out-under-file", "canaries --model {M} --run-dir {ws}/nowhere --out "
+     "{ws}/texts.txt/x.json", ["--out", "texts.txt", "not a folder"]),
+    ("attack-out-user-roc", "attack --model {M} --out-dir {ws}/user_roc --overwrite",
+     ["user_roc", "roc.png", "did not write"]),
+    ("attack-out-under-file", "attack --model {M} --out-dir {ws}/texts.txt/a",
+     ["--out-dir", "texts.txt", "not a folder"]),
+    ("attack-out-is-file", "attack --model {M} --out-dir {ws}/texts.txt",
+     ["--out-dir", "texts.txt", "not a folder"]),
+    ("train-run-dir-under-file", "train --model {M} --run-dir {ws}/texts.txt/r",
+     ["--run-dir", "texts.txt", "not a folder"]),
+    ("study-out-under-file", "study --out-dir {ws}/texts.txt/s", ["--out-dir", "texts.txt"]),
+    ("score-out-under-file", "score {ws}/texts.txt --model {M} --out {ws}/texts.txt/o.csv",
+     ["--out", "texts.txt", "not a folder"]),
+    ("score-user-partial", "score {ws}/texts.txt --model {M} --out {ws}/mine.csv --overwrite",
+     ["mine.csv.partial", "did not write"]),
+    ("score-user-parts", "score {ws}/texts.txt --model {M} --out {ws}/mine.parquet",
+     ["mine.parquet.parts", "did not write"]),
+    ("score-show-neg", "score {ws}/texts.txt --model {M} --show -3", ["--show", "-3"]),
     # --- cases: training sanity and config types (issue 21)
+    ("study-section-int", "study {ws}/sanity_train_int.yaml --out-dir {ws}/s",
+     ["train", "mapping", "TrainConfig", "5"]),
+    ("study-set-section", "study --set train.optim=5 --out-dir {ws}/s",
+     ["train.optim", "mapping", "OptimConfig"]),
+    ("study-attacks-int", "study {ws}/sanity_attacks_int.yaml --out-dir {ws}/s",
+     ["attacks", "list", "5"]),
+    ("study-int-key", "study {ws}/sanity_int_key.yaml --out-dir {ws}/s",
+     ["sanity_int_key.yaml", "key 1", "int"]),
+    ("study-nested-int-key", "study {ws}/sanity_nested_key.yaml --out-dir {ws}/s",
+     ["sanity_nested_key.yaml", "key 3", "train"]),
+    ("study-binary-yaml", "study {ws}/sanity_binary.yaml --out-dir {ws}/s",
+     ["sanity_binary.yaml", "UTF-8"]),
+    ("study-schedule", "study --set train.optim.schedule=cosin --out-dir {ws}/s",
+     ["schedule", "cosin", "cosine"]),
+    ("seed-float", "train --model {M} --run-dir {ws}/r --seed 1e23", ["--seed", "1e23"]),
+    ("seed-huge", "train --model {M} --run-dir {ws}/r --block-size 32 --seed "
+     "100000000000000000000000", ["--seed", "2**32"]),
+    ("seed-negative", "train --model {M} --run-dir {ws}/r --block-size 32 --seed -1",
+     ["--seed", "-1"]),
+    ("data-seed-negative", "train --model {M} --run-dir {ws}/r --data-seed -1",
+     ["--data-seed", "-1"]),
+    ("config-negative-size", "score {ws}/texts.txt --model {ws}/sanity_neg_hidden",
+     ["config.json", "hidden_size", "-32", "positive"]),
+    ("info-negative-size", "info {ws}/sanity_neg_hidden", ["config.json", "hidden_size"]),
     # --- cases: corpus files (issue 21)
+    ("dp-delta", "train --model {M} --run-dir {ws}/r --corpus {ws}/texts.txt --dp "
+     "epsilon=8,delta=0.5", ["delta=0.5", "1/n"]),
 ]
 
 

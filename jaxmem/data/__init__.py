@@ -348,7 +348,8 @@ def _check_arguments(
                 f"{name} must be an integer >= {minimum} (or None for the default), got {value!r}"
             )
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise ValueError(f"The corpus split's seed (--data-seed, data_seed; load_corpus's seed) "
+                         f"must be a non-negative integer, got {seed!r}")
     if near_dup_threshold is not None:
         check_threshold(near_dup_threshold)
     if not isinstance(text_column, str) or not text_column:

@@ -181,11 +181,57 @@ def load_tokenizer(source: str | os.PathLike, model_dir: Path | None = None):
                          "--tokenizer PATH (a directory holding the model's tokenizer files, or "
                          "a hub id), or load_model(..., tokenizer=PATH); or copy the tokenizer "
                          f"files into {where}.")
-    tok = AutoTokenizer.from_pretrained(str(where) if where.exists() else str(source))
+    try:
+        tok = AutoTokenizer.from_pretrained(str(where) if where.exists() else str(source))
+    except Exception as e:  # a truncated or edited file: JSONDecodeError, tokenizers' Exception
+        if not where.is_dir():
+            raise
+        raise ValueError(f"{_unreadable_tokenizer_file(where)} cannot be read as a tokenizer "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                         "); it is truncated or corrupt. Restore the tokenizer files, or supply "
+                         "a tokenizer with --tokenizer PATH.") from None
     if len(tok) < 2:
         raise ValueError(f"The tokenizer read from {source} has {len(tok)} token(s); its files are "
                          "incomplete. Supply a complete tokenizer with --tokenizer PATH.")
     return tok
+
+
+def _unreadable_tokenizer_file(folder: Path) -> Path:
+    """The file that breaks a folder's tokenizer: its first JSON file that does not parse, else
+    tokenizer.json (valid JSON the tokenizers library refuses), else the folder."""
+    names = [n for n in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                         "added_tokens.json", "vocab.json") if (folder / n).is_file()]
+    for n in names:
+        try:
+            json.loads((folder / n).read_text())
+        except (ValueError, UnicodeDecodeError):
+            return folder / n
+    return folder / "tokenizer.json" if "tokenizer.json" in names else folder
+
+
+def check_vocabulary(tok, cfg: ModelConfig, *, model: str | os.PathLike,
+                     tokenizer: str | os.PathLike | None) -> None:
+    """Refuses a tokenizer whose ids do not all fit the model's embedding (``vocab_size``):
+    an id past it would be read as another token (jax clamps the lookup), with no error.
+
+    Args:
+      model: the model's name or path, for the message.
+      tokenizer: where the tokenizer came from (None: the model's own files).
+
+    Raises:
+      ValueError: naming both sizes, the tokenizer's source and the fix.
+    """
+    n = max(len(tok), max(tok.get_vocab().values(), default=-1) + 1)
+    if n <= cfg.vocab_size:
+        return
+    where = f"from {tokenizer}" if tokenizer is not None else f"of {model}"
+    fix = ("use the model's own tokenizer (omit --tokenizer) or one made for this model"
+           if tokenizer is not None else
+           "its tokenizer files belong to another model: copy the right ones into it, or pass "
+           "--tokenizer PATH")
+    raise ValueError(f"The tokenizer {where} has {n} ids but the model {model} embeds only "
+                     f"{cfg.vocab_size} (vocab_size): ids {cfg.vocab_size} to {n - 1} have no "
+                     f"embedding and would be scored as other tokens. {fix[0].upper()}{fix[1:]}.")
 
 
 def load_hf_directory(path: str | os.PathLike, tokenizer=None) -> LoadedModel:
@@ -210,6 +256,7 @@ def load_hf_directory(path: str | os.PathLike, tokenizer=None) -> LoadedModel:
             "save_pretrained(safe_serialization=True).")
     # before the weights are read: a missing tokenizer fails before gigabytes of reading
     tok = load_tokenizer(tokenizer if tokenizer is not None else path, model_dir=path)
+    check_vocabulary(tok, cfg, model=path, tokenizer=tokenizer)
     state = {}
     for f in files:
         if not f.exists():
@@ -355,7 +402,10 @@ def load_model(name_or_path: str = DEFAULT_MODEL, tokenizer: str | None = None) 
     name = str(name_or_path)
     if name in EMBEDDED or name.endswith(".gguf"):
         model = load_gguf(EMBEDDED[name]() if name in EMBEDDED else _existing(name))
-        return model._replace(tokenizer=load_tokenizer(tokenizer)) if tokenizer else model
+        if tokenizer:
+            model = model._replace(tokenizer=load_tokenizer(tokenizer))
+        check_vocabulary(model.tokenizer, model.config, model=name, tokenizer=tokenizer)
+        return model
     if name in ALIASES:
         return load_hf_directory(download_from_hub(ALIASES[name]), tokenizer)
     path = Path(os.path.expanduser(name))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 from typing import Any, Optional
 
@@ -103,6 +104,8 @@ class ModelConfig:
             hf = hf.to_dict()
         model_type = hf.get("model_type")
         if model_type == "gpt2":
+            _check_sizes(hf, ("vocab_size", "n_embd", "n_layer", "n_head", "n_positions"),
+                         ("n_inner",), d_model="n_embd", heads="n_head")
             d = hf["n_embd"]
             act = hf.get("activation_function", "gelu_new")
             if act not in ("gelu_new", "gelu_pytorch_tanh", "gelu"):
@@ -116,6 +119,11 @@ class ModelConfig:
                 bos_token_id=hf.get("bos_token_id"), eos_token_id=hf.get("eos_token_id"),
             )
         if model_type in ("llama", "mistral"):
+            _check_sizes(hf, ("vocab_size", "hidden_size", "num_hidden_layers",
+                              "num_attention_heads", "intermediate_size"),
+                         ("num_key_value_heads", "max_position_embeddings", "head_dim"),
+                         d_model="hidden_size", heads="num_attention_heads",
+                         kv_heads="num_key_value_heads")
             if hf.get("hidden_act", "silu") != "silu":
                 raise ValueError(f"hidden_act {hf.get('hidden_act')!r} is not supported (silu only).")
             if model_type == "mistral" and hf.get("sliding_window"):
@@ -167,3 +175,31 @@ class ModelConfig:
         except KeyError as e:
             raise ValueError(f"{path} lacks the field {e} that a {hf.get('model_type')} config "
                              "needs; it is incomplete.") from None
+        except ValueError as e:  # a bad size or an unsupported setting: name the file
+            raise ValueError(f"{path}: {e}") from None
+
+
+def _check_sizes(hf: dict, required, optional, *, d_model: str, heads: str,
+                 kv_heads: str | None = None) -> None:
+    """Refuses a Hugging Face config whose sizes cannot describe a model, naming the key: each
+    a positive integer (``optional`` ones may be missing or null), the model width a multiple
+    of the head count (unless ``head_dim`` is given), the heads a multiple of the KV heads.
+    A missing required key is left to the caller (KeyError: "lacks the field").
+
+    Raises:
+      ValueError: naming the key, its value and the rule.
+    """
+    for key in (*required, *optional):
+        v = hf.get(key)
+        if key not in hf or (v is None and key in optional):
+            continue
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError(f"{key} = {v!r} must be a positive integer; the config is corrupt "
+                             "or was edited.")
+    if (not hf.get("head_dim") and d_model in hf and heads in hf
+            and hf[d_model] % hf[heads]):
+        raise ValueError(f"{d_model} = {hf[d_model]} is not a multiple of {heads} = "
+                         f"{hf[heads]}; the config is corrupt or was edited.")
+    if kv_heads and hf.get(kv_heads) and heads in hf and hf[heads] % hf[kv_heads]:
+        raise ValueError(f"{heads} = {hf[heads]} is not a multiple of {kv_heads} = "
+                         f"{hf[kv_heads]}; the config is corrupt or was edited.")
