@@ -86,7 +86,7 @@ def print_results(meta: dict, table: list[dict], *more_tables: list[dict], json_
     With ``json_path``, ``{"meta": meta, "rows": rows}`` (the unformatted figures) goes there.
     Shared by every benchmark under ``experiments/``.
     """
-    from jaxmem.report import markdown_table
+    from jaxmem.io import markdown_table
 
     print("\n".join(f"- {k}: {v:{meta_fmt}}" if isinstance(v, float) else f"- {k}: {v}"
                     for k, v in meta.items()))
@@ -94,7 +94,7 @@ def print_results(meta: dict, table: list[dict], *more_tables: list[dict], json_
         print()
         print(markdown_table(t))
     if json_path:
-        from jaxmem.runs import atomic_write
+        from jaxmem.io import atomic_write
 
         atomic_write(json_path, json.dumps({"meta": meta, "rows": rows}, indent=2))
 

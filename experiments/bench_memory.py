@@ -64,10 +64,10 @@ def main(argv=None) -> int:
     from jax.sharding import NamedSharding, PartitionSpec as P, SingleDeviceSharding
 
     from jaxmem import sharding as sh
+    from jaxmem.io import markdown_table
     from jaxmem.models import ModelConfig, abstract_params, load_model
-    from jaxmem.report import markdown_table
-    from jaxmem.trainer import make_train_step
-    from jaxmem.trainer import OptimConfig, make_optimizer
+    from jaxmem.optim import OptimConfig, make_optimizer
+    from jaxmem.train_step import make_train_step
     from jaxmem.tuning import init_method
     from jaxmem.tuning.partition import count
 

@@ -101,7 +101,7 @@ def compiled_token_stats(params, cfg, ids: np.ndarray, dtype: str, min_tokens: i
 
 def plot_sweep(rows: list[dict], peak_tps: dict[int, float], path: Path, title: str) -> None:
     """tokens/s against batch size (log 2), one line per sequence length, peak-equivalent dashed."""
-    from jaxmem.report import _save, pyplot
+    from jaxmem.figures import pyplot, save
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -121,7 +121,7 @@ def plot_sweep(rows: list[dict], peak_tps: dict[int, float], path: Path, title: 
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, title="sequence length", title_fontsize=8)
     ax.grid(True, which="both", alpha=0.2)
-    _save(fig, path, dpi=120)
+    save(fig, path, dpi=120)
 
 
 def run_sweep(args) -> None:
@@ -171,7 +171,7 @@ def run_sweep(args) -> None:
             "wall_s": time.perf_counter() - t_start,
             "peak_equivalent_tokens_per_s": {str(t): v for t, v in peak_tps.items()},
             "command": "python " + " ".join(sys.argv)}
-    from jaxmem.runs import atomic_write, write_table
+    from jaxmem.io import atomic_write, write_table
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -215,7 +215,8 @@ def main() -> None:
     if args.sweep:
         return run_sweep(args)
 
-    from jaxmem.scoring import encode_texts, score_sequences
+    from jaxmem.batching import encode_texts
+    from jaxmem.scoring import score_sequences
 
     params, cfg, tok = load_bench_model(args.model)
     texts, source = texts_for_bench(args.n_texts)

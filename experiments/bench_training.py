@@ -73,8 +73,8 @@ def jaxmem_step(model, method: str, ids: np.ndarray, args):
     import jax
     import jax.numpy as jnp
 
-    from jaxmem.trainer import make_train_step
-    from jaxmem.trainer import OptimConfig, make_optimizer
+    from jaxmem.optim import OptimConfig, make_optimizer
+    from jaxmem.train_step import make_train_step
     from jaxmem.tuning import count, init_method, method_config
 
     params, cfg, tok = model

@@ -19,9 +19,11 @@ import time
 from pathlib import Path
 
 from jaxmem import load_corpus, load_model
-from jaxmem.canaries import CanaryConfig, exposure_report, insert_canaries, plot_exposure
-from jaxmem.runs import atomic_write
-from jaxmem.trainer import OptimConfig, TrainConfig, train
+from jaxmem.canaries import CanaryConfig, exposure_report, insert_canaries
+from jaxmem.figures import plot_exposure
+from jaxmem.io import atomic_write
+from jaxmem.optim import OptimConfig
+from jaxmem.trainer import TrainConfig, train
 
 
 def main() -> None:

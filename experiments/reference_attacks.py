@@ -47,6 +47,7 @@ import numpy as np
 from jaxmem import runs
 from jaxmem.audit import AuditConfig, metrics_table
 from jaxmem.config import load_yaml, replace_nested
+from jaxmem.io import atomic_write, read_json, write_table
 from jaxmem.trainer import TrainConfig
 
 SPEC = "experiment.json"
@@ -145,7 +146,7 @@ def run(exp: ReferenceExperiment, out_dir, *, overwrite: bool = False,
                    "experiment", outputs=OUTPUTS, error=FileExistsError)
     if (out / "results.json").exists():
         print(f"{out} is done; its table:\n{(out / 'results.md').read_text()}")
-        return runs.read_json(out / "results.json")
+        return read_json(out / "results.json")
     t0 = time.perf_counter()
     with Profile() as prof:
         with phase("load model + corpus"):
@@ -197,13 +198,13 @@ def run(exp: ReferenceExperiment, out_dir, *, overwrite: bool = False,
             "wall_seconds": round(time.perf_counter() - t0, 1)}
     rows = [{"index": i, "member": bool(labels[i]), "text": texts[i][:200],
              **{k: float(v[i]) for k, v in scores.items()}} for i in range(n)]
-    runs.write_table(rows, out / runs.SCORES)
+    write_table(rows, out / runs.SCORES)
     table = metrics_table(metrics)
-    runs.write_table(table, out / "results.md")
+    write_table(table, out / "results.md")
     result = {"metrics": metrics, "info": info, "timings": prof.table(), "table": table}
-    runs.atomic_write(out / "results.json", json.dumps(result, indent=1))  # last: marks done
+    atomic_write(out / "results.json", json.dumps(result, indent=1))  # last: marks done
     if progress:
-        from jaxmem.report import markdown_table
+        from jaxmem.io import markdown_table
 
         print(markdown_table(table))
         print(json.dumps(info))

@@ -3,6 +3,7 @@
 The public API, imported lazily (``import jaxmem`` does not import JAX):
 
 * :func:`load_model` - a base model: ``(params, config, tokenizer)``
+* :func:`tiny_model` - a tiny random model with a character tokenizer, for a first try in seconds
 * :func:`load_corpus` - fine-tuning, validation, member and non-member texts
 * :func:`score_texts` - per-token statistics (:class:`TokenStats`) of texts under a model
 * :func:`train` (with :class:`TrainConfig`) - fine-tune with one method, resumably
@@ -22,6 +23,7 @@ import importlib
 __version__ = "0.1.0"
 
 _API = {
+    "tiny_model": ("jaxmem.models.tiny", "tiny_model"),
     "load_corpus": ("jaxmem.data", "load_corpus"),
     "score_texts": ("jaxmem.scoring", "score_texts"),
     "TokenStats": ("jaxmem.scoring", "TokenStats"),

@@ -9,9 +9,15 @@ told to drop it). EZ-MIA scores +inf where all its evidence points to a member (
 :func:`as_ranks` turns such scores into extreme finite ranks for the metrics.
 
 Example:
-    >>> stats = score_texts(params, cfg, tok, texts, block_size=128)
-    >>> inputs = AttackInputs(target=stats, texts=truncate_texts(tok, texts, 128))
+    >>> import jaxmem
+    >>> from jaxmem.batching import truncate_texts
+    >>> params, cfg, tok = jaxmem.tiny_model()
+    >>> texts = ["The cat sat on the mat.", "Stock prices rose in May."]
+    >>> stats = jaxmem.score_texts(params, cfg, tok, texts, block_size=32)
+    >>> inputs = AttackInputs(target=stats, texts=truncate_texts(tok, texts, 32))
     >>> scores = run_attacks(["loss", "zlib", "min_k:0.2"], inputs)
+    >>> {name: s.shape for name, s in scores.items()}
+    {'loss': (2,), 'zlib': (2,), 'min_k:0.2': (2,)}
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from jaxmem import attack_options
 from jaxmem.scoring import TokenStats
 
 
@@ -29,13 +36,13 @@ from jaxmem.scoring import TokenStats
 class AttackInputs:
     """What the attacks read: the target's statistics and the texts, plus optional passes.
 
-    ``texts`` are the texts as scored (:func:`jaxmem.scoring.truncate_texts`: a text longer than
+    ``texts`` are the texts as scored (:func:`jaxmem.batching.truncate_texts`: a text longer than
     ``block_size`` tokens cut to the part its scored tokens cover), so that text-level
     statistics (Zlib's compressed size) describe the same text as ``target``.
     """
 
     target: TokenStats
-    texts: Sequence[str]  # as scored: scoring.truncate_texts(tokenizer, texts, block_size)
+    texts: Sequence[str]  # as scored: batching.truncate_texts(tokenizer, texts, block_size)
     reference: TokenStats | None = None   # same texts under the reference model (Ref, EZ-MIA)
     lowercase: TokenStats | None = None   # lowercased texts under the target (Lowercase)
     recall: TokenStats | None = None      # texts after a non-member prefix, target (ReCaLL)
@@ -73,7 +80,7 @@ def zlib(inp: AttackInputs) -> np.ndarray:
     mean token log-likelihood / len(zlib.compress(utf-8 text)) in bytes (level 6).
 
     The text is ``AttackInputs.texts``, which must be the text as scored
-    (:func:`jaxmem.scoring.truncate_texts`): a text cut to its first ``block_size`` tokens
+    (:func:`jaxmem.batching.truncate_texts`): a text cut to its first ``block_size`` tokens
     has its likelihood measured on that block only, so its compressed size must be too.
     """
     nbytes = np.array([len(_zlib.compress(t.encode("utf-8"))) for t in inp.texts], np.float64)
@@ -277,6 +284,8 @@ def grad_norm_all(inp: AttackInputs) -> np.ndarray:
 def lira(inp: AttackInputs, **options) -> np.ndarray:
     """Offline LiRA (Carlini et al., 2022) against K reference fine-tunes that never saw the
     audited texts: :func:`jaxmem.reference_attacks.lira` (spec ``lira:k=4``)."""
+    # imported here: the reference-model machinery (training, checkpoints) loads only when
+    # LiRA or RMIA runs, not for every attack
     from jaxmem import reference_attacks
 
     return reference_attacks.lira(inp, **options)
@@ -307,11 +316,8 @@ NEEDS = {"ref": ("reference",), "ez_mia": ("reference",), "lowercase": ("lowerca
          "recall": ("recall",), "dc_pdd": ("frequencies",),
          "grad_norm": ("gradients:trainable",), "grad_norm_all": ("gradients:all",),
          "lira": ("references",), "rmia": ("references",)}
-# attacks with named options, name:key=value,key=value (jaxmem.reference_attacks.OPTIONS)
-KEYWORD_ATTACKS = {"lira": "lira:k=K,pop=P,variance=global|per_example",
-                   "rmia": "rmia:k=K,pop=P,a=tune|A,gamma=G"}
 SPECS_HELP = ", ".join(f"{n}:{ARGUMENTS[n][0].upper()}" if n in ARGUMENTS
-                       else KEYWORD_ATTACKS.get(n, n) for n in ATTACKS)
+                       else attack_options.HELP.get(n, n) for n in ATTACKS)
 
 
 def join_specs(items: Sequence[str]) -> tuple[str, ...]:
@@ -330,18 +336,16 @@ def join_specs(items: Sequence[str]) -> tuple[str, ...]:
 
 
 def parse_attack(spec: str) -> tuple[str, Callable[[AttackInputs], np.ndarray]]:
-    """``"min_k"`` or ``"min_k:0.1"`` (or ``"lira:k=4"``, :data:`KEYWORD_ATTACKS`) ->
+    """``"min_k"`` or ``"min_k:0.1"`` (or ``"lira:k=4"``, :mod:`jaxmem.attack_options`) ->
     (canonical name, function of AttackInputs)."""
     name, _, arg = spec.partition(":")
     if name not in ATTACKS:
         raise ValueError(f"Unknown attack {name!r}; choose from {', '.join(ATTACKS)} "
                          f"({', '.join(ARGUMENTS)} take an argument, e.g. min_k:0.1; "
-                         f"{', '.join(KEYWORD_ATTACKS)} options, e.g. lira:k=4).")
+                         f"{', '.join(attack_options.HELP)} options, e.g. lira:k=4).")
     fn = ATTACKS[name]
-    if name in KEYWORD_ATTACKS:
-        from jaxmem.reference_attacks import parse_options
-
-        canonical, options = parse_options(name, arg, spec)
+    if name in attack_options.OPTIONS:  # named options, name:key=value,key=value
+        canonical, options = attack_options.parse_options(name, arg, spec)
         return canonical, lambda inp: fn(inp, **options)
     if name in ARGUMENTS:
         key, default, ok, what = ARGUMENTS[name]

@@ -7,30 +7,46 @@ metrics with bootstrap CIs, then files: per-example scores, ``metrics.json``, a 
 and member vs non-member histograms.
 
 Example:
-    >>> res = run_attacks_on(params, cfg, tok, members, nonmembers, AuditConfig(),
-    ...                      reference_params=base_params, out_dir="results/attack")
-    >>> res["metrics"]["loss"]["auc"]
+    >>> import jaxmem, os
+    >>> params, cfg, tok = jaxmem.tiny_model()              # the target
+    >>> base = jaxmem.tiny_model(seed=1).params              # the reference (Ref attack)
+    >>> members = [f"The cat {i} sat on the mat." for i in range(8)]
+    >>> nonmembers = [f"A dog {i} ran in the park." for i in range(8)]
+    >>> acfg = AuditConfig(attacks=("loss", "ref"), block_size=32, n_boot=100, blind=False)
+    >>> res = run_attacks_on(params, cfg, tok, members, nonmembers, acfg,
+    ...                      reference_params=base, out_dir="results/attack")
+    >>> sorted(res["metrics"]), res["scores"]["loss"].shape
+    (['loss', 'ref'], (16,))
+    >>> sorted(os.listdir("results/attack"))
+    ['histograms.png', 'metrics.json', 'roc.png', 'scores.parquet']
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import warnings
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from jaxmem import attacks as A
 from jaxmem import locks, runs
+from jaxmem.attack_inputs import prepare_inputs, select_attacks, shared_inputs
+from jaxmem.attack_options import reference_requests
+from jaxmem.blind import blind_baseline
 from jaxmem.bootstrap import summarize
 from jaxmem.config import DTYPES, check, check_positive_ints, dtype_name, field, is_int
 from jaxmem.data.overlap import drop_exact_copies
-from jaxmem.metrics import roc_curve
+from jaxmem.figures import plot_histograms, plot_roc
+from jaxmem.gradnorm import grad_norm_scores
+from jaxmem.io import write_table
+from jaxmem.metrics import TPR_KEYS, roc_curve, strongest_attack
 from jaxmem.profiling import phase
-from jaxmem.scoring import score_after_prefix, score_texts, truncate_texts
+from jaxmem.sharding import is_main_process, sync
+from jaxmem.provenance import KEY as PROVENANCE
+from jaxmem.provenance import provenance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +56,7 @@ class AuditConfig:
 
     attacks: tuple = field(A.DEFAULT_ATTACKS, help="attack specs, comma-separated "
                            f"({A.SPECS_HELP})")
-    block_size: int = field(128, help="tokens per text; longer texts are truncated",
-                            aliases=("--max-length",))
+    block_size: int = field(128, help="tokens per text; longer texts are truncated")
     batch_size: int = field(16, help="texts per scoring batch")
     dtype: str = field("float32", choices=DTYPES, help="compute dtype of the scoring passes")
     n_boot: int = field(1000, help="bootstrap resamples for the confidence intervals")
@@ -100,102 +115,13 @@ def check_member_sets(members: Sequence[str], nonmembers: Sequence[str]) -> tupl
     return list(members), keep
 
 
-def recall_prefix(acfg: AuditConfig, prefix_texts: Sequence[str] | None = None,
-                  audited: Iterable[str] = ()) -> str:
-    """ReCaLL's non-member prefix P: the first ``acfg.recall_shots`` texts of
-    ``acfg.recall_prefix`` (a file) or else of ``prefix_texts``, joined by blank lines (the
-    ReCaLL code joins its shots with no separator).
-
-    Raises:
-      ValueError: no source, or a prefix text that is one of the ``audited`` texts (a member
-        in P would be no non-member context; a non-member would be scored after itself).
-    """
-    from jaxmem.data import read_text_file
-    from jaxmem.streaming import _text_key
-
-    if acfg.recall_prefix:
-        texts = read_text_file(acfg.recall_prefix)
-    elif prefix_texts:
-        texts = list(prefix_texts)
-    else:
-        raise ValueError("The recall attack needs non-member texts for its prefix: set "
-                         "AuditConfig.recall_prefix (--recall-prefix FILE) or pass "
-                         "prefix_texts (held-out texts that are not audited).")
-    texts = texts[:acfg.recall_shots]
-    keys = {_text_key(t) for t in texts}
-    if any(_text_key(t) in keys for t in audited):
-        raise ValueError("A ReCaLL prefix text is also one of the audited texts; draw the prefix "
-                         "from held-out texts that are neither members nor non-members.")
-    return "\n\n".join(texts)
-
-
-def _cache_key(tokenizer, texts: list[str], vocab_size: int) -> str | None:
-    """A key for a frequency table: the tokenizer's full definition and the texts (None for a
-    tokenizer that cannot describe itself: no caching)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return None
-    h = hashlib.sha256(backend.to_str().encode())
-    h.update(f"{vocab_size}\0{len(texts)}".encode())
-    for t in texts:
-        h.update(t.encode() + b"\0")
-    return h.hexdigest()[:32]
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as fh:  # a handle: np.save would add ".npy" to the temporary name
-        np.save(fh, array)
-
-
-def dcpdd_frequencies(tokenizer, vocab_size: int, corpus: str = "default",
-                      exclude: Iterable[str] = ()) -> np.ndarray:
-    """DC-PDD's smoothed token frequencies [vocab_size] over every text of ``corpus`` but the
-    audited ones (``exclude``, matched as :mod:`jaxmem.data.overlap` normalizes texts).
-
-    Audited texts are left out so that the calibration knows nothing of them: with the default
-    corpus, the members and non-members come from the same corpus. The counts of the whole
-    corpus are cached in ``$JAXMEM_CACHE/dcpdd/`` (default ``~/.cache/jaxmem``), keyed by the
-    tokenizer and the texts; the left-out texts' counts are subtracted afterwards.
-
-    Example:
-        >>> f = dcpdd_frequencies(tok, cfg.vocab_size, "default", exclude=members + nonmembers)
-    """
-    from jaxmem import runs
-    from jaxmem.data.embedded import _cache_dir
-    from jaxmem.data.sources import resolve
-    from jaxmem.streaming import _text_key
-
-    texts = [u.text for units in resolve(os.fspath(corpus), "text").splits.values()
-             for u in units]
-    key = _cache_key(tokenizer, texts, vocab_size)
-    path = _cache_dir() / "dcpdd" / f"{key}.npy" if key else None
-    if path is not None and path.exists():
-        counts = np.load(path)
-    else:
-        with phase("dc-pdd frequencies"):
-            counts = A.token_frequencies(tokenizer, texts, vocab_size)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            runs.atomic_write(path, lambda tmp: _save_npy(tmp, counts))
-    where = {}
-    for i, t in enumerate(texts):
-        where.setdefault(_text_key(t), []).append(i)
-    drop = sorted({i for t in exclude for i in where.pop(_text_key(t), ())})
-    if len(drop) == len(texts):
-        raise ValueError(f"Every text of the DC-PDD corpus {corpus!r} is audited, so no "
-                         "frequencies are left; name another corpus (dcpdd_corpus).")
-    if drop:
-        counts = counts - A.token_frequencies(tokenizer, [texts[i] for i in drop], vocab_size)
-    return A.smoothed(counts)
-
-
 @locks.locked("out_dir", "attack")  # one writer per attack folder (jaxmem.locks)
 def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: Sequence[str],
                    acfg: AuditConfig = AuditConfig(), *, reference_params=None,
                    out_dir: str | os.PathLike | None = None, overwrite: bool = False,
                    title: str = "", target_stats=None, reference_stats=None,
                    prefix_texts: Sequence[str] | None = None, param_labels=None,
-                   mesh=None, references=None) -> dict:
+                   mesh=None, references=None, progress: bool = False) -> dict:
     """Scores members and non-members, runs the attacks, computes metrics, writes files.
 
     Args:
@@ -218,19 +144,28 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
         ``{(k, pop): ReferenceSignals}``, made by
         :func:`jaxmem.reference_attacks.reference_provider` (trained once, cached); without
         it those attacks are refused before any scoring.
+      progress: a bar per scoring pass (and gradient-norm pass) on stderr; quiet by default.
 
     Returns:
       {"metrics": {attack: summary}, "scores": {attack: array}, "labels": array, "info": {...}}.
 
     Example:
+        A tiny model fine-tuned on the members for 10 epochs, then attacked:
+
         >>> import jaxmem
-        >>> base, cfg, tok = jaxmem.load_model("smollm2-135m")
-        >>> params, _ = jaxmem.load_checkpoint("runs/lora", base, cfg, tok)
-        >>> c = jaxmem.load_corpus("default")
-        >>> res = jaxmem.run_attacks(params, cfg, tok, c.members, c.nonmembers,
-        ...                          jaxmem.AuditConfig(attacks=("loss", "ref")),
-        ...                          reference_params=base, out_dir="results/lora")
-        >>> res["metrics"]["ref"]["auc"]
+        >>> base, cfg, tok = jaxmem.tiny_model()
+        >>> c = jaxmem.load_corpus("default", n_members=16, n_nonmembers=16, n_validation=4)
+        >>> tcfg = jaxmem.TrainConfig(epochs=10, block_size=32, batch_size=4, optim={"lr": 1e-2})
+        >>> run = jaxmem.train(base, cfg, tok, "full", c.members, c.validation, "runs/full",
+        ...                    tcfg, progress=False)
+        >>> res = jaxmem.run_attacks(run.params, cfg, tok, c.members, c.nonmembers,
+        ...                          jaxmem.AuditConfig(attacks=("loss", "ref"), block_size=32,
+        ...                                             n_boot=100),
+        ...                          reference_params=base, out_dir="results/full")
+        >>> res["metrics"]["ref"]["auc"] > 0.5        # members fit better than non-members
+        True
+        >>> res["info"]["n_members"], res["info"]["blind"]["shifted"]
+        (16, False)
     """
     if acfg.block_size > cfg.max_positions:
         raise ValueError(f"block_size {acfg.block_size} exceeds the model's context "
@@ -241,10 +176,8 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
     members, nonmembers = check_member_sets(members, nonmembers)
     texts = list(members) + list(nonmembers)
     labels = np.array([1] * len(members) + [0] * len(nonmembers), bool)
-    specs = list(acfg.attacks)
-    extra = A.needs(specs)
-    if "reference" in extra and reference_params is None and reference_stats is None:
-        specs, extra = skip_reference_attacks(specs)
+    specs, extra = select_attacks(acfg, reference_params is not None
+                                  or reference_stats is not None)
     grads = sorted(x.partition(":")[2] for x in extra if x.startswith("gradients:"))
     if grads and mesh is not None:  # before any scoring: a refusal costs nothing
         raise ValueError("The gradient-norm attacks run on one device; drop them or --mesh.")
@@ -253,41 +186,25 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
                          "device: run them in a study or `jaxmem attack --run-dir` (in Python, "
                          "pass references=jaxmem.reference_attacks.reference_provider(...)) "
                          "without a mesh, or drop them.")
-    prefix = recall_prefix(acfg, prefix_texts, texts) if "recall" in extra else None
-    kw = dict(batch_size=acfg.batch_size, block_size=acfg.block_size, dtype=acfg.dtype,
-              mesh=mesh)
-    frequencies = (dcpdd_frequencies(tokenizer, cfg.vocab_size, acfg.dcpdd_corpus, texts)
-                   if "frequencies" in extra else None)
-    # each text as scored (cut to its first block_size tokens): what Zlib compresses and
-    # Lowercase lowercases, so they describe the block the likelihoods are measured on
-    scored = truncate_texts(tokenizer, texts, acfg.block_size)
+    prefix, frequencies = shared_inputs(acfg, cfg, tokenizer, extra, lambda: texts,
+                                        prefix_texts)
     with phase("scoring"):
-        target = target_stats or score_texts(params, cfg, tokenizer, texts, **kw)
-        inputs = A.AttackInputs(
-            target=target, texts=scored,
-            reference=(None if "reference" not in extra else reference_stats
-                       if reference_stats is not None else target
-                       if reference_params is params  # the base model attacked against itself
-                       else score_texts(reference_params, cfg, tokenizer, texts, **kw)),
-            lowercase=(score_texts(params, cfg, tokenizer, [t.lower() for t in scored], **kw)
-                       if "lowercase" in extra else None),
-            recall=(score_after_prefix(params, cfg, tokenizer, prefix, texts, **kw)
-                    if prefix is not None else None),
-            frequencies=frequencies)
+        inputs = prepare_inputs(params, cfg, tokenizer, texts, extra, acfg, mesh=mesh,
+                                reference_params=reference_params, prefix=prefix,
+                                frequencies=frequencies, target=target_stats,
+                                reference=reference_stats, progress=progress)
+    target, scored = inputs.target, inputs.texts
     if grads:
-        from jaxmem.gradnorm import grad_norm_scores
-
         with phase("gradient norms"):
             # without a method every leaf is trainable: "trainable" and "all" are one pass
             which = {w: "all" if param_labels is None else w for w in grads}
             norms = {v: grad_norm_scores(params, cfg, param_labels, tokenizer, texts, which=v,
                                          batch_size=acfg.batch_size,
-                                         block_size=acfg.block_size, dtype=acfg.dtype)
+                                         block_size=acfg.block_size, dtype=acfg.dtype,
+                                         progress=progress)
                      for v in set(which.values())}
             inputs.grad_norms = {w: norms[v] for w, v in which.items()}
     if "references" in extra:
-        from jaxmem.reference_attacks import reference_requests
-
         with phase("reference models"):
             inputs.references = references(params, texts, reference_requests(specs),
                                            batch_size=acfg.batch_size,
@@ -312,8 +229,6 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
     result = {"metrics": metrics, "scores": scores, "labels": labels, "info": info,
               "target_stats": target, "blind": blind}
     if out is not None:
-        from jaxmem.sharding import is_main_process, sync
-
         if is_main_process():
             with phase("attack files + figures"):
                 write_results(out, result, texts, title)
@@ -339,21 +254,10 @@ def blind_check(members: Sequence[str], nonmembers: Sequence[str], acfg: AuditCo
     """:func:`jaxmem.blind.blind_baseline` of the scored texts (cut to ``acfg.block_size``
     tokens) with the audit's seed and bootstrap size (1000 resamples where ``n_boot`` is 0);
     warns when members and non-members can be told apart without the model."""
-    from jaxmem.blind import blind_baseline
-
     blind = blind_baseline(members, nonmembers, seed=acfg.seed, n_boot=acfg.n_boot or 1000)
     if blind["shifted"]:
         warnings.warn("Split check: " + blind["warning"], stacklevel=3)
     return blind
-
-
-def skip_reference_attacks(specs: list[str]) -> tuple[list[str], set[str]]:
-    """Without a reference model: the specs minus those that need one (with a warning), and
-    what the rest need."""
-    skipped = [s for s in specs if "reference" in A.needs([s])]
-    warnings.warn(f"No reference model given: {', '.join(skipped)} skipped.", stacklevel=3)
-    specs = [s for s in specs if s not in skipped]
-    return specs, A.needs(specs)
 
 
 def write_results(out: Path, result: dict, texts: Sequence[str], title: str = "") -> None:
@@ -367,7 +271,7 @@ def write_results(out: Path, result: dict, texts: Sequence[str], title: str = ""
     rows = [{"index": i, "member": bool(labels[i]), "n_tokens": int(n_tok[i]),
              **{k: float(v[i]) for k, v in scores.items()}, "text": texts[i][:200]}
             for i in range(len(texts))]
-    runs.write_table(rows, out / runs.SCORES)
+    write_table(rows, out / runs.SCORES)
     write_summary(out, result, title)
     (out / runs.WRITING).unlink(missing_ok=True)
 
@@ -376,8 +280,6 @@ def write_summary(out: Path, result: dict, title: str = "") -> None:
     """The rest of an attack folder once its scores are written: ROC and histogram figures,
     then ``metrics.json`` (last: it marks the folder done). Needs only ``result``'s scores,
     labels, metrics and info, so a streamed attack (:mod:`jaxmem.streaming`) writes it too."""
-    from jaxmem.report import plot_histograms, plot_roc
-
     scores, labels = result["scores"], result["labels"]
     curves = {}
     for name, s in scores.items():
@@ -387,7 +289,9 @@ def write_summary(out: Path, result: dict, title: str = "") -> None:
         curves[name] = (fpr, tpr, result["metrics"][name]["auc"])
     plot_roc(curves, out / runs.ROC, title)
     plot_histograms(scores, labels, out / runs.HISTOGRAMS, title)
-    runs.write_attack_metrics(out, result["metrics"], result["info"])
+    # what produced it (versions, commit, host, device, command line): never part of a resume
+    runs.write_attack_metrics(out, result["metrics"],
+                              {**result["info"], PROVENANCE: provenance()})
 
 
 def _tpr_cell(m: dict, key: str):
@@ -397,21 +301,17 @@ def _tpr_cell(m: dict, key: str):
 
 def metrics_table(metrics: dict, blind: dict | None = None) -> list[dict]:
     """Rows for a Markdown table: attack, AUC [CI], TPR at 10/1/0.1% FPR, and which attack is
-    the strongest (:func:`jaxmem.report.strongest_attack`: highest TPR at the lowest FPR the
+    the strongest (:func:`jaxmem.metrics.strongest_attack`: highest TPR at the lowest FPR the
     non-members support). Given the audit's blind baseline (``info["blind"]``), a last row
     "blind baseline (no model)" with its AUC: what the texts alone give, to read the attacks
     against."""
-    from jaxmem.report import strongest_attack
-
     best = strongest_attack(metrics)
     rows = []
     for name, m in metrics.items():
         ci = m.get("auc_ci")
         rows.append({"attack": name, "AUC": round(m["auc"], 4),
                      "AUC 95% CI": f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "",
-                     "TPR@10%FPR": _tpr_cell(m, "tpr@10%fpr"),
-                     "TPR@1%FPR": _tpr_cell(m, "tpr@1%fpr"),
-                     "TPR@0.1%FPR": _tpr_cell(m, "tpr@0.1%fpr"),
+                     **{key.upper(): _tpr_cell(m, key) for key in TPR_KEYS},
                      "strongest": (f"yes (TPR at {best['fpr'] * 100:g}% FPR)"
                                    if best and best["attack"] == name else "")})
     if blind:
@@ -419,7 +319,7 @@ def metrics_table(metrics: dict, blind: dict | None = None) -> list[dict]:
         rows.append({"attack": "blind baseline (no model)",
                      "AUC": round(blind["auc"], 4) if blind.get("auc") is not None else "n/a",
                      "AUC 95% CI": f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "",
-                     "TPR@10%FPR": "", "TPR@1%FPR": "", "TPR@0.1%FPR": "",
+                     **{key.upper(): "" for key in TPR_KEYS},
                      "strongest": ("SHIFTED: told apart without the model" if blind["shifted"]
                                    else "")})
     return rows

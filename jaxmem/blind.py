@@ -25,9 +25,9 @@ Example:
     >>> from jaxmem.blind import blind_baseline
     >>> members = [f"the cat sat on mat number {i}" for i in range(20)]
     >>> nonmembers = [f"stock prices rose in quarter {i}" for i in range(20)]
-    >>> b = blind_baseline(members, nonmembers, n_boot=200)
-    >>> b["shifted"], b["auc"]
-    (True, 1.0)
+    >>> b = blind_baseline(members, nonmembers, n_boot=200, n_perm=19)
+    >>> b["shifted"], b["auc"], b["p_value"]      # 19 permutations: p is at least 1/20
+    (True, 1.0, 0.05)
 """
 
 from __future__ import annotations
@@ -134,10 +134,13 @@ def blind_baseline(members: Sequence[str], nonmembers: Sequence[str], *, seed: i
       TypeError: ``members`` or ``nonmembers`` is not a sequence of strings.
 
     Example:
+        Members and non-members drawn at random from one corpus: nothing to tell them apart.
+
         >>> from jaxmem.data import load_corpus
         >>> c = load_corpus("default", n_members=128, n_nonmembers=128)
-        >>> b = blind_baseline(c.members, c.nonmembers)
+        >>> b = blind_baseline(c.members, c.nonmembers, n_boot=200)
         >>> b["word"]["auc"], b["word"]["auc_ci"], b["shifted"]
+        (0.49, [0.43, 0.56], False)
     """
     if isinstance(n_folds, bool) or int(n_folds) != n_folds or n_folds < 2:
         raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}.")

@@ -23,10 +23,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from jaxmem.metrics import (ArrayLike, _auc, _check_target_fpr, _tpr_at_fpr, _validate,
-                            tpr_unsupported_reason)
+from jaxmem.metrics import (TPR_KEYS, ArrayLike, auc_of_checked, check_scores,
+                            check_target_fpr, tpr_key, tpr_of_checked, tpr_unsupported_reason)
 
-__all__ = ["bootstrap_ci", "summarize"]
+__all__ = ["bootstrap_ci", "summarize", "check_bootstrap_args", "resample_indices",
+           "percentile_interval", "roc_metrics_on_resamples"]
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 
@@ -42,7 +43,8 @@ _MAX_TABLE_CELLS = 2_000_000
 # ---------------------------------------------------------------------------
 
 
-def _check_bootstrap_args(n_boot: int, alpha: float) -> None:
+def check_bootstrap_args(n_boot: int, alpha: float) -> None:
+    """Refuses an ``n_boot`` that is not a positive integer or an ``alpha`` outside (0, 1)."""
     if int(n_boot) != n_boot or n_boot < 1:
         raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}.")
     if not 0.0 < alpha < 1.0:
@@ -51,7 +53,7 @@ def _check_bootstrap_args(n_boot: int, alpha: float) -> None:
         )
 
 
-def _resample_indices(labels: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+def resample_indices(labels: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     """Draws stratified bootstrap resamples.
 
     Returns an ``(n_boot, n)`` index array. In every row the first
@@ -69,7 +71,8 @@ def _resample_indices(labels: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     return np.concatenate([members, nonmembers], axis=1)
 
 
-def _percentile_interval(values: np.ndarray, alpha: float) -> tuple[float, float]:
+def percentile_interval(values: np.ndarray, alpha: float) -> tuple[float, float]:
+    """The ``(alpha/2, 1 - alpha/2)`` quantiles of bootstrap replicates, as floats."""
     low, high = np.quantile(values, [alpha / 2.0, 1.0 - alpha / 2.0])
     return float(low), float(high)
 
@@ -120,11 +123,11 @@ def bootstrap_ci(
         >>> low < roc_auc(scores, labels) < high
         True
     """
-    _check_bootstrap_args(n_boot, alpha)
-    scores, labels, _ = _validate(scores, labels, nan_policy)
-    indices = _resample_indices(labels, int(n_boot), seed)
+    check_bootstrap_args(n_boot, alpha)
+    scores, labels, _ = check_scores(scores, labels, nan_policy)
+    indices = resample_indices(labels, int(n_boot), seed)
     values = np.array([metric_fn(scores[idx], labels[idx]) for idx in indices], dtype=np.float64)
-    return _percentile_interval(values, alpha)
+    return percentile_interval(values, alpha)
 
 
 def _bootstrap_roc_metrics(
@@ -143,17 +146,17 @@ def _bootstrap_roc_metrics(
     Returns:
         ``(aucs, tprs)`` with shapes ``(n_boot,)`` and ``(n_boot, len(target_fprs))``.
     """
-    indices = _resample_indices(labels, n_boot, seed)
-    return _roc_metrics_on_resamples(scores, labels, indices, target_fprs)
+    indices = resample_indices(labels, n_boot, seed)
+    return roc_metrics_on_resamples(scores, labels, indices, target_fprs)
 
 
-def _roc_metrics_on_resamples(
+def roc_metrics_on_resamples(
     scores: np.ndarray,
     labels: np.ndarray,
     indices: np.ndarray,
     target_fprs: Sequence[float] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """AUC and TPR@FPR on given resamples (rows of ``indices``, from :func:`_resample_indices`).
+    """AUC and TPR@FPR on given resamples (rows of ``indices``, from :func:`resample_indices`).
 
     Taking the indices rather than a seed lets several score arrays be measured on the very
     same resamples (the paired bootstrap, :mod:`jaxmem.paired`). Since both metrics depend
@@ -208,15 +211,10 @@ def _roc_metrics_on_resamples(
 # ---------------------------------------------------------------------------
 
 
-def _fpr_key(target_fpr: float) -> str:
-    """``0.01 -> "tpr@1%fpr"``, ``0.001 -> "tpr@0.1%fpr"``."""
-    return f"tpr@{target_fpr * 100:.6g}%fpr"
-
-
 def summarize(
     scores: ArrayLike,
     labels: ArrayLike,
-    fprs: Sequence[float] = (0.1, 0.01, 0.001),
+    fprs: Sequence[float] = tuple(TPR_KEYS.values()),
     n_boot: int = 1000,
     alpha: float = 0.05,
     seed: int = 0,
@@ -231,7 +229,8 @@ def summarize(
     Args:
         scores: 1-D attack scores; higher means more likely a member.
         labels: 1-D labels, 1/True for members and 0/False for non-members.
-        fprs: FPR targets (fractions) at which to report the TPR.
+        fprs: FPR targets (fractions) at which to report the TPR; default the grid of
+            :data:`jaxmem.metrics.TPR_KEYS`.
         n_boot: number of bootstrap resamples; 0 skips the bootstrap and sets
             every ``*_ci`` entry to None.
         alpha: 1 minus the confidence level; 0.05 gives 95% intervals.
@@ -270,27 +269,27 @@ def summarize(
         >>> s["tpr_na"]["tpr@10%fpr"]  # 2 non-members cannot measure a 10% FPR
         'n/a (needs >= 10 non-members)'
     """
-    targets = [_check_target_fpr(f) for f in fprs]
+    targets = [check_target_fpr(f) for f in fprs]
     if n_boot != 0:
-        _check_bootstrap_args(n_boot, alpha)
-    scores, labels, n_dropped = _validate(scores, labels, nan_policy)
+        check_bootstrap_args(n_boot, alpha)
+    scores, labels, n_dropped = check_scores(scores, labels, nan_policy)
 
     n_nonmembers = int(labels.size - np.count_nonzero(labels))
-    unsupported = {_fpr_key(t): tpr_unsupported_reason(t, n_nonmembers) for t in targets}
+    unsupported = {tpr_key(t): tpr_unsupported_reason(t, n_nonmembers) for t in targets}
     unsupported = {k: why for k, why in unsupported.items() if why}
-    measured = [t for t in targets if _fpr_key(t) not in unsupported]
+    measured = [t for t in targets if tpr_key(t) not in unsupported]
 
-    summary: dict = {"auc": _auc(scores, labels), "auc_ci": None}
+    summary: dict = {"auc": auc_of_checked(scores, labels), "auc_ci": None}
     for target in targets:
-        key = _fpr_key(target)
-        summary[key] = None if key in unsupported else _tpr_at_fpr(scores, labels, target)
+        key = tpr_key(target)
+        summary[key] = None if key in unsupported else tpr_of_checked(scores, labels, target)
         summary[key + "_ci"] = None
 
     if n_boot:
         aucs, tprs = _bootstrap_roc_metrics(scores, labels, measured, int(n_boot), seed)
-        summary["auc_ci"] = _percentile_interval(aucs, alpha)
+        summary["auc_ci"] = percentile_interval(aucs, alpha)
         for j, target in enumerate(measured):
-            summary[_fpr_key(target) + "_ci"] = _percentile_interval(tprs[:, j], alpha)
+            summary[tpr_key(target) + "_ci"] = percentile_interval(tprs[:, j], alpha)
     summary["tpr_na"] = unsupported
 
     n_members = int(np.count_nonzero(labels))

@@ -53,10 +53,69 @@ from typing import Sequence
 import numpy as np
 
 from jaxmem.config import check, check_positive_ints, dtype_name, field, is_int
+from jaxmem.io import atomic_write
 from jaxmem.models.config import ModelConfig
 from jaxmem.scoring import score_texts
 
 ESTIMATORS = ("exact", "sampled", "skewnorm")
+
+
+@dataclasses.dataclass(frozen=True)
+class CanarySpec:
+    """Which canaries a fine-tuning set gets (``TrainConfig.canaries``): ``n`` canaries per
+    repetition count in ``repeats`` (0: never-inserted controls). The command line and YAML
+    spell it ``N:REPEATS`` (:func:`parse_canaries`); ``str()`` gives that spelling back.
+
+    Example:
+        >>> spec = parse_canaries("8:0,1,4,16")
+        >>> spec.n, spec.repeats, str(spec)
+        (8, (0, 1, 4, 16), '8:0,1,4,16')
+    """
+
+    n: int
+    repeats: tuple
+    # the string it was parsed from (parse_canaries), written back unchanged so that a run.json
+    # or study.json recorded with it compares equal on resume; not part of the spec's value
+    text: str | None = dataclasses.field(default=None, init=False, compare=False, repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "repeats", tuple(self.repeats))
+        check(self, "n", lambda v: is_int(v) and v >= 1, "a positive integer",
+              "--canaries N:REPEATS")
+        check(self, "repeats", lambda v: v and all(is_int(r) for r in v) and min(v) >= 0
+              and len(set(v)) == len(v), "distinct non-negative integers, e.g. 0,1,4,16",
+              "--canaries N:REPEATS")
+
+    def __str__(self) -> str:
+        return self.text if self.text is not None else \
+            f"{self.n}:{','.join(map(str, self.repeats))}"
+
+
+def parse_canaries(spec: "str | CanarySpec | None") -> CanarySpec | None:
+    """``"N:R1,R2,..."`` -> :class:`CanarySpec`; None -> None; a :class:`CanarySpec` as it is.
+    The one parser of the ``--canaries`` / ``train.canaries`` spelling.
+
+    Raises:
+      ValueError: not an ``N:REPEATS`` string (YAML reads an unquoted ``8:16`` as the base-60
+        number 496, so that is refused too, with how to quote it), or bad numbers.
+    """
+    if spec is None or isinstance(spec, CanarySpec):
+        return spec
+    if not isinstance(spec, str):
+        raise ValueError(f"TrainConfig.canaries (--canaries) must be a string N:REPEATS, "
+                         f"e.g. '8:0,1,4,16'; got {spec!r}. In YAML quote it "
+                         "(canaries: '8:16'): unquoted, YAML reads 8:16 as a base-60 number.")
+    n, sep, reps = spec.partition(":")
+    try:
+        n, reps = int(n), tuple(int(r) for r in reps.split(","))
+    except ValueError:
+        sep = ""
+    if not sep:
+        raise ValueError(f"Canary spec {spec!r} is not N:REPEATS; write e.g. 8:0,1,4,16 "
+                         "(8 canaries per repetition count 0, 1, 4 and 16).")
+    parsed = CanarySpec(n, reps)
+    object.__setattr__(parsed, "text", spec)
+    return parsed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,18 +160,13 @@ class CanaryConfig:
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
 
     @classmethod
-    def from_spec(cls, spec: str, **kw) -> "CanaryConfig":
-        """``"N:R1,R2,..."`` (e.g. ``"8:0,1,4,16"``): N canaries inserted R1 times, N inserted
-        R2 times, ...; ``kw`` sets the other fields."""
-        n, sep, reps = str(spec).partition(":")
-        try:
-            n, reps = int(n), tuple(int(r) for r in reps.split(","))
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise ValueError(f"Canary spec {spec!r} is not N:REPEATS; write e.g. 8:0,1,4,16 "
-                             "(8 canaries per repetition count 0, 1, 4 and 16).")
-        return cls(n=n, repeats=reps, **kw)
+    def from_spec(cls, spec: "str | CanarySpec", **kw) -> "CanaryConfig":
+        """``"N:R1,R2,..."`` (e.g. ``"8:0,1,4,16"``) or its :class:`CanarySpec`: N canaries
+        inserted R1 times, N inserted R2 times, ...; ``kw`` sets the other fields."""
+        spec = parse_canaries(spec)
+        if spec is None:
+            raise ValueError("No canary spec given; write N:REPEATS, e.g. 8:0,1,4,16.")
+        return cls(n=spec.n, repeats=spec.repeats, **kw)
 
     @property
     def spec(self) -> str:
@@ -178,9 +232,7 @@ class Canaries:
                              for s, t, r in zip(self.secrets, self.texts, self.repeats)]}
 
     def save(self, path) -> Path:
-        """Writes the record as JSON, atomically (:func:`jaxmem.runs.atomic_write`)."""
-        from jaxmem.runs import atomic_write
-
+        """Writes the record as JSON, atomically (:func:`jaxmem.io.atomic_write`)."""
         return atomic_write(path, self.to_dict())
 
     @classmethod
@@ -401,49 +453,3 @@ def _skewnorm_or_note(px_ref: np.ndarray, px: np.ndarray):
                   "exposure falls back to the sampled estimate (the empirical rank among the "
                   "references), which cannot exceed log2(m + 1). The fit needs references that "
                   "are not all tied and not too few (--n-samples).")
-
-
-def plot_exposure(reports: dict[str, dict], path, title: str = "") -> None:
-    """Mean exposure against repetitions: one panel per estimator, one line per entry of
-    ``reports`` (e.g. a tuning method or epoch: ``{name: exposure_report(...)}``), log2 |R|
-    (the most a rank can show) dashed, and on the sampled panel log2(m + 1) (the most m
-    references can show) dotted. Written atomically as PNG.
-
-    Example:
-        >>> plot_exposure({"lora": rep_lora, "full": rep_full}, "exposure.png")
-    """
-    from jaxmem.report import display_name, pyplot
-    from jaxmem.runs import atomic_write
-
-    plt = pyplot()
-    estimators = [e for e in ESTIMATORS if any(e in r["estimators"] for r in reports.values())]
-    fig, axes = plt.subplots(1, len(estimators), figsize=(4.2 * len(estimators), 3.8),
-                             squeeze=False, sharey=True)
-    for ax, est in zip(axes[0], estimators):
-        for name, rep in reports.items():
-            if est not in rep["estimators"]:
-                continue
-            reps = sorted(int(r) for r in rep["by_repeats"])
-            y = [rep["by_repeats"][str(r)][est] for r in reps]
-            ax.plot(reps, [np.nan if v is None else v for v in y], "o-",
-                    label=display_name(name))
-        top = max(r["log2_space"] for r in reports.values())
-        ax.axhline(top, color="k", ls="--", lw=0.8, label="log2 |R|")
-        if est == "sampled":  # the most k = 0 of m references can show
-            cap = math.log2(max(r["n_samples"] for r in reports.values()) + 1)
-            ax.axhline(cap, color="k", ls=":", lw=0.8, label="log2 (m + 1)")
-        ax.set_xscale("symlog", linthresh=1)
-        ticks = sorted({int(r) for rep in reports.values() for r in rep["by_repeats"]})
-        ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.minorticks_off()
-        ax.margins(x=0.08)
-        ax.set_xlabel("insertions of the canary")
-        ax.set_title(est)
-        ax.grid(True, alpha=0.2)
-    axes[0][0].set_ylabel("mean exposure (bits)")
-    axes[0][0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)

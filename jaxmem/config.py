@@ -12,8 +12,10 @@
 Example:
     >>> from jaxmem.trainer import TrainConfig
     >>> p = argparse.ArgumentParser()
-    >>> add_dataclass_args(p, TrainConfig)
+    >>> names = add_dataclass_args(p, TrainConfig)
     >>> tcfg = dataclass_from_args(TrainConfig, p.parse_args(["--epochs", "2"]))
+    >>> tcfg.epochs
+    2
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import sys
 import types
 import typing
 
@@ -125,31 +126,18 @@ def check_positive_ints(obj, *names: str, allow_none: bool = False, method: str 
 
 
 def field(default=dataclasses.MISSING, *, help: str, choices=None, flag: str | None = None,
-          aliases: tuple = (), default_factory=dataclasses.MISSING):
+          default_factory=dataclasses.MISSING):
     """A dataclass field that carries its own command-line help.
 
     Args:
       help: one line for ``--help`` (the default is appended).
       choices: allowed values, checked by argparse.
       flag: the flag's spelling when it is not ``--field-name``.
-      aliases: further accepted spellings, deprecated (using one warns).
     """
-    meta = {"help": help, "choices": choices, "flag": flag, "aliases": tuple(aliases)}
+    meta = {"help": help, "choices": choices, "flag": flag}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
-
-
-class _DeprecatedFlag(argparse.Action):
-    """Stores like its canonical flag, warning that this spelling is deprecated."""
-
-    def __init__(self, *args, canonical: str, convert, **kw):
-        self.canonical, self.convert = canonical, convert
-        super().__init__(*args, **kw)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(f"warning: {option_string} is deprecated; use {self.canonical}.", file=sys.stderr)
-        setattr(namespace, self.dest, self.convert(values))
 
 
 def _parse_type(tp):
@@ -185,15 +173,15 @@ def add_dataclass_args(parser, cls, *, only=None, skip=(), defaults=None, meta=N
     """Adds one ``--flag`` per field of dataclass ``cls`` (nested dataclasses flattened).
 
     The flag is ``--field-name`` (a nested field ``optim.lr`` gives ``--lr``) unless the field's
-    metadata names another (``flag``); deprecated ``aliases`` still parse, with a warning. A
-    flag's default is the field's (or this command's, ``defaults``); its help text comes from the
-    field's ``metadata["help"]`` (see :func:`field`) and shows the default. The parsed value's
+    metadata names another (``flag``). A flag's default is the field's (or this command's,
+    ``defaults``); its help text comes from the field's ``metadata["help"]`` (see
+    :func:`field`) and shows the default. The parsed value's
     ``dest`` is the dotted field name; :func:`dataclass_from_args` builds the dataclass back.
 
     Args:
       only, skip: dotted field names to include / leave out.
       defaults: dotted name -> this command's default, replacing the dataclass's.
-      meta: dotted name -> metadata (help, flag, aliases, choices) for fields of classes that
+      meta: dotted name -> metadata (help, flag, choices) for fields of classes that
         carry none (defined outside this package's config style).
 
     Returns:
@@ -219,9 +207,6 @@ def add_dataclass_args(parser, cls, *, only=None, skip=(), defaults=None, meta=N
             choices = m.get("choices")
             metavar = "{" + ",".join(choices) + "}" if choices else name.rpartition(".")[2].upper()
             parser.add_argument(flag, type=convert, choices=choices, metavar=metavar, **kw)
-            for alias in m.get("aliases", ()):
-                parser.add_argument(alias, dest=name, default=default, help=argparse.SUPPRESS,
-                                    action=_DeprecatedFlag, canonical=flag, convert=convert)
         names.append(name)
     return names
 

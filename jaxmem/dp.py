@@ -13,7 +13,7 @@ their count; an empty filler row contributes nothing), the convention of MIMIR's
 rows or tokens) keeps the sensitivity C / B. Without DP the trainer weights tokens (sum of all
 token NLLs / token count); the two agree when every example has the same number of tokens
 (full blocks), which the tests use. Since every method trains through the same step
-(:func:`jaxmem.trainer.make_train_step`), this one implementation serves full, head, LoRA,
+(:func:`jaxmem.train_step.make_train_step`), this one implementation serves full, head, LoRA,
 IA3, prefix, prompt and P-tuning: the per-example gradients are ``vmap(grad)`` over the
 trainable subtree (``tuning.partition.split``), so a LoRA step never builds a per-example
 gradient of the frozen base.
@@ -36,7 +36,10 @@ epsilon a run can have (Jagielski et al., 2020; Nasr et al., 2021).
 Example:
     >>> dp = parse_dp("epsilon=8,delta=1e-5,clip=1.0")
     >>> sigma = noise_multiplier(dp, n_train=1000, batch=8, steps=375)
-    >>> epsilon_spent(sigma, n_train=1000, batch=8, steps=375, delta=1e-5)  # <= 8
+    >>> round(sigma, 3)
+    0.533
+    >>> round(epsilon_spent(sigma, n_train=1000, batch=8, steps=375, delta=1e-5), 2)  # <= 8
+    8.0
 """
 
 from __future__ import annotations
@@ -56,17 +59,26 @@ KEYS = ("epsilon", "delta", "clip", "noise_multiplier")
 
 @dataclasses.dataclass(frozen=True)
 class DPConfig:
-    """The privacy target and clip norm of a DP-SGD run.
+    """The privacy target and clip norm of a DP-SGD run (``TrainConfig.dp``).
 
     ``noise_multiplier`` (sigma) is chosen by the accountant for ``epsilon`` unless given; given,
     it is used as is (0 turns the noise off: clipping only, epsilon infinite) and ``epsilon``
-    may be left out.
+    may be left out. The command line and YAML spell it ``epsilon=8,delta=1e-5,clip=1.0``
+    (:func:`parse_dp`); ``str()`` gives that spelling back (:attr:`spec`).
+
+    Example:
+        >>> dp = DPConfig(epsilon=8, delta=1e-5)
+        >>> str(dp), parse_dp(str(dp)) == dp
+        ('epsilon=8,delta=1e-05,clip=1', True)
     """
 
     epsilon: float | None = None
     delta: float = 1e-5
     clip: float = 1.0
     noise_multiplier: float | None = None
+    # the string it was parsed from (parse_dp), written back unchanged so that a run.json or
+    # study.json recorded with it compares equal on resume; not part of the config's value
+    text: str | None = dataclasses.field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self):
         check(self, "epsilon", lambda v: v is None or is_number(v) and v > 0,
@@ -80,14 +92,38 @@ class DPConfig:
         if self.epsilon is None and self.noise_multiplier is None:
             raise ValueError("DP needs a target epsilon (epsilon=8) or a fixed noise_multiplier.")
 
+    @property
+    def spec(self) -> str:
+        """The ``key=value,...`` spelling: the string parsed, else every set key in
+        :data:`KEYS` order (numbers as ``%g`` where that reads back exactly)."""
+        if self.text is not None:
+            return self.text
+        shown = [(k, getattr(self, k)) for k in KEYS if getattr(self, k) is not None]
+        return ",".join(f"{k}={_number(v)}" for k, v in shown)
 
-def parse_dp(spec: str | None) -> DPConfig | None:
-    """``"epsilon=8,delta=1e-5,clip=1.0"`` -> :class:`DPConfig`; None or "" -> None.
+    def __str__(self) -> str:
+        return self.spec
+
+
+def _number(v: float) -> str:
+    short = f"{v:g}"
+    return short if float(short) == v else repr(float(v))
+
+
+def parse_dp(spec: str | DPConfig | None) -> DPConfig | None:
+    """``"epsilon=8,delta=1e-5,clip=1.0"`` -> :class:`DPConfig`; None or "" -> None; a
+    :class:`DPConfig` as it is. The one parser of the ``--dp`` / ``train.dp`` spelling.
 
     Raises:
       ValueError: an unknown key, a value that is not a number, or an invalid value.
+
+    Example:
+        >>> parse_dp("epsilon=8, clip=0.5")
+        DPConfig(epsilon=8.0, delta=1e-05, clip=0.5, noise_multiplier=None)
     """
-    if spec is None or not str(spec).strip():
+    if spec is None or isinstance(spec, DPConfig):
+        return spec
+    if not str(spec).strip():
         return None
     values = {}
     for part in str(spec).split(","):
@@ -100,7 +136,9 @@ def parse_dp(spec: str | None) -> DPConfig | None:
             values[key] = float(value)
         except ValueError:
             raise ValueError(f"DP setting {key}={value!r} is not a number.") from None
-    return DPConfig(**values)
+    dp = DPConfig(**values)
+    object.__setattr__(dp, "text", str(spec))
+    return dp
 
 
 def check_delta(delta: float, n_train: int) -> None:
@@ -246,7 +284,11 @@ def empirical_epsilon(scores, labels, delta: float = 0.0, alpha: float = 0.05) -
       The lower bound, a float >= 0.
 
     Example:
-        >>> empirical_epsilon(scores, labels, delta=1e-5)
+        >>> labels = np.r_[np.ones(200), np.zeros(200)]
+        >>> round(empirical_epsilon(labels, labels, delta=1e-5), 2)  # a perfect attack, 400 texts
+        3.98
+        >>> round(empirical_epsilon(np.zeros(400), labels, delta=1e-5), 2)  # a blind one
+        0.0
     """
     s = np.asarray(scores, np.float64)
     y = np.asarray(labels)

@@ -42,11 +42,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmem.batching import encode_texts
 from jaxmem.config import check, check_positive_ints, dtype_name, field, is_number, jnp_dtype
 from jaxmem.generate import GenerateConfig, check_sampling, filter_logits, generate
 from jaxmem.models.config import ModelConfig
 from jaxmem.models.transformer import cast_params, head_weight, hidden_states, project
-from jaxmem.scoring import encode_texts, score_sequences
+from jaxmem.scoring import score_sequences
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,7 +219,7 @@ def extraction_metrics(params: dict, cfg: ModelConfig, tokenizer, members: Seque
                        *, progress: bool = False) -> dict:
     """:func:`extraction_stats` of member texts and of non-member texts (the control).
 
-    Each text is tokenized as :func:`jaxmem.scoring.encode_texts` does and cut to its first
+    Each text is tokenized as :func:`jaxmem.batching.encode_texts` does and cut to its first
     P + S tokens.
 
     Returns:

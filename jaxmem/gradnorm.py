@@ -39,9 +39,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from jaxmem.batching import encode_texts, length_buckets, make_batches
 from jaxmem.config import dtype_name
 from jaxmem.models.adapters import CONSTANTS
-from jaxmem.scoring import encode_texts, length_buckets, make_batches, target_logp
+from jaxmem.scoring import target_logp
 from jaxmem.tuning.partition import TRAINABLE
 
 NORMS = {"1": 1, "2": 2, "inf": math.inf}
@@ -119,7 +120,7 @@ def grad_norm_scores(params, cfg, labels, tokenizer, texts: Sequence[str], *,
       which: "trainable" (the method's trainable leaves) or "all" (every parameter).
       p: the norm: 1, 2 or inf (MIMIR's default), or their names "1", "2", "inf".
       batch_size: texts per compiled call (length-sorted batches of
-        :func:`jaxmem.scoring.make_batches`; the last is filled with empty rows).
+        :func:`jaxmem.batching.make_batches`; the last is filled with empty rows).
       micro_batch: examples whose gradients exist at once; must divide ``batch_size``. Peak
         memory grows with it; 1 is the safe choice for full fine-tuning.
       block_size: tokens per text, longer texts truncated (default: the model's context,

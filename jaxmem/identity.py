@@ -35,6 +35,14 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from jaxmem import runs
+from jaxmem.checkpointing import CheckpointError
+from jaxmem.data.files import LOCAL_EXTS, list_files
+from jaxmem.data.sources import ALIASES as CORPUS_ALIASES
+from jaxmem.io import read_json
+from jaxmem.models.checkpoints import ALIASES as MODEL_ALIASES
+from jaxmem.models.checkpoints import EMBEDDED, download_from_hub
+
 KEY = "identity"  # run.json's key
 FULL_HASH = 64 << 20  # files up to this size are hashed whole
 BLOCK = 64 << 10
@@ -89,8 +97,6 @@ def locate_model(name: str) -> dict:
       FileNotFoundError: a local model that does not exist.
       ValueError: a name that is no model (as ``load_model`` refuses it).
     """
-    from jaxmem.models.checkpoints import ALIASES, EMBEDDED
-
     name = str(name)
     if name in EMBEDDED or name.endswith(".gguf"):
         local = name not in EMBEDDED
@@ -99,21 +105,20 @@ def locate_model(name: str) -> dict:
             raise FileNotFoundError(f"No such model file or directory: {path}")
         return _part(name, path, path.parent, [path], local)
     path = _absolute(name)
-    local = name not in ALIASES and path.exists()
+    local = name not in MODEL_ALIASES and path.exists()
     if local and not path.is_dir():
         raise ValueError(f"{path} is a file but not a .gguf; pass a HF model directory or a "
                          ".gguf.")
     if not local:
-        if name not in ALIASES and (name.startswith((".", "/", "~")) or name.count("/") > 1
-                                    or name.endswith(".safetensors")):
+        if name not in MODEL_ALIASES and (name.startswith((".", "/", "~"))
+                                          or name.count("/") > 1
+                                          or name.endswith(".safetensors")):
             raise FileNotFoundError(f"No such model file or directory: {path}")
-        if name not in ALIASES and name.count("/") != 1:
+        if name not in MODEL_ALIASES and name.count("/") != 1:
             raise ValueError(f"Unknown model {name!r}: not an alias, not an existing path, and "
                              "not a hub id of the form 'org/name'.")
-        from jaxmem.models.checkpoints import download_from_hub
-
         # the files load_model reads (downloaded once, or the cached copy offline)
-        path = Path(download_from_hub(ALIASES.get(name, name)))
+        path = Path(download_from_hub(MODEL_ALIASES.get(name, name)))
     files = [p for p in path.iterdir() if p.is_file() and (
         p.suffix in WEIGHT_SUFFIXES or p.name == "config.json"
         or p.name.endswith(".safetensors.index.json"))]
@@ -145,14 +150,11 @@ def locate_tokenizer(tokenizer: str | None, model: dict) -> dict:
 def locate_corpus(name: str) -> dict | None:
     """A local corpus's files (a file, a folder, or a ``wikitext:`` / ``webnlg:`` / ``xsum:``
     path) with ``name`` made absolute; None for a named corpus (embedded, hub)."""
-    from jaxmem.data.files import LOCAL_EXTS, list_files
-    from jaxmem.data.sources import _ALIASES
-
     key = str(name).strip()
     prefix, sep, rest = key.partition(":")
-    if sep and _ALIASES.get(prefix.lower()) in ("wikitext", "webnlg", "xsum") and rest:
+    if sep and CORPUS_ALIASES.get(prefix.lower()) in ("wikitext", "webnlg", "xsum") and rest:
         head, path = prefix + ":", _absolute(rest)
-    elif key.lower() in _ALIASES or not Path(key).expanduser().exists():
+    elif key.lower() in CORPUS_ALIASES or not Path(key).expanduser().exists():
         return None
     else:
         head, path = "", _absolute(key)
@@ -253,14 +255,11 @@ def stale_run(run_dir: str | os.PathLike, spec: dict, *, overwrite: bool) -> boo
     Raises:
       CheckpointError: it differs and ``overwrite`` is False; naming the file and the fix.
     """
-    from jaxmem import runs
-    from jaxmem.checkpointing import CheckpointError
-
     path = Path(run_dir) / runs.RUN_SPEC
     new = spec.get(KEY)
     if new is None or not path.exists():
         return False
-    old_spec = runs.read_json(path)
+    old_spec = read_json(path)
     old = old_spec.get(KEY)
     if old is None:
         return False
@@ -287,8 +286,6 @@ def verify_run(run_dir: str | os.PathLike, old: dict, *, model: str,
       FileNotFoundError: a recorded file or folder is gone (naming its absolute path).
       CheckpointError: one differs (naming the file).
     """
-    from jaxmem.checkpointing import CheckpointError
-
     try:
         m = locate_model(model)
         new = {"model": m, "tokenizer": locate_tokenizer(tokenizer, m)}
@@ -310,8 +307,6 @@ def verify_texts(run_dir: str | os.PathLike, old: dict, drawn, corpus: str | Non
     Raises:
       CheckpointError: naming the corpus file that changed, else which sets differ.
     """
-    from jaxmem.checkpointing import CheckpointError
-
     new = {"texts": {k: texts_digest(getattr(drawn, k)) for k in TEXT_SETS}}
     if corpus is not None and old.get("corpus") and difference(old, new, ("texts",)):
         new["corpus"] = locate_corpus(corpus)  # only now: to name the file that changed

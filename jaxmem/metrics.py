@@ -19,8 +19,8 @@ The metrics are the ones usually reported for membership inference:
   e.g. TPR at 1% FPR.
 
 Confidence intervals (:func:`~jaxmem.bootstrap.bootstrap_ci`) and the one-dict
-summary (:func:`~jaxmem.bootstrap.summarize`) live in :mod:`jaxmem.bootstrap`;
-both can still be imported from here.
+summary (:func:`~jaxmem.bootstrap.summarize`) live in :mod:`jaxmem.bootstrap`.
+The FPR targets every summary, table and report uses are :data:`TPR_KEYS`.
 
 Only numpy is needed. Results agree with scikit-learn's ``roc_curve``
 (``drop_intermediate=False``) and ``roc_auc_score``.
@@ -43,29 +43,34 @@ __all__ = [
     "tpr_at_fpr",
     "min_nonmembers",
     "tpr_unsupported_reason",
-    "bootstrap_ci",
-    "summarize",
+    "TPR_KEYS",
+    "tpr_key",
+    "check_scores",
+    "check_target_fpr",
+    "auc_of_checked",
+    "tpr_of_checked",
+    "supported_fprs",
+    "strongest_attack",
 ]
 
 ArrayLike = Sequence[float] | np.ndarray
 
 _NAN_POLICIES = ("raise", "drop")
 
-# Names that moved to jaxmem.bootstrap, still importable from here (see __getattr__).
-_FROM_BOOTSTRAP = ("bootstrap_ci", "summarize")
 
+def tpr_key(target_fpr: float) -> str:
+    """The name of a TPR at ``target_fpr`` in summaries and tables.
 
-def __getattr__(name: str):
-    """Resolves the names in ``_FROM_BOOTSTRAP`` from :mod:`jaxmem.bootstrap`.
-
-    Looked up on first use rather than imported at the top, because
-    :mod:`jaxmem.bootstrap` itself imports this module.
+    Example:
+        >>> tpr_key(0.01), tpr_key(0.001)
+        ('tpr@1%fpr', 'tpr@0.1%fpr')
     """
-    if name in _FROM_BOOTSTRAP:
-        from jaxmem import bootstrap
+    return f"tpr@{target_fpr * 100:.6g}%fpr"
 
-        return getattr(bootstrap, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+#: The FPR grid, defined once: ``{key: FPR}`` of the TPRs that :func:`jaxmem.bootstrap.summarize`
+#: reports by default and every table, results row and report shows, highest FPR first.
+TPR_KEYS: dict[str, float] = {tpr_key(f): f for f in (0.1, 0.01, 0.001)}
 
 
 # ---------------------------------------------------------------------------
@@ -125,10 +130,11 @@ def _check_labels(labels: np.ndarray) -> np.ndarray:
     return labels == 1
 
 
-def _validate(
+def check_scores(
     scores: ArrayLike, labels: ArrayLike, nan_policy: str
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Checks inputs and returns ``(scores, labels, n_dropped)``.
+    """Checks inputs and returns ``(scores, labels, n_dropped)``: what every metric here and
+    in :mod:`jaxmem.bootstrap` / :mod:`jaxmem.paired` runs first.
 
     ``scores`` comes back as finite float64, ``labels`` as bool, and
     ``n_dropped`` is the number of non-finite scores removed (always 0 when
@@ -184,7 +190,8 @@ def _validate(
     return scores, labels, n_bad
 
 
-def _check_target_fpr(target_fpr: float) -> float:
+def check_target_fpr(target_fpr: float) -> float:
+    """``target_fpr`` as a float, refused unless it is a fraction in [0, 1]."""
     target = float(target_fpr)
     if not 0.0 <= target <= 1.0:
         raise ValueError(
@@ -205,7 +212,7 @@ def min_nonmembers(target_fpr: float) -> int:
         >>> min_nonmembers(0.01), min_nonmembers(0.001), min_nonmembers(0.3)
         (100, 1000, 4)
     """
-    target = _check_target_fpr(target_fpr)
+    target = check_target_fpr(target_fpr)
     if target == 0.0:
         raise ValueError("FPR 0 has no sample size that supports it; use a positive target.")
     # The tolerance keeps 1/0.001 = 1000.0000000000001 (if float rounding gives it) at 1000.
@@ -287,7 +294,7 @@ def roc_curve(
         >>> fpr.tolist(), tpr.tolist(), thr.tolist()
         ([0.0, 0.0, 0.5, 1.0], [0.0, 0.5, 1.0, 1.0], [inf, 0.9, 0.8, 0.1])
     """
-    scores, labels, _ = _validate(scores, labels, nan_policy)
+    scores, labels, _ = check_scores(scores, labels, nan_policy)
     return _roc_points(scores, labels)
 
 
@@ -305,7 +312,8 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
+def auc_of_checked(scores: np.ndarray, labels: np.ndarray) -> float:
+    """:func:`roc_auc` of inputs :func:`check_scores` has already checked."""
     n_members = int(np.count_nonzero(labels))
     n_nonmembers = labels.size - n_members
     # Mann-Whitney U: number of (member, non-member) pairs where the member
@@ -339,11 +347,12 @@ def roc_auc(scores: ArrayLike, labels: ArrayLike, *, nan_policy: str = "raise") 
         >>> roc_auc([0.5, 0.5], [1, 0])  # a tie counts half
         0.5
     """
-    scores, labels, _ = _validate(scores, labels, nan_policy)
-    return _auc(scores, labels)
+    scores, labels, _ = check_scores(scores, labels, nan_policy)
+    return auc_of_checked(scores, labels)
 
 
-def _tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, target_fpr: float) -> float:
+def tpr_of_checked(scores: np.ndarray, labels: np.ndarray, target_fpr: float) -> float:
+    """:func:`tpr_at_fpr` of inputs :func:`check_scores` has already checked."""
     fpr, tpr, _ = _roc_points(scores, labels)
     # fpr[0] == 0, so at least one point always qualifies.
     return float(tpr[fpr <= target_fpr].max())
@@ -386,6 +395,47 @@ def tpr_at_fpr(
         >>> tpr_at_fpr(scores, labels, 0.34)  # one false positive allowed
         1.0
     """
-    target = _check_target_fpr(target_fpr)
-    scores, labels, _ = _validate(scores, labels, nan_policy)
-    return _tpr_at_fpr(scores, labels, target)
+    target = check_target_fpr(target_fpr)
+    scores, labels, _ = check_scores(scores, labels, nan_policy)
+    return tpr_of_checked(scores, labels, target)
+
+
+# ---------------------------------------------------------------------------
+# The strongest of several attacks
+# ---------------------------------------------------------------------------
+
+def supported_fprs(rows) -> list[float]:
+    """The FPRs of :data:`TPR_KEYS` that every row's non-members (``n_nonmembers``) support,
+    highest first.
+
+    Example:
+        >>> supported_fprs([{"n_nonmembers": 100}, {"n_nonmembers": 500}])
+        [0.1, 0.01]
+    """
+    n = min(r["n_nonmembers"] for r in rows)
+    return [f for f in TPR_KEYS.values() if not tpr_unsupported_reason(f, n)]
+
+
+def strongest_attack(metrics: dict[str, dict]) -> dict | None:
+    """Of one model's attacks, the one with the highest TPR at the lowest FPR of
+    :data:`TPR_KEYS` that its non-members support (ties: the higher AUC, then the first).
+
+    Args:
+      metrics: ``{attack: m}``, each ``m`` with ``auc``, ``n_nonmembers`` and the TPR keys:
+        an audit's ``metrics`` (``metrics.json``) or one (method, epoch)'s study rows.
+
+    Returns:
+      ``{"attack", "tpr", "fpr"}``, or None when no FPR is supported (too few non-members).
+
+    Example:
+        >>> m = {"auc": .6, "n_nonmembers": 100, "tpr@10%fpr": .2, "tpr@1%fpr": .03,
+        ...      "tpr@0.1%fpr": None}
+        >>> strongest_attack({"loss": m, "zlib": dict(m, auc=.7)})  # 1000 needed for 0.1%
+        {'attack': 'zlib', 'tpr': 0.03, 'fpr': 0.01}
+    """
+    fprs = supported_fprs(list(metrics.values())) if metrics else []
+    if not fprs:
+        return None
+    key = next(k for k, f in TPR_KEYS.items() if f == fprs[-1])
+    name = max(metrics, key=lambda a: (metrics[a][key], metrics[a]["auc"]))
+    return {"attack": name, "tpr": float(metrics[name][key]), "fpr": fprs[-1]}

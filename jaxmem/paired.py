@@ -64,9 +64,9 @@ from typing import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 
-from jaxmem.bootstrap import (_check_bootstrap_args, _percentile_interval, _resample_indices,
-                              _roc_metrics_on_resamples)
-from jaxmem.metrics import ArrayLike, _auc, _validate
+from jaxmem.bootstrap import (check_bootstrap_args, percentile_interval, resample_indices,
+                              roc_metrics_on_resamples)
+from jaxmem.metrics import ArrayLike, auc_of_checked, check_scores
 
 __all__ = ["Estimate", "PairedAUCs", "paired_bootstrap", "hierarchical_bootstrap",
            "two_level_indices", "verdict", "VERDICTS", "p_above", "p_below", "holm",
@@ -127,7 +127,7 @@ class PairedAUCs:
 
     def ci(self, key: Hashable) -> tuple[float, float] | None:
         """The percentile interval of one key's AUC (None without bootstrap)."""
-        return _percentile_interval(self.samples[key], self.alpha) if self.n_boot else None
+        return percentile_interval(self.samples[key], self.alpha) if self.n_boot else None
 
     def replicates(self, weights: Mapping[Hashable, float]) -> np.ndarray:
         """``sum(w * AUC_key)`` on every resample, ``(n_boot,)``."""
@@ -147,7 +147,7 @@ class PairedAUCs:
         if not self.n_boot:
             return Estimate(value, level=1 - alpha)
         stat = self.replicates(weights)
-        return Estimate(value, *_percentile_interval(stat, alpha), level=1 - alpha,
+        return Estimate(value, *percentile_interval(stat, alpha), level=1 - alpha,
                         replicates=stat)
 
     def difference(self, a: Hashable, b: Hashable) -> Estimate:
@@ -177,7 +177,7 @@ def _paired_arrays(scores_by_key: Mapping[Hashable, ArrayLike], labels: ArrayLik
         labels = labels[keep]
     checked = {}
     for k, v in arrays.items():  # the metrics' own checks: labels 0/1, both classes, NaN
-        checked[k], labels_ok, _ = _validate(v, labels, nan_policy)
+        checked[k], labels_ok, _ = check_scores(v, labels, nan_policy)
     return checked, labels_ok
 
 
@@ -206,15 +206,15 @@ def paired_bootstrap(scores_by_key: Mapping[Hashable, ArrayLike], labels: ArrayL
             ``"raise"``, a negative ``n_boot`` or ``alpha`` outside (0, 1).
     """
     if n_boot != 0:
-        _check_bootstrap_args(n_boot, alpha)
+        check_bootstrap_args(n_boot, alpha)
     arrays, labels = _paired_arrays(scores_by_key, labels, nan_policy)
-    auc = {k: _auc(v, labels) for k, v in arrays.items()}
+    auc = {k: auc_of_checked(v, labels) for k, v in arrays.items()}
     ones = {k: 1 for k in arrays}
     if not n_boot:
         return PairedAUCs(auc, {k: np.empty(0) for k in arrays}, alpha, ones)
     # One set of resamples for every key: this is the pairing.
-    indices = _resample_indices(labels, int(n_boot), seed)
-    samples = {k: _roc_metrics_on_resamples(v, labels, indices)[0] for k, v in arrays.items()}
+    indices = resample_indices(labels, int(n_boot), seed)
+    samples = {k: roc_metrics_on_resamples(v, labels, indices)[0] for k, v in arrays.items()}
     return PairedAUCs(auc, samples, alpha, ones)
 
 
@@ -232,7 +232,7 @@ def two_level_indices(labels: ArrayLike, n_seeds: Mapping[Hashable, int], n_boot
         :func:`paired_bootstrap`'s for the same seed; ``seeds`` ``{group: (n_boot, k)}`` seed
         positions drawn with replacement (row ``b`` goes with text resample ``b``).
     """
-    texts = _resample_indices(np.asarray(labels, bool), int(n_boot), seed)
+    texts = resample_indices(np.asarray(labels, bool), int(n_boot), seed)
     rng = np.random.default_rng([seed, 1])  # its own stream: the text draws stay as they were
     seeds = {g: rng.integers(0, k, size=(int(n_boot), k)) for g, k in n_seeds.items()}
     return texts, seeds
@@ -286,10 +286,11 @@ def hierarchical_bootstrap(scores_by_key: Mapping[Hashable, Sequence[ArrayLike]]
                              f"({n_seeds[g]} and {len(arrays)} for {k!r}); they must list the "
                              "same training runs.")
     if n_boot != 0:
-        _check_bootstrap_args(n_boot, alpha)
+        check_bootstrap_args(n_boot, alpha)
     flat, labels = _paired_arrays({(k, j): a for k, arrays in per_key.items()
                                    for j, a in enumerate(arrays)}, labels, nan_policy)
-    auc = {k: float(_seed_mean([_auc(flat[k, j], labels) for j in range(len(arrays))]))
+    auc = {k: float(_seed_mean([auc_of_checked(flat[k, j], labels)
+                                for j in range(len(arrays))]))
            for k, arrays in per_key.items()}
     counts = {k: len(arrays) for k, arrays in per_key.items()}
     if not n_boot:
@@ -298,7 +299,7 @@ def hierarchical_bootstrap(scores_by_key: Mapping[Hashable, Sequence[ArrayLike]]
     rows = np.arange(int(n_boot))
     samples = {}
     for k, arrays in per_key.items():
-        per_seed = np.stack([_roc_metrics_on_resamples(flat[k, j], labels, texts)[0]
+        per_seed = np.stack([roc_metrics_on_resamples(flat[k, j], labels, texts)[0]
                              for j in range(len(arrays))])  # (k, n_boot)
         drawn = draws[group(k)]
         samples[k] = _seed_mean([per_seed[drawn[:, j], rows] for j in range(drawn.shape[1])])

@@ -1,7 +1,8 @@
 """Offline LiRA and RMIA as ordinary attacks (``lira``, ``rmia``): reference models trained
 once, checkpointed, and reused across epochs and reruns.
 
-**Specs.** ``lira`` and ``rmia`` take options as ``name:key=value,key=value``:
+**Specs** (read by :mod:`jaxmem.attack_options`). ``lira`` and ``rmia`` take options as
+``name:key=value,key=value``:
 
 * ``k``: the number of reference models K, even (complementary halves), default 4.
 * ``pop``: the population size P (default: twice the target's training texts, so that each
@@ -46,87 +47,14 @@ from typing import Callable, Sequence
 import numpy as np
 
 from jaxmem import runs
+from jaxmem.attack_options import reference_requests
 from jaxmem.profiling import phase
-from jaxmem.reference_models import (ReferenceModels, _digest, population_candidates,
-                                     sample_population)
-
-OPTIONS = {"lira": ("k", "pop", "variance"), "rmia": ("k", "pop", "a", "gamma")}
-DEFAULTS = {"k": 4, "pop": None, "variance": "global", "a": "tune", "gamma": 1.0}
-EXAMPLES = {"lira": "lira:k=4", "rmia": "rmia:k=4,a=tune"}
-
-
-# ----------------------------------------------------------------------------- specs
-
-def _option(name: str, spec: str, key: str, raw: str):
-    def bad(rule):
-        return ValueError(f"Attack {spec!r}: {key} must be {rule}, got {raw!r} (e.g. "
-                          f"{EXAMPLES[name]}).")
-
-    if key in ("k", "pop"):
-        try:
-            v = int(raw)
-        except ValueError:
-            v = None
-        if key == "k" and (v is None or v < 2 or v % 2):
-            raise bad("an even integer >= 2 (the references train on complementary halves)")
-        if key == "pop" and (v is None or v < 2):
-            raise bad("an integer >= 2 (population texts; each reference trains on half)")
-        return v
-    if key == "variance":
-        if raw not in ("global", "per_example"):
-            raise bad("global or per_example")
-        return raw
-    if key == "a" and raw == "tune":
-        return raw
-    try:
-        v = float(raw)
-    except ValueError:
-        v = None
-    if key == "a" and (v is None or not 0 <= v <= 1):
-        raise bad("tune or a number in [0, 1]")
-    if key == "gamma" and (v is None or not v > 0):
-        raise bad("a number > 0")
-    return v
-
-
-def parse_options(name: str, arg: str, spec: str) -> tuple[str, dict]:
-    """``("rmia", "k=4,a=0.3")`` -> (canonical spec ``"rmia:k=4,a=0.3"``, options).
-
-    The canonical spec names ``k`` (and RMIA's ``a``) always, other options where not default.
-
-    Raises:
-      ValueError: an unknown option, a bad value, or ``a=tune`` with k < 4; naming the fix.
-    """
-    opts = {key: DEFAULTS[key] for key in OPTIONS[name]}
-    for item in filter(None, (x.strip() for x in arg.split(","))):
-        key, eq, raw = item.partition("=")
-        key = key.strip()
-        if not eq or key not in opts:
-            raise ValueError(f"Attack {spec!r}: {name} takes options {', '.join(OPTIONS[name])} "
-                             f"as key=value, comma-separated (e.g. {EXAMPLES[name]}); got "
-                             f"{item!r}.")
-        opts[key] = _option(name, spec, key, raw.strip())
-    if opts.get("a") == "tune" and opts["k"] < 4:
-        raise ValueError(f"Attack {spec!r}: RMIA tunes a by attacking each reference with the "
-                         f"others, which needs k >= 4; give a number (rmia:k={opts['k']},a=0.5) "
-                         "or k=4.")
-    shown = [f"k={opts['k']}"] + [f"{key}={opts[key]:g}" if isinstance(opts[key], float)
-                                  else f"{key}={opts[key]}" for key in OPTIONS[name]
-                                  if key != "k" and (key == "a" or opts[key] != DEFAULTS[key])]
-    return f"{name}:{','.join(shown)}", opts
-
-
-def reference_requests(specs: Sequence[str]) -> dict[tuple, bool]:
-    """{(k, pop): whether the population's log-likelihoods are needed (RMIA)} of the LiRA /
-    RMIA specs among ``specs``."""
-    out: dict[tuple, bool] = {}
-    for spec in specs:
-        name, _, arg = spec.partition(":")
-        if name in OPTIONS:
-            _, opts = parse_options(name, arg, spec)
-            key = (opts["k"], opts["pop"])
-            out[key] = out.get(key, False) or name == "rmia"
-    return out
+from jaxmem.reference_models import (ReferenceModels, population_candidates, sample_population,
+                                     texts_sha256)
+from jaxmem.references import lira_offline, reference_splits, rmia_offline, tune_rmia_a
+from jaxmem.scoring import score_texts
+from jaxmem.trainer import TrainConfig
+from jaxmem.tuning import method_config
 
 
 # ----------------------------------------------------------------------------- the attacks
@@ -163,8 +91,6 @@ def _signals(inp, name: str, k: int, pop) -> ReferenceSignals:
 def lira(inp, k: int = 4, pop=None, variance: str = "global") -> np.ndarray:
     """Offline LiRA of the target against its K references
     (:func:`jaxmem.references.lira_offline`, log Lambda; higher = member)."""
-    from jaxmem.references import lira_offline
-
     r = _signals(inp, "lira", k, pop)
     target = -inp.target.nll()
     same = (r.texts_ll == r.texts_ll[:1]) | np.isnan(r.texts_ll)
@@ -177,8 +103,6 @@ def rmia(inp, k: int = 4, pop=None, a="tune", gamma: float = 1.0) -> np.ndarray:
     """Offline RMIA of the target against its K references, the population as z samples
     (:func:`jaxmem.references.rmia_offline`); ``a="tune"``: :func:`tune_rmia_a` on the
     references and population alone (recorded in ``info``)."""
-    from jaxmem.references import rmia_offline, tune_rmia_a
-
     r = _signals(inp, "rmia", k, pop)
     if r.population_ll is None or r.target_population_ll is None:
         raise ValueError("The rmia attack needs the population's log-likelihoods under the "
@@ -204,9 +128,6 @@ def reference_provider(root, base, cfg, tokenizer, *, model_name: str, method, t
       ``provide(params, texts, requests, **score_kw) -> {(k, pop): ReferenceSignals}``, with
       ``requests`` from :func:`reference_requests`.
     """
-    from jaxmem.references import reference_splits
-    from jaxmem.scoring import score_texts
-
     def provide(params, texts, requests, **kw):
         out, target_pop = {}, {}
         for (k, pop), need_population in requests.items():
@@ -225,7 +146,7 @@ def reference_provider(root, base, cfg, tokenizer, *, model_name: str, method, t
             sig = ReferenceSignals(lls[0], reference_splits(len(population), k, tcfg.seed),
                                    info=info)
             if need_population:
-                h = _digest(population)
+                h = texts_sha256(population)
                 if h not in target_pop:
                     with phase("scoring"):
                         target_pop[h] = -score_texts(params, cfg, tokenizer, population,
@@ -252,9 +173,7 @@ def study_references(out, model_name: str, dataset: str, corpus, base, cfg, toke
     ``references`` of one attacked (method, epoch) (method None, epoch 0: the base model), or
     None when the study's attacks need no references. References live in
     ``runs.study_reference_dir(out, model, dataset, method)``."""
-    from jaxmem.attacks import needs
-
-    if "references" not in needs(scfg.audit.attacks):
+    if not reference_requests(scfg.audit.attacks):
         return lambda method, tcfg, epoch: None
     _refuse(mesh, scfg.train.dp)
     exclude = corpus.train + corpus.validation + corpus.members + corpus.nonmembers
@@ -288,9 +207,6 @@ def run_references(run_dir, base, cfg, tokenizer, corpus, *, dataset: str, epoch
     """For ``jaxmem attack --run-dir``: the ``references`` of the run at ``epoch`` (default its
     last finished one), cached in ``<run_dir>/references/``; the population is drawn from
     ``dataset`` minus the corpus's training, validation, member and non-member texts."""
-    from jaxmem.trainer import TrainConfig
-    from jaxmem.tuning import method_config
-
     spec = runs.read_run_spec(run_dir)
     tcfg = TrainConfig.from_dict(spec["train"])
     m = spec["method"]
@@ -305,5 +221,5 @@ def run_references(run_dir, base, cfg, tokenizer, corpus, *, dataset: str, epoch
         progress=progress)
 
 
-__all__ = ["ReferenceSignals", "check_run_attack", "lira", "parse_options", "reference_provider",
-           "reference_requests", "rmia", "run_references", "study_references"]
+__all__ = ["ReferenceSignals", "check_run_attack", "lira", "reference_provider", "rmia",
+           "run_references", "study_references"]

@@ -11,9 +11,15 @@ references' mean token log-likelihoods per (epoch, texts, scoring settings) in `
 scoring again. The attacks that use them: :mod:`jaxmem.reference_attacks`.
 
 Example:
-    >>> refs = ReferenceModels(root, base, cfg, tok, model_name="smollm2-135m", method="lora",
-    ...                        tcfg=tcfg, population=pop, k=4)
-    >>> texts_ll, = refs.log_likelihoods([texts], epoch=2, block_size=64)   # [K, N]
+    A population drawn from the embedded corpus, disjoint from every text of the target:
+
+    >>> from jaxmem.data import load_corpus
+    >>> c = load_corpus("default", n_train=16, n_members=16, n_nonmembers=16, n_validation=4)
+    >>> candidates = population_candidates("default", c.train + c.validation + c.members
+    ...                                    + c.nonmembers)
+    >>> pop = sample_population(candidates, 8, seed=0)
+    >>> len(pop), set(pop).isdisjoint(c.members + c.nonmembers)
+    (8, True)
 """
 
 from __future__ import annotations
@@ -21,13 +27,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from jaxmem import runs
+from jaxmem.data import clean_splits, embedded
+from jaxmem.data.overlap import text_key
+from jaxmem.data.sources import resolve
+from jaxmem.io import atomic_write
 from jaxmem.profiling import phase
+from jaxmem.references import (References, init_references, reference_log_likelihoods,
+                               reference_splits, train_references)
+from jaxmem.tuning import method_config
+from jaxmem.tuning.partition import merge, split
 
 SPEC = "references.json"
 LOGLIK = "loglik"
@@ -36,7 +51,9 @@ OUTPUTS = (SPEC, runs.CHECKPOINTS, LOGLIK)
 
 # ----------------------------------------------------------------------------- population
 
-def _digest(texts: Sequence[str]) -> str:
+def texts_sha256(texts: Sequence[str]) -> str:
+    """sha256 over the texts in order, each followed by a NUL (and their count first): names a
+    reference set's folder and its cached log-likelihoods."""
     h = hashlib.sha256(f"{len(texts)}\0".encode())
     for t in texts:
         h.update(t.encode() + b"\0")
@@ -48,20 +65,14 @@ def population_candidates(dataset: str, exclude: Sequence[str],
     """Every text of ``dataset`` (cleaned as :func:`jaxmem.data.load_corpus` cleans it) but
     those in ``exclude`` (matched as the audit matches texts): what a population is drawn
     from. Pass the target's training, validation, member and non-member texts."""
-    import os
-
-    from jaxmem.data import _clean, embedded
-    from jaxmem.data.sources import resolve
-    from jaxmem.streaming import _text_key
-
     source = resolve(os.fspath(dataset), text_column)
-    splits, _ = _clean(source, embedded.MIN_CHARS if source.name == "wiki-gensim" else 1,
+    splits, _ = clean_splits(source, embedded.MIN_CHARS if source.name == "wiki-gensim" else 1,
                        text_column)
-    seen = {_text_key(t) for t in exclude}
+    seen = {text_key(t) for t in exclude}
     out = []
     for units in splits.values():
         for u in units:
-            key = _text_key(u.text)
+            key = text_key(u.text)
             if key not in seen:
                 seen.add(key)
                 out.append(u.text)
@@ -98,16 +109,22 @@ class ReferenceModels:
     ``root/k<K>-pop<P>-<digest>/`` (see the module docstring) and read back from there.
 
     Example:
-        >>> refs = ReferenceModels(root, base, cfg, tok, model_name="smollm2-135m",
-        ...                        method="lora", tcfg=tcfg, population=pop, k=4)
-        >>> texts_ll, = refs.log_likelihoods([texts], epoch=2, block_size=64)   # [K, N]
+        >>> import jaxmem, os
+        >>> base, cfg, tok = jaxmem.tiny_model()
+        >>> pop = [f"Population text {i:02d}." for i in range(8)]
+        >>> tcfg = jaxmem.TrainConfig(epochs=1, block_size=32, batch_size=4)
+        >>> refs = ReferenceModels("refs", base, cfg, tok, model_name="tiny", method="lora:r=4",
+        ...                        tcfg=tcfg, population=pop, k=2)
+        >>> texts_ll, = refs.log_likelihoods([["The cat sat.", "A dog ran."]], epoch=1,
+        ...                                  block_size=32)     # trains, then scores: [K, N]
+        >>> texts_ll.shape
+        (2, 2)
+        >>> os.listdir("refs")             # k<K>-pop<P>-<digest>; a second call reads it back
+        ['k2-pop8-...']
     """
 
     def __init__(self, root, base, cfg, tokenizer, *, model_name: str, method, tcfg,
                  population: Sequence[str], k: int, progress: bool = False):
-        from jaxmem.references import reference_splits
-        from jaxmem.tuning import method_config
-
         self.base, self.cfg, self.tok, self.tcfg, self.k = base, cfg, tokenizer, tcfg, k
         self.mcfg, self.progress = method_config(method), progress
         self.population = list(population)
@@ -116,31 +133,26 @@ class ReferenceModels:
             "model": str(model_name), "model_config": cfg.to_dict(),
             "method": dataclasses.asdict(self.mcfg), "train": tcfg.to_dict(), "k": k,
             "split_seed": tcfg.seed, "n_population": len(self.population),
-            "population_sha256": _digest(self.population)}))
-        digest = _digest([json.dumps(self.spec, sort_keys=True)])[:12]
+            "population_sha256": texts_sha256(self.population)}))
+        digest = texts_sha256([json.dumps(self.spec, sort_keys=True)])[:12]
         self.folder = Path(root) / f"k{k}-pop{len(self.population)}-{digest}"
 
     def _path(self, epoch: int, texts: Sequence[str], kw: dict) -> Path:
-        key = _digest([json.dumps(kw, sort_keys=True), *texts])[:20]
+        key = texts_sha256([json.dumps(kw, sort_keys=True), *texts])[:20]
         return self.folder / LOGLIK / f"epoch_{epoch:03d}-{key}.npy"
 
     def _score(self, refs, epoch: int, text_sets, kw: dict) -> None:
-        from jaxmem.references import reference_log_likelihoods
-
         for texts in text_sets:
             path = self._path(epoch, texts, kw)
             if not path.exists():
                 with phase("reference models: scoring"):
                     ll = reference_log_likelihoods(refs, self.cfg, self.tok, texts, **kw)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                runs.atomic_write(path, _save_npy(ll))
+                atomic_write(path, _save_npy(ll))
 
     def _restore(self, epoch: int, stacked=None, labels=None, opt_state=None):
         """(stacked params, labels, opt_state) of a finished epoch, laid out as ``stacked``
         (default: fresh references); the optimizer state only when its layout is given."""
-        from jaxmem.references import init_references
-        from jaxmem.tuning.partition import merge, split
-
         if stacked is None:
             stacked, labels = init_references(self.base, self.cfg, self.tok, self.mcfg,
                                               self.tcfg, self.k)
@@ -162,9 +174,6 @@ class ReferenceModels:
         Raises:
           FileExistsError: the folder holds something else (not jaxmem's, or another spec).
         """
-        from jaxmem.references import References, train_references
-        from jaxmem.tuning.partition import split
-
         if not 1 <= epoch <= self.tcfg.epochs:
             raise ValueError(f"The references train for {self.tcfg.epochs} epochs like the "
                              f"target; epoch {epoch} does not exist.")

@@ -9,7 +9,7 @@ other K/2, and every reference trains on the same number of texts.
 
 For a method whose trainable leaves are few (LoRA, IA3, prefix, prompt, P-tuning, head), the K
 references train in **one** compiled step: the trainer's own step
-(:func:`jaxmem.trainer.make_train_step`) under ``jax.vmap`` over the trainable subtree, the
+(:func:`jaxmem.train_step.make_train_step`) under ``jax.vmap`` over the trainable subtree, the
 optimizer state, the batches and the dropout keys, with the frozen base passed unbatched
 (``in_axes=None``), so the base weights exist once and each matrix product runs over K stacked
 adapters. Reference k is what :func:`jaxmem.trainer.train` would give with seed ``seed + 1 + k``
@@ -23,9 +23,23 @@ part of the classifier's "confidence in the true label" (ml_privacy_meter's LM s
 ``get_signals.get_softmax``).
 
 Example:
-    >>> refs = train_references(base, cfg, tok, "lora", population, tcfg, n_refs=4)
-    >>> ref_ll = reference_log_likelihoods(refs, cfg, tok, texts, block_size=64)   # [K, N]
+    Which population texts each of K = 4 references trains on (complementary pairs):
+
+    >>> import numpy as np
+    >>> reference_splits(6, n_refs=4).astype(int)
+    array([[1, 0, 0, 0, 1, 1],
+           [0, 1, 1, 1, 0, 0],
+           [1, 0, 0, 1, 1, 0],
+           [0, 1, 1, 0, 0, 1]])
+
+    Offline LiRA on the mean token log-likelihoods of two audited texts, under the target
+    ([N]) and under the references ([K, N], :func:`reference_log_likelihoods`):
+
+    >>> target_ll = np.array([-2.0, -3.0])
+    >>> ref_ll = np.array([[-3.0, -3.1], [-3.2, -2.9], [-2.9, -3.0], [-3.1, -3.0]])
     >>> scores = lira_offline(target_ll, ref_ll)
+    >>> bool(scores[0] > scores[1])    # text 0 fits the target far better than the references
+    True
 """
 
 from __future__ import annotations
@@ -38,8 +52,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmem.scoring import encode_texts, score_texts
-from jaxmem.trainer import TrainConfig, epoch_batches, make_optimizer, make_train_step
+from jaxmem.batching import encode_texts
+from jaxmem.metrics import roc_auc
+from jaxmem.optim import make_optimizer
+from jaxmem.scoring import score_texts
+from jaxmem.train_step import epoch_batches, make_train_step
+from jaxmem.trainer import TrainConfig
 from jaxmem.tuning import init_method, method_config
 from jaxmem.tuning.partition import TRAINABLE
 
@@ -167,9 +185,15 @@ def train_references(params, cfg, tokenizer, mcfg, population: Sequence[str],
       ValueError: bad ``n_refs``, ``until`` or population; FloatingPointError: a NaN/inf loss.
 
     Example:
-        >>> refs = train_references(base, cfg, tok, "lora:r=8", population,
-        ...                         TrainConfig(epochs=1, block_size=64), n_refs=4)
+        >>> import jaxmem
+        >>> base, cfg, tok = jaxmem.tiny_model()
+        >>> population = [f"Population text {i:02d}." for i in range(16)]
+        >>> refs = train_references(base, cfg, tok, "lora:r=4", population,
+        ...                         TrainConfig(epochs=1, block_size=32, batch_size=4), n_refs=4)
         >>> refs.params["layers"]["attn"]["q_proj"]["lora_a"].shape   # [K, L, d, r]
+        (4, 2, 32, 4)
+        >>> reference_log_likelihoods(refs, cfg, tok, ["The cat sat."], block_size=32).shape
+        (4, 1)
     """
     mcfg = method_config(mcfg)
     if tcfg.block_size > cfg.max_positions:
@@ -372,8 +396,6 @@ def tune_rmia_a(pop_ref_ll, membership, *, gamma: float = 1.0,
     Returns:
       (best a, {a: mean AUC over the K pseudo-targets}); ties go to the smaller a.
     """
-    from jaxmem.metrics import roc_auc
-
     ll, member = np.asarray(pop_ref_ll, np.float64), np.asarray(membership, bool)
     if ll.shape != member.shape or ll.shape[0] < 4:
         raise ValueError(f"tune_rmia_a needs log-likelihoods and membership of one shape with "

@@ -1,14 +1,14 @@
 """What jaxmem keeps on disk, and the only place that builds those paths.
 
 Three kinds of folder: a run (one fine-tuning, :func:`jaxmem.trainer.train`), an attack result
-(:func:`jaxmem.audit.run_attacks_on`) and a study (:func:`jaxmem.study.run_study`), which holds
+(:func:`jaxmem.audit.run_attacks_on`) and a study (:func:`jaxmem.study.grid.run_study`), which holds
 runs and attack results for every (model, dataset, method, epoch)::
 
     <study>/
     ├── study.json                 the study's config; a folder holding another one is refused
     ├── results.json, results.csv  one row per (model, dataset, method, seed, epoch, attack)
     ├── results_by_cell.csv        with several seeds: mean and sd over seeds per cell
-    ├── report.md, figures/*.png   jaxmem.report, at the end
+    ├── report.md, figures/*.png   jaxmem.study.report, at the end
     ├── runs/<model>/<dataset>/<method>/[seed_S/]   a run folder (below); names are slug()s;
     │                                               seed_S with the study's seeds: [...]
     ├── attacks/<model>/<dataset>/<method>/[seed_S/]epoch_N/ an attack folder (below); base:
@@ -42,37 +42,48 @@ runs and attack results for every (model, dataset, method, epoch)::
 Each of these folders holds ``.jaxmem.lock`` while a process works in it (:mod:`jaxmem.locks`:
 one writer at a time, a second refused at once; a killed process's lock is taken over).
 
-Every file is written whole or not at all (:func:`atomic_write`); with several processes
-process 0 writes and the others read (a shared filesystem). A run resumes after its last marked
-epoch, a study skips every done (cell, epoch), and results are never silently replaced: a
-folder holding another run or study is refused unless the caller asks to overwrite it, and
-then only jaxmem's own files go (:func:`remove_outputs`; the user's are kept and named). A
-folder that is not jaxmem's is never written into unless empty, even where its files are named
-like jaxmem's, and output files are checked before any work (:func:`check_output_file`).
+Every file is written whole or not at all (:func:`jaxmem.io.atomic_write`); with several
+processes process 0 writes and the others read (a shared filesystem). A run resumes after its
+last marked epoch, a study skips every done (cell, epoch), and results are never silently
+replaced: a folder holding another run or study is refused unless the caller asks to overwrite
+it, and then only jaxmem's own files go (:func:`remove_outputs`; the user's are kept and named).
+A folder that is not jaxmem's is never written into unless empty, even where its files are named
+like jaxmem's, and output files are checked before any work
+(:func:`jaxmem.io.check_output_file`).
 
 Example:
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> run_dir = Path("runs/lora")
+    >>> spec = {"model": "tiny", "method": "lora", "train": {"epochs": 2}}
     >>> claim_run(run_dir, spec, overwrite=False)
+    >>> for epoch in (1, 2):
+    ...     save_epoch(run_dir, epoch, {"params": {"w": np.zeros(3)}}, {"val_loss": 1.0})
     >>> finished_epochs(run_dir)
     [1, 2]
+    >>> claim_run(run_dir, {**spec, "method": "full"}, overwrite=False)
+    Traceback (most recent call last):
+    jaxmem.checkpointing.CheckpointError: runs/lora holds a different run (differs in: method). ...
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import dataclasses
-import io
 import json
 import os
 import re
 import shutil
-import uuid
+import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
+from jaxmem import locks
+from jaxmem import overwrite as overwrite_
 from jaxmem import sharding as sh
 from jaxmem.checkpointing import CheckpointError, restore_checkpoint, save_checkpoint, tree_digest
+from jaxmem.io import atomic_write, read_json
+from jaxmem.overwrite import is_lock_name
 
 # run folder
 RUN_SPEC = "run.json"
@@ -92,6 +103,7 @@ RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 RESULTS_BY_CELL = "results_by_cell.csv"  # several training seeds: mean and spread per cell
 REPORT = "report.md"
+CLAIMS = "claims.json"  # the paper's claims as judged for the report (jaxmem.study.verdicts)
 FIGURES = "figures"
 SESSIONS = "sessions.json"  # wall time of every session that worked on the study
 TIMINGS = "timings.json"  # where each session's time went (jaxmem.profiling)
@@ -103,139 +115,8 @@ EXTRACTION = "extraction.json"  # a study cell's verbatim extraction (jaxmem.ext
 EXPOSURE = "exposure.json"  # a study cell's canary exposure (jaxmem.canaries), with train.canaries
 WRITING = ".jaxmem-writing"  # while an in-memory attack writes its files (audit.write_results)
 ATTACK_OUTPUTS = (SCORES, METRICS, ROC, HISTOGRAMS, EXTRACTION, EXPOSURE, *SCORES_WORK, WRITING)
-STUDY_OUTPUTS = (STUDY_SPEC, RESULTS_JSON, RESULTS_CSV, RESULTS_BY_CELL, REPORT, FIGURES, SESSIONS, TIMINGS,
-                 "runs", "attacks", REFERENCES)
-
-
-# ----------------------------------------------------------------------------- writing
-
-def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[Path], Any] | Any) -> Path:
-    """Writes a file whole or not at all: into a temporary file beside it, then renamed.
-
-    A reader (another process, a resumed job) never sees half a file, and a writer that fails
-    leaves the old file, if any, as it was and no temporary file behind.
-
-    Args:
-      path: the file to write.
-      data: text, bytes, a function that writes the file at the path it is given (parquet,
-        figures), or anything else, written as JSON (indent 1).
-
-    Returns:
-      ``path``.
-    """
-    path = Path(path)
-    if isinstance(data, str):
-        data = data.encode()
-    elif not isinstance(data, bytes) and not callable(data):
-        data = json.dumps(data, indent=1).encode()
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        if callable(data):
-            data(tmp)
-        else:
-            tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    return path
-
-
-TABLE_FORMATS = (".csv", ".json", ".jsonl", ".md", ".parquet")
-
-
-def check_table_path(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Checks, before any work, that a table can be written at ``path``.
-
-    Raises:
-      ValueError: an unknown format (suffix).
-      FileExistsError: the file exists and ``overwrite`` is False.
-    """
-    return check_output_file(path, option="--out", suffixes=TABLE_FORMATS, overwrite=overwrite)
-
-
-def check_writable(folder: str | os.PathLike, option: str = "") -> None:
-    """Checks, before any work, that the folder ``folder`` exists or can be made, and that
-    this process may write in it (its nearest existing ancestor is a writable folder).
-
-    Raises:
-      NotADirectoryError: ``folder``, or a folder above it, is a file.
-      PermissionError: that folder is not writable.
-    """
-    what = f"{option} {folder}" if option else str(folder)
-    p = Path(os.path.abspath(folder))
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    if not p.is_dir():
-        raise NotADirectoryError(f"{what}: {p} is a file, not a folder; choose another place.")
-    if not os.access(p, os.W_OK | os.X_OK):
-        raise PermissionError(f"{what}: cannot write in {p} (permission denied); choose a "
-                              "folder you can write to.")
-
-
-def check_output_file(path: str | os.PathLike, *, option: str, suffixes: Sequence[str],
-                      overwrite: bool = False) -> Path:
-    """Checks, before any work, an output file given as ``option``: its suffix is one of
-    ``suffixes``, it is not an existing file (unless ``overwrite``) nor a folder, and its
-    folder exists or can be made, writable (:func:`check_writable`).
-
-    Raises:
-      ValueError: an unknown suffix.
-      FileExistsError: the file exists and ``overwrite`` is False.
-      IsADirectoryError, NotADirectoryError, PermissionError: it cannot be written there.
-    """
-    path = Path(path)
-    if path.suffix not in suffixes:
-        raise ValueError(f"{option} {path}: unknown output format {path.suffix!r}; use "
-                         f"{', '.join(suffixes)}.")
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory; {option} takes a file name.")
-    if (path.exists() or path.is_symlink()) and not overwrite:
-        raise FileExistsError(f"{path} exists; choose another file for {option} or pass "
-                              "--overwrite to replace it.")
-    check_writable(path.parent, option)
-    return path
-
-
-def write_table(rows: Sequence[dict], path: str | os.PathLike) -> Path:
-    """Writes rows (dicts with the same keys) in the format the file's suffix names, atomically.
-
-    Args:
-      rows: the table; the first row's keys are the columns of a CSV or Markdown table.
-      path: ``.csv``, ``.json`` (a list, indent 1), ``.jsonl``, ``.md`` or ``.parquet``; the
-        folder is made if missing.
-
-    Raises:
-      ValueError: another suffix.
-    """
-    path = Path(path)
-    rows = list(rows)
-    if path.suffix == ".csv":
-        f = io.StringIO()
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-        data = f.getvalue()
-    elif path.suffix == ".json":
-        data = json.dumps(rows, indent=1)
-    elif path.suffix == ".jsonl":
-        data = "".join(json.dumps(r) + "\n" for r in rows)
-    elif path.suffix == ".md":
-        from jaxmem.report import markdown_table
-
-        data = markdown_table(rows) + "\n"
-    elif path.suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.Table.from_pylist(rows)
-        data = lambda tmp: pq.write_table(table, tmp)  # noqa: E731
-    else:
-        raise ValueError(f"unknown output format {path.suffix!r}; use .csv, .json, .jsonl, .md "
-                         "or .parquet")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, data)
+STUDY_OUTPUTS = (STUDY_SPEC, RESULTS_JSON, RESULTS_CSV, RESULTS_BY_CELL, REPORT, CLAIMS, FIGURES,
+                 SESSIONS, TIMINGS, "runs", "attacks", REFERENCES)
 
 
 def slug(s: str) -> str:
@@ -342,7 +223,7 @@ def refuse_foreign(folder: str | os.PathLike, name: str, what: str) -> None:
         raise FileExistsError(f"{folder} is a file; a {what} needs a folder.")
     if not folder.is_dir() or (folder / name).exists():
         return
-    foreign = sorted(p.name for p in folder.iterdir() if not _is_lock(p.name))
+    foreign = sorted(p.name for p in folder.iterdir() if not is_lock_name(p.name))
     if foreign:
         raise FileExistsError(
             f"{folder} is not empty ({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}"
@@ -350,75 +231,27 @@ def refuse_foreign(folder: str | os.PathLike, name: str, what: str) -> None:
             "it did not write. Choose a new or empty folder.")
 
 
-def _is_lock(name: str) -> bool:
-    return name.endswith(".jaxmem.lock")  # jaxmem.locks' files: .jaxmem.lock, .<file>.jaxmem.lock
-
-
 # What --overwrite may remove inside each of jaxmem's output folders, by name (a name test per
 # folder name; a folder not listed inherits its parent's). Folders holding a spec file inside
-# them are jaxmem folders of their own, emptied by their own outputs (_SPEC_OUTPUTS).
-_TMP = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")  # an atomic_write cut short
+# them are jaxmem folders of their own, emptied by their own outputs (_SPECS).
 _FIGURES = ("auc_vs_epoch.png", "ppl_vs_epoch.png", "loss_distributions.png",
             "privacy_utility.png", "tpr_low_fpr.png", "auc_vs_size.png", "lora_placement.png")
+_FIGURE_FILES = re.compile(r"(exposure|roc)(_.+)?\.png")  # one per (model, dataset)
 _OURS: dict[str, Callable[[Path], bool]] = {
     CHECKPOINTS: lambda p: re.fullmatch(r"epoch_\d{3,}(\.json|\.orbax-checkpoint-tmp.*)?",
                                         p.name) is not None,
     "attacks": lambda p: p.name in ATTACK_OUTPUTS and not p.is_dir(),
     SCORES + ".parts": lambda p: re.fullmatch(r"part-\d{6}\.parquet", p.name) is not None,
     "loglik": lambda p: re.fullmatch(r"epoch_\d{3}-[0-9a-f]+\.npy", p.name) is not None,
-    FIGURES: lambda p: p.name in _FIGURES or re.fullmatch(r"exposure(_.+)?\.png",
-                                                          p.name) is not None,
+    FIGURES: lambda p: p.name in _FIGURES or _FIGURE_FILES.fullmatch(p.name) is not None,
 }
-
-
-def _leftover(p: Path) -> bool:
-    """A file a killed jaxmem process left: an atomic write's temporary file, a stale lock."""
-    from jaxmem import locks
-
-    return p.is_file() and (_TMP.fullmatch(p.name) is not None
-                            or _is_lock(p.name) and locks.is_stale(p))
-
-
-def _spec_outputs(d: Path) -> Sequence[str] | None:
-    """The outputs of a jaxmem folder found inside another (by its spec file), else None."""
-    for spec, outputs in ((RUN_SPEC, RUN_OUTPUTS), (STUDY_SPEC, STUDY_OUTPUTS),
-                          ("references.json", ("references.json", CHECKPOINTS, "loglik"))):
-        if (d / spec).is_file():
-            return outputs
-    return None
-
-
-def _prune(d: Path, ours: Callable[[Path], bool]) -> list[Path]:
-    """Removes what jaxmem wrote under the folder ``d``; returns what it kept (not jaxmem's)."""
-    inner = _spec_outputs(d)
-    if inner is not None:  # a jaxmem folder of its own: what is left after its outputs is kept
-        remove_outputs(d, inner)
-        for p in d.iterdir():
-            if _leftover(p):
-                p.unlink()
-        kept = sorted(p for p in d.rglob("*") if not p.is_dir() or p.is_symlink())
-        if not kept:
-            shutil.rmtree(d)  # empty folders only
-        return kept
-    kept = []
-    for p in sorted(d.iterdir()):
-        if p.is_dir() and not p.is_symlink():
-            if ours(p):  # an orbax checkpoint: all of it is orbax's
-                shutil.rmtree(p)
-            else:
-                kept += _prune(p, _OURS.get(p.name, ours))
-        elif ours(p) or _leftover(p):
-            p.unlink()
-        else:
-            kept.append(p)
-    if not kept:
-        with contextlib.suppress(OSError):
-            d.rmdir()
-    return kept
+_SPECS = ((RUN_SPEC, RUN_OUTPUTS), (STUDY_SPEC, STUDY_OUTPUTS),
+          ("references.json", ("references.json", CHECKPOINTS, "loglik")))
 
 
 def remove_outputs(folder: Path, outputs: Sequence[str]) -> list[Path]:
-    """Removes jaxmem's own ``outputs`` from ``folder``, and nothing else.
+    """Removes jaxmem's own ``outputs`` from ``folder``, and nothing else
+    (:func:`jaxmem.overwrite.remove_outputs` under jaxmem's rules).
 
     A file named in ``outputs`` goes. In a folder named there (a study's ``runs/``,
     ``attacks/``, ``references/``, ``figures/``; a run's ``checkpoints/``; ...) only what jaxmem
@@ -430,14 +263,7 @@ def remove_outputs(folder: Path, outputs: Sequence[str]) -> list[Path]:
     Returns:
       The paths kept (files jaxmem did not write).
     """
-    kept = []
-    for entry in outputs:
-        p = Path(folder) / entry
-        if p.is_dir() and not p.is_symlink():
-            kept += _prune(p, _OURS.get(entry, lambda q: False))
-        elif p.exists() or p.is_symlink():
-            p.unlink()
-    return kept
+    return overwrite_.remove_outputs(folder, outputs, rules=_OURS, specs=_SPECS)
 
 
 def claim_attack_dir(out: Path, *, overwrite: bool) -> None:
@@ -461,25 +287,12 @@ def claim_attack_dir(out: Path, *, overwrite: bool) -> None:
         return
     if not out.is_dir() or (out / WRITING).exists() or (out / SCORES_WORK[1]).exists():
         return  # new, or an attack cut short: it resumes or starts over
-    foreign = sorted(p.name for p in out.iterdir() if not _is_lock(p.name))
+    foreign = sorted(p.name for p in out.iterdir() if not is_lock_name(p.name))
     if foreign:
         raise FileExistsError(
             f"{out} is not empty ({', '.join(foreign[:5])}) and holds no attack results; "
             "jaxmem does not write over files it did not write. Choose a new or empty "
             "folder.")
-
-
-def read_json(path: str | os.PathLike):
-    """A JSON file jaxmem wrote; a corrupt one is named, with how to recover.
-
-    Raises:
-      ValueError: the file is not valid JSON (truncated or edited by hand).
-    """
-    try:
-        return json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is corrupt ({e}); it was truncated or edited. Restore it, or "
-                         "start over in another folder (or with --overwrite).") from None
 
 
 def claim_run(run_dir: Path, spec: dict, *, overwrite: bool, defaults: dict | None = None,
@@ -489,10 +302,11 @@ def claim_run(run_dir: Path, spec: dict, *, overwrite: bool, defaults: dict | No
               defaults=defaults, ignore=ignore)
 
 
-def claim_study(out: Path, spec: dict, *, overwrite: bool, ignore: Sequence[str] = ()) -> None:
+def claim_study(out: Path, spec: dict, *, overwrite: bool, ignore: Sequence[str] = (),
+                defaults: dict | None = None) -> None:
     """:func:`claim_dir` for a study folder (``study.json``); refusal raises ``FileExistsError``."""
     claim_dir(out, STUDY_SPEC, spec, overwrite=overwrite, what="study", error=FileExistsError,
-              outputs=STUDY_OUTPUTS, ignore=ignore)
+              outputs=STUDY_OUTPUTS, ignore=ignore, defaults=defaults)
 
 
 # ----------------------------------------------------------------------------- run folders
@@ -511,8 +325,6 @@ def read_run_spec(run_dir: str | os.PathLike) -> dict:
 
 def append_log(run_dir: Path, record: dict) -> None:
     """Appends one JSON line to the run's ``log.jsonl`` (process 0 only)."""
-    import time
-
     if not sh.is_main_process():
         return
     with open(Path(run_dir) / LOG, "a") as f:
@@ -574,8 +386,6 @@ def save_epoch(run_dir: Path, epoch: int, state, record: dict) -> None:
     A checkpoint folder without its marker (a save cut short) is removed first. A run folder
     removed while it trained (its lock gone, :func:`jaxmem.locks.check`) stops the run.
     """
-    from jaxmem import locks
-
     locks.check(run_dir)
     path = _epoch_path(run_dir, epoch)
     if path.exists() and sh.is_main_process():
@@ -649,29 +459,6 @@ def read_corpus_record(run_dir: str | os.PathLike) -> CorpusRecord | None:
     return CorpusRecord(**{k: v for k, v in found.items() if k in names})
 
 
-def record_session(out: str | os.PathLike, session: str, seconds: float,
-                   timings: list[dict] | None = None) -> None:
-    """Records how long this session (an id, e.g. its start time) has worked on a study, so
-    the report's run time covers every session of a resumed study, and where that time went
-    (``timings``: :meth:`jaxmem.profiling.Profile.table` rows) (process 0 only)."""
-    if not sh.is_main_process():
-        return
-    sessions = study_sessions(out)
-    sessions[session] = round(float(seconds), 1)
-    atomic_write(Path(out) / SESSIONS, json.dumps(sessions, indent=1))
-    if timings is not None:
-        f = Path(out) / TIMINGS
-        every = read_json(f) if f.exists() else {}
-        every[session] = timings
-        atomic_write(f, json.dumps(every, indent=1))
-
-
-def study_sessions(out: str | os.PathLike) -> dict[str, float]:
-    """Seconds per session of a study (:func:`record_session`); empty if none recorded."""
-    f = Path(out) / SESSIONS
-    return read_json(f) if f.exists() else {}
-
-
 # ----------------------------------------------------------------------------- attack folders
 
 def has_attack_results(out: str | os.PathLike) -> bool:
@@ -686,26 +473,6 @@ def write_attack_metrics(out: Path, metrics: dict, info: dict) -> None:
 
 # ----------------------------------------------------------------------------- study folders
 
-def _seed_part(seed: int | None) -> tuple[str, ...]:
-    # a study with one implicit training seed keeps the layout it had before seeds existed
-    return () if seed is None else (f"seed_{int(seed)}",)
-
-
-def study_run_dir(out: str | os.PathLike, model: str, dataset: str, method: str,
-                  seed: int | None = None) -> Path:
-    """The run folder of a study's cell, trained with training seed ``seed`` (None: a study
-    without ``seeds``, one run per cell)."""
-    return Path(out, "runs", slug(model), slug(dataset), slug(method), *_seed_part(seed))
-
-
-def study_attack_dir(out: str | os.PathLike, model: str, dataset: str, method: str,
-                     epoch: int, seed: int | None = None) -> Path:
-    """The attack folder of a study's (cell, seed, epoch); the base model is method "base",
-    epoch 0, no seed."""
-    return Path(out, "attacks", slug(model), slug(dataset), slug(method), *_seed_part(seed),
-                f"epoch_{epoch}")
-
-
 def study_reference_dir(out: str | os.PathLike, model: str, dataset: str, method: str) -> Path:
     """Where a study keeps the LiRA / RMIA reference models of a (model, dataset, method), one
     subfolder per reference set (:mod:`jaxmem.reference_attacks`)."""
@@ -717,49 +484,11 @@ def run_reference_dir(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir, REFERENCES)
 
 
-def cell_done(where: Path) -> bool:
-    """Whether a study's (cell, epoch) is finished: its metrics carry the validation loss."""
-    f = Path(where) / METRICS
-    return f.exists() and "val_loss" in read_json(f)["info"]
-
-
-def mark_cell_done(where: Path, val_loss: float) -> None:
-    """Records a (cell, epoch)'s validation loss next to its attack metrics, which marks it
-    done (:func:`cell_done`). Every process calls it; process 0 writes."""
-    if sh.is_main_process():
-        m = read_json(Path(where) / METRICS)
-        m["info"]["val_loss"] = val_loss
-        atomic_write(Path(where) / METRICS, json.dumps(m, indent=1))
-    sh.sync("jaxmem-study-val")
-
-
-def read_cell(where: Path) -> tuple[dict, float]:
-    """A done (cell, epoch)'s ``({attack: metrics}, validation loss)``."""
-    m = read_json(Path(where) / METRICS)
-    return m["metrics"], m["info"]["val_loss"]
-
-
-def write_study_results(out: Path, rows: list[dict]) -> None:
-    """Writes ``results.json`` and ``results.csv`` (process 0; nothing while there are no rows),
-    and with several training seeds ``results_by_cell.csv`` (:func:`jaxmem.seeds.over_seeds`)."""
-    if not rows or not sh.is_main_process():
-        return
-    write_table(rows, Path(out) / RESULTS_JSON)
-    write_table(rows, Path(out) / RESULTS_CSV)
-    from jaxmem.seeds import has_seeds, over_seeds
-
-    if has_seeds(rows):  # several training seeds: each cell's mean and spread too
-        write_table(over_seeds(rows), Path(out) / RESULTS_BY_CELL)
-
-
-__all__ = ["CHECKPOINTS", "CORPUS_RECORD", "CheckpointError", "CorpusRecord", "FIGURES",
-           "HISTOGRAMS", "LOG", "METRICS", "REPORT", "RESULTS_BY_CELL", "RESULTS_CSV", "RESULTS_JSON", "ROC",
-           "RUN_SPEC", "SCORES", "STUDY_SPEC", "append_log", "atomic_write", "cell_done",
-           "WRITING", "check_output_file", "check_table_path", "check_writable",
-           "checkpoint_dir", "claim_attack_dir", "claim_dir", "claim_run", "field_defaults",
-           "fill_missing", "claim_study", "epoch_record",
-           "finished_epochs", "has_attack_results", "mark_cell_done", "read_cell",
-           "read_corpus_record", "read_json", "record_session", "run_reference_dir",
-           "study_reference_dir", "study_sessions", "read_run_spec", "refuse_foreign", "remove_outputs", "restore_epoch", "save_epoch", "slug",
-           "study_attack_dir", "study_run_dir", "write_attack_metrics",
-           "write_study_results", "write_table"]
+__all__ = ["CHECKPOINTS", "CLAIMS", "CORPUS_RECORD", "CheckpointError", "CorpusRecord", "FIGURES",
+           "HISTOGRAMS", "LOG", "METRICS", "REPORT", "RESULTS_BY_CELL", "RESULTS_CSV",
+           "RESULTS_JSON", "ROC", "RUN_SPEC", "SCORES", "STUDY_SPEC", "WRITING", "append_log",
+           "checkpoint_dir", "claim_attack_dir", "claim_dir", "claim_run", "claim_study",
+           "epoch_record", "field_defaults", "fill_missing", "finished_epochs",
+           "has_attack_results", "read_corpus_record", "read_run_spec", "refuse_foreign",
+           "remove_outputs", "restore_epoch", "run_reference_dir", "save_epoch", "slug",
+           "study_reference_dir", "write_attack_metrics"]

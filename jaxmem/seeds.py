@@ -6,7 +6,7 @@ attacks each run on the same members and non-members, so ``results.csv`` holds o
 (model, dataset, method, epoch, attack): every number is the mean over the seeds, the main
 ones (AUC, validation perplexity, TPRs) get a sample standard deviation beside them
 (``auc_sd``, ...), and ``n_seeds`` / ``seeds`` say what was averaged. The report's tables and
-figures read these rows; the claims read the per-seed scores (:mod:`jaxmem.claims`), whose
+figures read these rows; the claims read the per-seed scores (:mod:`jaxmem.study.claims`), whose
 intervals hold the seed variance. The AUC interval of a summarized row (``auc_lo`` /
 ``auc_hi``) is the mean of the per-seed text-bootstrap intervals: a guide to the text
 noise, not an interval over seeds (``auc_sd`` is that).

@@ -5,13 +5,14 @@ size of their files, in host and device memory that does not grow with the numbe
 
 1. :func:`scan_input` reads the input once (a checksum and a count of the texts, which also runs
    every check of :func:`jaxmem.data.read_text_file` before any model is loaded);
-2. :func:`jaxmem.data.files.iter_text_file` streams the texts, and :func:`chunked` groups them;
+2. :func:`jaxmem.data.files.iter_text_file` streams the texts, and
+   :func:`jaxmem.chunked.chunked` groups them;
 3. each chunk is tokenized and scored by the one scoring pass (:func:`jaxmem.scoring.score_texts`:
    length-sorted batches, the jitted ``token_stats``) and reduced to one row per text at once,
    so the largest array is a chunk's [chunk, longest] statistics;
-4. :class:`ChunkedTable` appends the rows to the output (``.csv``, ``.jsonl``, ``.json`` and
-   ``.md`` to ``<out>.partial``, ``.parquet`` as part files in ``<out>.parts/``), makes them
-   durable, then records how many texts are done in ``<out>.progress.json``. The finished
+4. :class:`jaxmem.chunked.ChunkedTable` appends the rows to the output (``.csv``, ``.jsonl``,
+   ``.json`` and ``.md`` to ``<out>.partial``, ``.parquet`` as part files in ``<out>.parts/``),
+   makes them durable, then records how many texts are done in ``<out>.progress.json``. The finished
    output is renamed (or merged) into place at the end, so ``<out>`` exists only whole.
 
 A rerun of the same command resumes after the last recorded chunk: rows written past the marker
@@ -23,39 +24,55 @@ starts over). The marker is written before the first row, so a ``<out>.partial``
 
 Only per-example scalars are ever held for the whole input, and only where the end needs them:
 an attack's metrics, ROC and histograms read its per-example scores back (O(N) floats), and its
-member / non-member overlap check keeps one 16-byte hash per member text.
+member / non-member overlap check keeps one 16-byte hash per member text. An attack's inputs
+are built per chunk by the same calls as in memory (:mod:`jaxmem.attack_inputs`).
 
 Example:
+    >>> import json, jaxmem
+    >>> params, cfg, tok = jaxmem.tiny_model()
+    >>> with open("candidates.jsonl", "w") as f:
+    ...     for i in range(10):
+    ...         print(json.dumps({"text": f"Candidate text number {i}."}), file=f)
     >>> inp = scan_input("candidates.jsonl")
-    >>> settings = score_settings(inp, model="gpt2", batch_size=64)
-    >>> summary = score_file(params, cfg, tok, inp, settings, out="scores.csv", batch_size=64)
-    >>> summary["corpus_ppl"], summary["tokens_per_s"]
+    >>> inp.n_texts
+    10
+    >>> settings = score_settings(inp, model="tiny", batch_size=4, chunk_size=4)
+    >>> summary = score_file(params, cfg, tok, inp, settings, out="scores.csv", batch_size=4,
+    ...                      chunk_size=4)
+    >>> summary["n_texts"], summary["n_tokens"], summary["resumed_from"]
+    (10, 230, 0)
+    >>> open("scores.csv").readline().strip()     # one row per text follows
+    'index,n_tokens,truncated,nll,ppl,min_k20_logp,mean_mu,mean_sigma,text'
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import dataclasses
 import hashlib
-import io
 import itertools
-import json
 import os
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from jaxmem import locks, runs
+from jaxmem import attacks as A
+from jaxmem import audit, locks, runs
+from jaxmem.attack_inputs import prepare_inputs, score_pass, select_attacks, shared_inputs
+from jaxmem.batching import truncate_texts
+from jaxmem.bootstrap import summarize
+from jaxmem.chunked import ChunkedTable, chunked
+from jaxmem.config import dtype_name
 from jaxmem.data.files import iter_text_file
-from jaxmem.data.overlap import normalize
+from jaxmem.data.overlap import text_key
+from jaxmem.scoring import prefix_ids
+from jaxmem.sharding import is_main_process
 
 CHUNK_SIZE = 2048  # texts per chunk: a few MB of statistics, and progress written that often
 HEAD_ROWS = 100    # first rows kept in the marker, so a resumed `jaxmem score` can print them
-STREAMED_FORMATS = (".csv", ".jsonl", ".json", ".md", ".parquet")
 
 
 # ----------------------------------------------------------------------------- input
@@ -99,257 +116,7 @@ def scan_input(path: str | os.PathLike, *, text_column: str = "text",
                      text_column, strict)
 
 
-def chunked(items: Iterable, size: int) -> Iterator[list]:
-    """Consecutive lists of ``size`` items (the last may be shorter)."""
-    it = iter(items)
-    while chunk := list(itertools.islice(it, size)):
-        yield chunk
-
-
-# ----------------------------------------------------------------------------- output
-
-def progress_path(out: str | os.PathLike) -> Path:
-    """The marker beside an output: ``<out>.progress.json``."""
-    out = Path(out)
-    return out.with_name(out.name + ".progress.json")
-
-
-def resume_point(out: str | os.PathLike, settings: dict, *, overwrite: bool = False) -> int:
-    """How many texts an interrupted run with these ``settings`` already wrote to ``out``.
-
-    Cheap and read-only, so the CLI calls it before loading a model.
-
-    Returns:
-      0 for a fresh start (no marker, or ``overwrite``), else the number of texts done.
-
-    Raises:
-      ValueError: the marker was written for another input or other settings.
-    """
-    marker = progress_path(out)
-    if not marker.exists():
-        _refuse_foreign_work(out)
-        return 0
-    if overwrite:
-        return 0
-    old = runs.read_json(marker)
-    want = json.loads(json.dumps(settings))  # tuples as lists, as the marker holds them
-    diff = sorted(k for k in set(want) | set(old["settings"])
-                  if want.get(k) != old["settings"].get(k))
-    if diff:
-        raise ValueError(
-            f"{marker} records an interrupted run with another input or other settings "
-            f"(differs in: {', '.join(diff)}). Rerun the same command to resume it, or pass "
-            "--overwrite to start over.")
-    return int(old["done"])
-
-
-def _refuse_foreign_work(out: str | os.PathLike) -> None:
-    """Refuses a ``<out>.partial`` or ``<out>.parts`` that no progress marker vouches for: a
-    user's file, which jaxmem never writes over (a run of jaxmem writes its marker first).
-
-    Raises:
-      FileExistsError: naming the file and the fix.
-    """
-    out = Path(out)
-    for work in (out.with_name(out.name + ".partial"), out.with_name(out.name + ".parts")):
-        if work.is_symlink() or work.is_file() or (work.is_dir() and any(work.iterdir())):
-            raise FileExistsError(
-                f"{work} exists, but jaxmem did not write it (no {progress_path(out).name} "
-                "beside it), and jaxmem does not write over files it did not write (not even "
-                "with --overwrite). Move it away, or choose another output.")
-
-
-class ChunkedTable:
-    """A table written chunk by chunk, with a progress marker, and renamed into place at the end.
-
-    ``.csv``, ``.jsonl``, ``.json`` and ``.md`` rows go to ``<out>.partial`` (bytes identical to
-    :func:`jaxmem.runs.write_table` of all the rows); ``.parquet`` chunks go to part files in
-    ``<out>.parts/``, merged into one file (one row group per chunk) by :meth:`finish`. After
-    each chunk the data is flushed and fsynced, then ``<out>.progress.json`` is replaced
-    atomically with the count of texts done, the byte length (or part count) that holds them,
-    and the caller's running ``state``. Only process 0 writes.
-
-    Args:
-      out: the final file.
-      settings: what the run is (see :func:`resume_point`).
-      overwrite: discard an interrupted run instead of resuming it.
-    """
-
-    def __init__(self, out: str | os.PathLike, settings: dict, *, overwrite: bool = False):
-        from jaxmem import sharding as sh
-
-        self.out = Path(out)
-        if self.out.suffix not in STREAMED_FORMATS:
-            raise ValueError(f"{self.out}: unknown output format {self.out.suffix!r}; use "
-                             f"{', '.join(STREAMED_FORMATS)}.")
-        self.marker = progress_path(out)
-        self.partial = self.out.with_name(self.out.name + ".partial")
-        self.parts = self.out.with_name(self.out.name + ".parts")
-        self.settings = json.loads(json.dumps(settings))
-        self.writer = sh.is_main_process()
-        self.done = resume_point(out, settings, overwrite=overwrite)
-        old = runs.read_json(self.marker) if self.done else {}
-        self.offset, self.n_parts = old.get("offset", 0), old.get("parts", 0)
-        self.state = old.get("state", {})
-        sh.sync("jaxmem-stream-read")  # every process has read the marker before it changes
-        if self.writer:
-            self._cut_back()
-        sh.sync("jaxmem-stream-open")
-
-    def _cut_back(self) -> None:
-        """Drops whatever was written past the marker (a chunk cut short by a kill), and an
-        old marker when starting over."""
-        if not self.done:  # the marker first: whatever is written next is jaxmem's
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            self._mark()
-        if self.out.suffix == ".parquet":
-            self.parts.mkdir(parents=True, exist_ok=True)
-            for p in self.parts.glob("part-*.parquet"):
-                if int(p.stem.split("-")[1]) >= self.n_parts:
-                    p.unlink()
-            return
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        if self.done and (not self.partial.exists()
-                          or self.partial.stat().st_size < self.offset):
-            raise ValueError(f"{self.partial} is shorter than {self.marker} records: it was "
-                             "changed or removed. Pass --overwrite to start over.")
-        with open(self.partial, "ab") as fh:
-            fh.truncate(self.offset)
-
-    def _encode(self, rows: Sequence[dict], first: bool) -> bytes:
-        suffix = self.out.suffix
-        if suffix == ".csv":
-            f = io.StringIO()
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            if first:
-                w.writeheader()
-            w.writerows(rows)
-            return f.getvalue().encode()
-        if suffix == ".jsonl":
-            return "".join(json.dumps(r) + "\n" for r in rows).encode()
-        if suffix == ".json":  # json.dumps(all_rows, indent=1), one row at a time
-            items = ["\n".join(" " + ln for ln in json.dumps(r, indent=1).splitlines())
-                     for r in rows]
-            return (("[\n" if first else ",\n") + ",\n".join(items)).encode()
-        from jaxmem.report import markdown_table
-
-        lines = markdown_table(list(rows)).split("\n")
-        return ("\n".join(lines if first else lines[2:]) + "\n").encode()
-
-    def append(self, rows: Sequence[dict], n_texts: int, state: dict | None = None) -> None:
-        """Writes one chunk's rows, then records ``n_texts`` more texts done (and ``state``)."""
-        if state is not None:
-            self.state = state
-        self.done += n_texts
-        if not self.writer:
-            return
-        if self.out.suffix == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            table = pa.Table.from_pylist(list(rows))
-            part = self.parts / f"part-{self.n_parts:06d}.parquet"
-            runs.atomic_write(part, lambda tmp: _write_synced(tmp, table, pq))
-            self.n_parts += 1
-        else:
-            data = self._encode(rows, first=self.offset == 0)
-            with open(self.partial, "r+b") as fh:
-                fh.seek(self.offset)
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())  # the rows are on disk before the marker says so
-            self.offset += len(data)
-        self._mark()
-
-    def _mark(self) -> None:
-        runs.atomic_write(self.marker, json.dumps(
-            {"settings": self.settings, "done": self.done, "offset": self.offset,
-             "parts": self.n_parts, "state": self.state}, indent=1))
-
-    def part_files(self) -> list[Path]:
-        """The parquet parts written so far, in order."""
-        return [self.parts / f"part-{i:06d}.parquet" for i in range(self.n_parts)]
-
-    def read_columns(self, names: Sequence[str]) -> dict[str, np.ndarray]:
-        """Whole columns read back from the parts (parquet only): O(N) scalars, for metrics."""
-        import pyarrow.parquet as pq
-
-        cols = {k: [] for k in names}
-        for p in self.part_files():
-            t = pq.read_table(p, columns=list(names))
-            for k in names:
-                cols[k].append(t.column(k).to_numpy())
-        return {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
-
-    def finish(self, *, cleanup: bool = True) -> Path:
-        """Puts the whole output in place: a rename, or the parts merged (atomically).
-
-        Args:
-          cleanup: also drop the marker and parts (:meth:`cleanup`). An attack keeps them until
-            its metrics are written, so a kill in between resumes from the parts.
-        """
-        from jaxmem import sharding as sh
-
-        if self.writer:
-            if self.out.suffix == ".parquet":
-                runs.atomic_write(self.out, self._merge)
-            else:
-                if self.out.suffix == ".json":
-                    with open(self.partial, "ab") as fh:
-                        fh.write(b"\n]")
-                os.replace(self.partial, self.out)
-                # the marker now describes a file that is gone; dropped even without cleanup
-                self.marker.unlink(missing_ok=True)
-        if cleanup:
-            self.cleanup()
-        sh.sync("jaxmem-stream-finished")
-        return self.out
-
-    def cleanup(self) -> None:
-        """Removes the marker and the parquet parts (after :meth:`finish`)."""
-        if not self.writer:
-            return
-        if self.parts.is_dir():
-            for p in self.parts.glob("part-*.parquet"):  # jaxmem's parts, nothing else
-                p.unlink()
-            with contextlib.suppress(OSError):  # kept if it holds a file of someone else's
-                self.parts.rmdir()
-        self.marker.unlink(missing_ok=True)
-
-    def _merge(self, tmp: Path) -> None:
-        import pyarrow.parquet as pq
-
-        writer = None
-        for p in self.part_files():  # one part in memory at a time
-            t = pq.read_table(p)
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, t.schema)
-            writer.write_table(t.cast(writer.schema))
-        if writer is not None:
-            writer.close()
-
-
-def _write_synced(tmp: Path, table, pq) -> None:
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
 # ----------------------------------------------------------------------------- scoring
-
-def _score_chunk(params, cfg, tokenizer, texts: Sequence[str], kw: dict,
-                 prefix: str | None = None):
-    """The one scoring pass over a chunk (after ``prefix``, if given: ReCaLL's pass), its
-    truncation warnings held back: the caller warns once for the whole input."""
-    from jaxmem.scoring import score_after_prefix, score_texts
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".* texts are longer than")
-        warnings.filterwarnings("ignore", message=r"The prefix has .* tokens")
-        if prefix is not None:
-            return score_after_prefix(params, cfg, tokenizer, prefix, texts, **kw)
-        return score_texts(params, cfg, tokenizer, texts, **kw)
-
 
 def _warn_truncated(n: int, total: int, block_size: int) -> None:
     if n:
@@ -359,14 +126,12 @@ def _warn_truncated(n: int, total: int, block_size: int) -> None:
 
 def score_rows(stats, texts: Sequence[str], start: int = 0) -> list[dict]:
     """The rows ``jaxmem score`` prints and writes: one per text, numbered from ``start``."""
-    from jaxmem.attacks import AttackInputs, min_k
-
     n = stats.n_tokens
     nll = stats.nll()
     with np.errstate(invalid="ignore", divide="ignore"):
         mu = np.where(stats.mask, stats.mu, 0).sum(-1) / n
         sigma = np.where(stats.mask, stats.sigma, 0).sum(-1) / n
-    mink = min_k(AttackInputs(stats, texts), k=0.2)
+    mink = A.min_k(A.AttackInputs(stats, texts), k=0.2)
     return [{"index": start + i, "n_tokens": int(n[i]), "truncated": bool(stats.truncated[i]),
              "nll": float(nll[i]), "ppl": float(np.exp(nll[i])),
              "min_k20_logp": float(mink[i]), "mean_mu": float(mu[i]),
@@ -379,18 +144,12 @@ def score_settings(inp: InputFile, *, block_size: int | None = None, batch_size:
                    dtype: str = "float32", chunk_size: int = CHUNK_SIZE, **extra) -> dict:
     """What a ``jaxmem score`` output is: its input, scoring settings and ``extra`` (the model
     name, the tokenizer). A resumed run must match it (:func:`resume_point`)."""
-    from jaxmem.config import dtype_name
-
     return {"kind": "score", "input": inp.identity(), "block_size": block_size,
             "batch_size": batch_size, "dtype": dtype_name(dtype), "chunk_size": chunk_size,
             **extra}
 
 
 def _progress_bar(total: int, initial: int, desc: str):
-    from tqdm.auto import tqdm
-
-    from jaxmem.sharding import is_main_process
-
     return tqdm(total=total, initial=initial, desc=desc, unit="text", dynamic_ncols=True,
                 disable=not is_main_process())
 
@@ -434,7 +193,7 @@ def score_file(params, cfg, tokenizer, inp: InputFile, settings: dict, *,
     t0, session_tokens = time.perf_counter(), 0
     texts = itertools.islice(inp.texts(), done, None)  # the texts already written: not rescored
     for chunk in chunked(texts, chunk_size):
-        stats = _score_chunk(params, cfg, tokenizer, chunk, kw)
+        stats = score_pass(params, cfg, tokenizer, chunk, quiet=True, **kw)
         rows = score_rows(stats, chunk, start=done)
         n, nll = stats.n_tokens, stats.nll()
         state = {"n_tokens": state["n_tokens"] + int(n.sum()),
@@ -470,8 +229,6 @@ def score_file(params, cfg, tokenizer, inp: InputFile, settings: dict, *,
 
 def _warn_prefix_cut(prefix: str | None, cfg, tokenizer, block_size: int) -> None:
     """ReCaLL's prefix-cut warning, once for the whole input (the chunks hold theirs back)."""
-    from jaxmem.scoring import prefix_ids
-
     if prefix is not None:
         prefix_ids(tokenizer, prefix, cfg.max_positions - block_size)
 
@@ -480,9 +237,7 @@ def attack_settings(members: InputFile, nonmembers: InputFile, acfg, *,
     """What a streamed attack's per-example scores are: both inputs, the attacks, the scoring
     settings and ``extra`` (model, run, reference). The bootstrap settings are left out: the
     metrics are computed from the scores at the end, so they may change on a resume."""
-    from jaxmem.attacks import needs
-
-    inputs = needs(acfg.attacks)  # the settings of DC-PDD and ReCaLL, only where they are used
+    inputs = A.needs(acfg.attacks)  # the settings of DC-PDD and ReCaLL, only where they are used
     own = ({"dcpdd_corpus": acfg.dcpdd_corpus} if "frequencies" in inputs else {}) | (
         {"recall_prefix": acfg.recall_prefix, "recall_shots": acfg.recall_shots}
         if "recall" in inputs else {})
@@ -492,16 +247,11 @@ def attack_settings(members: InputFile, nonmembers: InputFile, acfg, *,
             **own, **extra}
 
 
-def _text_key(text: str) -> bytes:
-    """16 bytes standing for a text's :func:`normalize`\\ d form (exact-copy checks)."""
-    return hashlib.blake2b(normalize(text).encode(), digest_size=16).digest()
-
-
 def _kept_nonmembers(members: InputFile, nonmembers: InputFile) -> np.ndarray:
     """:func:`jaxmem.audit.check_member_sets` on streams: which non-members are kept (those
     that are no exact copy of a member), with its warning and refusals."""
-    taken = {_text_key(t) for t in members.texts()}
-    keep = np.fromiter((_text_key(t) not in taken for t in nonmembers.texts()), bool,
+    taken = {text_key(t) for t in members.texts()}
+    keep = np.fromiter((text_key(t) not in taken for t in nonmembers.texts()), bool,
                        count=nonmembers.n_texts)
     if not keep.any():
         raise ValueError("Every non-member is also a member: the two sets are identical, so no "
@@ -542,33 +292,20 @@ def attack_files(params, cfg, tokenizer, members: InputFile, nonmembers: InputFi
     Returns:
       {"metrics", "scores", "labels", "info"}, as :func:`run_attacks_on` (no token stats).
     """
-    from jaxmem import attacks as A
-    from jaxmem import audit
-    from jaxmem.bootstrap import summarize
-    from jaxmem.scoring import truncate_texts
-
     if acfg.block_size > cfg.max_positions:
         raise ValueError(f"block_size {acfg.block_size} exceeds the model's context "
                          f"({cfg.max_positions} positions); lower it.")
     keep = _kept_nonmembers(members, nonmembers)
-    specs = list(acfg.attacks)
-    extra = A.needs(specs)
-    if "reference" in extra and reference_params is None:
-        specs, extra = audit.skip_reference_attacks(specs)
+    specs, extra = select_attacks(acfg, reference_params is not None)
     if any(x.startswith("gradients:") for x in extra):
         raise ValueError("The gradient-norm attacks (grad_norm, grad_norm_all) are not streamed; "
                          "attack a corpus in memory (jaxmem attack --corpus) or drop them.")
     names = [A.parse_attack(s)[0] for s in specs]
-    kw = dict(batch_size=acfg.batch_size, block_size=acfg.block_size, dtype=acfg.dtype,
-              mesh=mesh)
 
     def audited():  # both files again, one text at a time (only hashes are kept)
         return itertools.chain(members.texts(), nonmembers.texts())
 
-    prefix = (audit.recall_prefix(acfg, prefix_texts, audited()) if "recall" in extra
-              else None)
-    frequencies = (audit.dcpdd_frequencies(tokenizer, cfg.vocab_size, acfg.dcpdd_corpus,
-                                           audited()) if "frequencies" in extra else None)
+    prefix, frequencies = shared_inputs(acfg, cfg, tokenizer, extra, audited, prefix_texts)
     table = ChunkedTable(Path(out_dir) / runs.SCORES, settings, overwrite=overwrite)
     n_total = members.n_texts + int(keep.sum())
     stream = itertools.chain(
@@ -579,19 +316,11 @@ def attack_files(params, cfg, tokenizer, members: InputFile, nonmembers: InputFi
     t0, tokens = time.perf_counter(), 0
     for chunk in chunked(itertools.islice(stream, table.done, None), chunk_size):
         texts = [t for t, _ in chunk]
-        target = _score_chunk(params, cfg, tokenizer, texts, kw)
-        reference = None
-        if "reference" in extra:  # the base model attacked against itself: one pass serves both
-            reference = (target if reference_params is params
-                         else _score_chunk(reference_params, cfg, tokenizer, texts, kw))
-        scored = truncate_texts(tokenizer, texts, acfg.block_size)  # as scored: Zlib, Lowercase
-        lower = (_score_chunk(params, cfg, tokenizer, [t.lower() for t in scored], kw)
-                 if "lowercase" in extra else None)
-        after = (_score_chunk(params, cfg, tokenizer, texts, kw, prefix=prefix)
-                 if prefix is not None else None)
-        scores = A.run_attacks(specs, A.AttackInputs(target=target, texts=scored,
-                                                     reference=reference, lowercase=lower,
-                                                     recall=after, frequencies=frequencies))
+        inputs = prepare_inputs(params, cfg, tokenizer, texts, extra, acfg, mesh=mesh,
+                                reference_params=reference_params, prefix=prefix,
+                                frequencies=frequencies, quiet=True)
+        scores = A.run_attacks(specs, inputs)
+        target = inputs.target
         n_tok = target.n_tokens
         rows = [{"index": table.done + i, "member": member, "n_tokens": int(n_tok[i]),
                  **{k: float(v[i]) for k, v in scores.items()}, "text": text[:200]}
@@ -632,9 +361,6 @@ def _blind_baseline(members: InputFile, nonmembers: InputFile, keep: np.ndarray,
     keeping only the texts :func:`jaxmem.audit.blind_picks` picks (all of them up to
     ``BLIND_MAX_TEXTS`` per side; the non-members among those kept), cut as scored. The same
     texts, so the same result, as :func:`jaxmem.audit.run_attacks_on` on these files."""
-    from jaxmem import audit
-    from jaxmem.scoring import truncate_texts
-
     kept = np.flatnonzero(keep)
     pick_m = set(audit.blind_picks(members.n_texts, acfg.seed).tolist())
     pick_n = set(kept[audit.blind_picks(kept.size, acfg.seed, 1)].tolist())

@@ -26,80 +26,28 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxmem import dp as dpsgd
 from jaxmem import locks, runs
 from jaxmem import sharding as sh
+from jaxmem.batching import encode_texts
+from jaxmem.canaries import CanaryConfig, CanarySpec, insert_canaries, parse_canaries
 from jaxmem.checkpointing import CheckpointError
-from jaxmem.config import (DTYPES, check, check_positive_ints, dtype_name, field, is_int,
-                           is_number)
+from jaxmem.config import DTYPES, check, check_positive_ints, dtype_name, field, is_int
+from jaxmem.dp import DPConfig
 from jaxmem.identity import KEY as IDENTITY
 from jaxmem.identity import stale_run, texts_digest
 from jaxmem.models.config import ModelConfig
+from jaxmem.optim import OptimConfig, make_optimizer
 from jaxmem.profiling import phase
-from jaxmem.scoring import (encode_texts, length_buckets, make_batches, score_sequences,
-                             target_logp)
+from jaxmem.progress import bar as progress_bar
+from jaxmem.progress import say
+from jaxmem.provenance import KEY as PROVENANCE
+from jaxmem.provenance import provenance
+from jaxmem.scoring import score_sequences
+from jaxmem.train_step import epoch_batches, make_train_step
 from jaxmem.tuning import init_method, method_config
-from jaxmem.tuning.partition import FROZEN, TRAINABLE, count, merge, split, zeros_for_frozen
-
-
-# ----------------------------------------------------------------------------- optimizer
-
-@dataclasses.dataclass(frozen=True)
-class OptimConfig:
-    """AdamW with warmup, linear or cosine decay, and global-norm gradient clipping."""
-
-    lr: float = field(1e-4, help="peak learning rate")
-    weight_decay: float = field(0.0, help="AdamW weight decay")
-    b1: float = field(0.9, help="Adam beta1")
-    b2: float = field(0.999, help="Adam beta2")
-    eps: float = field(1e-8, help="Adam epsilon")
-    warmup_steps: int = field(0, help="linear warmup steps", aliases=("--warmup",))
-    schedule: str = field("linear", help="decay after warmup",
-                          choices=("linear", "cosine", "constant"))
-    grad_clip: float | None = field(1.0, help="global gradient-norm clip; 0 disables")
-
-    def __post_init__(self):
-        check(self, "lr", lambda v: is_number(v) and v >= 0, "a finite number >= 0")
-        check(self, "weight_decay", lambda v: is_number(v) and v >= 0, "a finite number >= 0")
-        for name in ("b1", "b2"):
-            check(self, name, lambda v: is_number(v) and 0 <= v < 1, "in [0, 1)")
-        check(self, "eps", lambda v: is_number(v) and v > 0, "a finite number > 0")
-        check(self, "warmup_steps", lambda v: is_int(v) and v >= 0, "an integer >= 0")
-        check(self, "schedule", lambda v: v in ("linear", "cosine", "constant"),
-              "one of linear, cosine, constant")
-        check(self, "grad_clip", lambda v: v is None or is_number(v) and v >= 0,
-              "a finite number >= 0 (0 or None: no clipping)")
-
-
-def schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
-    decay_steps = max(total_steps - cfg.warmup_steps, 1)
-    if cfg.schedule == "linear":
-        after = optax.linear_schedule(cfg.lr, 0.0, decay_steps)
-    elif cfg.schedule == "cosine":
-        after = optax.cosine_decay_schedule(cfg.lr, decay_steps)
-    elif cfg.schedule == "constant":
-        after = optax.constant_schedule(cfg.lr)
-    else:
-        raise ValueError(f"Unknown schedule {cfg.schedule!r}; use linear, cosine or constant.")
-    if cfg.warmup_steps <= 0:
-        return after
-    warm = optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps)
-    return optax.join_schedules([warm, after], [cfg.warmup_steps])
-
-
-def make_optimizer(cfg: OptimConfig, labels, total_steps: int) -> optax.GradientTransformation:
-    """AdamW (+ clipping) on trainable leaves, ``set_to_zero`` on frozen ones."""
-    inner = [optax.adamw(schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                         weight_decay=cfg.weight_decay)]
-    if cfg.grad_clip:
-        inner.insert(0, optax.clip_by_global_norm(cfg.grad_clip))
-    return optax.multi_transform(
-        {TRAINABLE: optax.chain(*inner), FROZEN: optax.set_to_zero()}, labels)
-
-
-# ----------------------------------------------------------------------------- trainer
+from jaxmem.tuning.partition import count, merge, split
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -111,21 +59,20 @@ class TrainConfig:
     batch_size: int = field(8, help="examples per micro-batch (a multiple of the device count "
                                     "with --mesh)")
     grad_accum: int = field(1, help="micro-batches per optimizer step")
-    block_size: int = field(128, help="tokens per example; longer texts are truncated",
-                            aliases=("--max-length",))
+    block_size: int = field(128, help="tokens per example; longer texts are truncated")
     dtype: str = field("float32", choices=DTYPES,
                        help="compute dtype; master weights and optimizer state stay float32")
     seed: int = field(0, help="training seed: data order, method init and dropout (the corpus split has its own data seed)")
     optim: OptimConfig = OptimConfig()
     eval_batch_size: int = field(16, help="batch size of the validation passes")
     log_every: int = field(1, help="log the loss every this many steps")
-    dp: str | None = field(None, help="DP-SGD: per-example clipping + Gaussian noise, e.g. "
-                                      "'epsilon=8,delta=1e-5,clip=1.0' (keys: epsilon, delta, "
-                                      "clip, noise_multiplier; see jaxmem.dp)")
-    canaries: str | None = field(None, help="canary exposure: N random secrets per repetition "
-                                            "count inserted into the fine-tuning set, "
-                                            "'N:REPEATS', e.g. '8:0,1,4,16' (0: never-inserted "
-                                            "controls; see jaxmem.canaries)")
+    dp: DPConfig | None = field(None, help="DP-SGD: per-example clipping + Gaussian noise, "
+                                "e.g. 'epsilon=8,delta=1e-5,clip=1.0' (keys: epsilon, delta, "
+                                "clip, noise_multiplier; see jaxmem.dp)")
+    canaries: CanarySpec | None = field(None, help="canary exposure: N random secrets per "
+                                        "repetition count inserted into the fine-tuning set, "
+                                        "'N:REPEATS', e.g. '8:0,1,4,16' (0: never-inserted "
+                                        "controls; see jaxmem.canaries)")
 
     def __post_init__(self):
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
@@ -136,28 +83,22 @@ class TrainConfig:
         # jax keys hold 32 bits of a seed (larger ones collide), numpy refuses negative ones
         check(self, "seed", lambda v: is_int(v) and 0 <= v < 2**32,
               "an integer between 0 and 2**32 - 1")
-        dpsgd.parse_dp(self.dp)  # a bad --dp fails here, before any model is loaded
-        self.canary_config()  # so does a bad --canaries
+        # the string spellings (command line, YAML, run.json) parsed once, here: a bad --dp or
+        # --canaries fails before any model is loaded
+        object.__setattr__(self, "dp", dpsgd.parse_dp(self.dp))
+        object.__setattr__(self, "canaries", parse_canaries(self.canaries))
 
-    def canary_config(self):
-        """``canaries`` as a :class:`jaxmem.canaries.CanaryConfig` (None when off).
-
-        Raises:
-          ValueError: not an ``N:REPEATS`` string (YAML reads an unquoted ``8:16`` as the
-            base-60 number 496, so that is refused too, with how to quote it).
-        """
-        from jaxmem.canaries import CanaryConfig
-
-        if self.canaries is None:
-            return None
-        if not isinstance(self.canaries, str):
-            raise ValueError(f"TrainConfig.canaries (--canaries) must be a string N:REPEATS, "
-                             f"e.g. '8:0,1,4,16'; got {self.canaries!r}. In YAML quote it "
-                             "(canaries: '8:16'): unquoted, YAML reads 8:16 as a base-60 number.")
-        return CanaryConfig.from_spec(self.canaries)
+    def canary_config(self) -> CanaryConfig | None:
+        """``canaries`` as a :class:`jaxmem.canaries.CanaryConfig` (None when off)."""
+        return None if self.canaries is None else CanaryConfig.from_spec(self.canaries)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The config as JSON holds it (``run.json``, ``study.json``): ``dp`` and ``canaries``
+        in their string spellings, as given."""
+        d = dataclasses.asdict(self)
+        d["dp"] = None if self.dp is None else str(self.dp)
+        d["canaries"] = None if self.canaries is None else str(self.canaries)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -182,8 +123,6 @@ def with_canaries(train_texts: Sequence[str], tcfg: TrainConfig):
     ccfg = tcfg.canary_config()
     if ccfg is None:
         return list(train_texts), None
-    from jaxmem.canaries import insert_canaries
-
     return insert_canaries(train_texts, ccfg, seed=tcfg.seed)
 
 
@@ -193,98 +132,6 @@ class TrainResult:
     labels: dict
     history: list[dict]       # one dict per epoch: epoch, train_loss, val_loss, val_ppl, ...
     run_dir: Path
-
-
-def _sum_nll(params, cfg, ids, mask, dtype, rng, lora_dropout):
-    logp, m = target_logp(params, cfg, ids, mask, dtype=dtype, dropout_rng=rng,
-                          lora_dropout=lora_dropout)
-    return -jnp.sum(jnp.where(m, logp, 0.0))
-
-
-def make_train_step(cfg: ModelConfig, tx: optax.GradientTransformation, labels, *,
-                    dtype: str = "float32", lora_dropout: float = 0.0, jit: bool = True,
-                    dp: dpsgd.DPStep | None = None):
-    """A jit-compiled step over micro-batches ids/mask [A, B, T].
-
-    Only the trainable subtree is differentiated, so XLA computes no weight gradient for frozen
-    leaves; gradients are sums over tokens of all micro-batches divided by their token count.
-    Returns (params, opt_state, loss). ``jit=False`` returns the plain function, for callers
-    that transform it first (:func:`jaxmem.references.make_reference_step` vmaps it).
-    With ``dp`` the gradient is DP-SGD's (:mod:`jaxmem.dp`) and the loss the mean over real
-    examples of their mean token NLL.
-    """
-
-    def step(params, opt_state, ids, mask, rng):
-        if dp is not None:
-            return dp_step(params, opt_state, ids, mask, rng)
-        trainable, frozen = split(params, labels)
-        m = mask.astype(bool)
-        # The token count is known before any gradient: scaling the loss by it gives mean
-        # gradients directly (no division pass over the gradient tree afterwards).
-        n = jnp.maximum(jnp.sum(m[..., 1:] & m[..., :-1]), 1)
-
-        def mean_nll(tr, i, mk, k):
-            return _sum_nll(merge(tr, frozen), cfg, i, mk, dtype, k, lora_dropout) / n
-
-        grad = jax.value_and_grad(mean_nll)
-        keys = jax.random.split(rng, ids.shape[0])
-        if ids.shape[0] == 1:  # one micro-batch: no accumulator to zero-fill and add into
-            loss, g = grad(trainable, ids[0], mask[0], keys[0])
-        else:
-            def micro(carry, xs):
-                g_acc, loss_acc = carry
-                loss, g = grad(trainable, *xs)
-                return (jax.tree.map(jnp.add, g_acc, g), loss_acc + loss), None
-
-            zeros = jax.tree.map(jnp.zeros_like, trainable)
-            (g, loss), _ = jax.lax.scan(micro, (zeros, 0.0), (ids, mask, keys))
-        updates, opt_state = tx.update(zeros_for_frozen(g, frozen), opt_state, params)
-        new_trainable = optax.apply_updates(trainable, split(updates, labels)[0])
-        return merge(new_trainable, frozen), opt_state, loss
-
-    # ---- DP-SGD (jaxmem.dp): clipped per-example gradients of each example's mean token NLL,
-    # summed over all micro-batches, one Gaussian draw, divided by the fixed batch size.
-    def dp_step(params, opt_state, ids, mask, rng):
-        trainable, frozen = split(params, labels)
-
-        def example_loss(tr, i, mk, k):  # i, mk [1, T]
-            b = mk.astype(bool)
-            n = jnp.maximum(jnp.sum(b[..., 1:] & b[..., :-1]), 1)
-            return _sum_nll(merge(tr, frozen), cfg, i, mk, dtype, k, lora_dropout) / n
-
-        noise_key, drop_key = jax.random.split(rng)
-        keys = jax.random.split(drop_key, ids.shape[:2])
-
-        def micro(carry, xs):
-            g_acc, loss_acc, n_acc = carry
-            i, mk, k = xs
-            g, losses = dpsgd.clipped_grad_sum(example_loss, trainable, i, mk, k,
-                                               dp.clip)
-            real = jnp.sum(mk, axis=-1) >= 2
-            return (jax.tree.map(jnp.add, g_acc, g), loss_acc + jnp.sum(losses * real),
-                    n_acc + jnp.sum(real)), None
-
-        zeros = jax.tree.map(jnp.zeros_like, trainable)
-        (g, loss, n), _ = jax.lax.scan(micro, (zeros, 0.0, 0), (ids, mask, keys))
-        g = dpsgd.add_noise(g, noise_key, dp)
-        updates, opt_state = tx.update(zeros_for_frozen(g, frozen), opt_state, params)
-        new_trainable = optax.apply_updates(trainable, split(updates, labels)[0])
-        return merge(new_trainable, frozen), opt_state, loss / jnp.maximum(n, 1)
-
-    return jax.jit(step, donate_argnums=(0, 1)) if jit else step
-
-
-def epoch_batches(seqs, tcfg: TrainConfig, epoch: int, pad_id: int):
-    """Shuffled [A, B, T] batches for one epoch; T from a few length buckets.
-
-    Every process builds the same global batches (the order depends only on seed and epoch);
-    in a sharded run each process then transfers only its own devices' rows.
-    """
-    order = np.random.default_rng([tcfg.seed, epoch]).permutation(len(seqs))
-    for ids, mask, _ in make_batches(seqs, tcfg.batch_size * tcfg.grad_accum,
-                                     length_buckets(tcfg.block_size), pad_id, order=order):
-        shape = (tcfg.grad_accum, tcfg.batch_size, ids.shape[1])
-        yield ids.reshape(shape), mask.reshape(shape)
 
 
 def _run_spec(model_name, cfg, mcfg, tcfg, n_train, n_val, data) -> dict:
@@ -299,7 +146,7 @@ def _run_spec(model_name, cfg, mcfg, tcfg, n_train, n_val, data) -> dict:
 def _dp_setup(tcfg: TrainConfig, n_train: int, spec: dict, progress: bool):
     """The run's :class:`jaxmem.dp.DPStep` (None without ``tcfg.dp``); records sigma and the
     epsilon of the whole run under ``spec["dp"]`` (deterministic, so resume compares equal)."""
-    dp = dpsgd.parse_dp(tcfg.dp)
+    dp = tcfg.dp
     if dp is None:
         return None
     dpsgd.check_delta(dp.delta, n_train)  # before the folder is claimed or a step taken
@@ -478,8 +325,9 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
     # the content is compared apart (a run recorded before it was resumes), naming the file
     # that changed; with overwrite a stale run counts as another run and is replaced
     stale = stale_run(run_dir, spec, overwrite=overwrite)
+    spec[PROVENANCE] = provenance()  # how it ran (the last start), not what it is: ignored
     runs.claim_run(run_dir, spec, overwrite=overwrite, defaults=defaults,
-                   ignore=() if stale else (IDENTITY,))
+                   ignore=(PROVENANCE,) if stale else (IDENTITY, PROVENANCE))
     if canaries is not None and sh.is_main_process():
         canaries.save(run_dir / runs.CANARIES)
     if dp_step is not None:
@@ -510,6 +358,9 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
         with phase("checkpoint load"):
             params, opt_state = _restore(run_dir, start, params, labels, opt_state)
         history = [runs.epoch_record(run_dir, e)["metrics"] for e in done]
+    if done and progress:  # what a rerun skips
+        say(f"{run_dir}: all {tcfg.epochs} epochs already finished" if start >= tcfg.epochs
+            else f"resuming {run_dir} after epoch {start} of {tcfg.epochs}")
     n_trainable = count(params, labels)
 
     if start == 0:
@@ -522,11 +373,8 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
     start_val = base_val if start == 0 else min(h["val_loss"] for h in history)
     last_epoch = min(tcfg.epochs, stop_after_epoch or tcfg.epochs)
     for epoch in range(start + 1, last_epoch + 1):
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=steps_per_epoch, desc=f"{mcfg.name} epoch {epoch}/{tcfg.epochs}",
-                       unit="step", leave=False)
+        bar = progress_bar(steps_per_epoch, f"{mcfg.name} epoch {epoch}/{tcfg.epochs}",
+                           enabled=progress, unit="step")
         t0, losses = time.perf_counter(), []
         for s, (ids, mask) in enumerate(epoch_batches(seqs, tcfg, epoch, pad_id)):
             global_step = (epoch - 1) * steps_per_epoch + s
@@ -571,8 +419,8 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
             runs.save_epoch(run_dir, epoch, state, {"metrics": metrics, "run": spec})
         runs.append_log(run_dir, metrics)
         if progress:
-            print(f"{mcfg.name} epoch {epoch}: train loss {metrics['train_loss']:.4f}, "
-                  f"val ppl {metrics['val_ppl']:.3f} ({metrics['epoch_seconds']:.0f}s)")
+            say(f"{mcfg.name} epoch {epoch}: train loss {metrics['train_loss']:.4f}, "
+                f"val ppl {metrics['val_ppl']:.3f} ({metrics['epoch_seconds']:.0f}s)")
     return TrainResult(params, labels, history, run_dir)
 
 

@@ -22,9 +22,9 @@ import numpy as np
 
 from jaxmem import sharding as sh
 from jaxmem.models import ModelConfig, init_params
+from jaxmem.optim import OptimConfig
 from jaxmem.scoring import score_texts
 from jaxmem.trainer import TrainConfig, load_checkpoint, train
-from jaxmem.trainer import OptimConfig
 from jaxmem.tuning.partition import split
 
 # Everything below is shared with the in-process single-device reference of the test.

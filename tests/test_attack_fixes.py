@@ -22,9 +22,10 @@ from conftest import CharTok, save_tiny_tokenizer, tiny_hf_model, to_jaxmem
 from jaxmem import streaming as S
 from jaxmem.attacks import AttackInputs, as_ranks, ez_mia, run_attacks
 from jaxmem.audit import AuditConfig, run_attacks_on
+from jaxmem.batching import encode_texts, truncate_texts
 from jaxmem.metrics import roc_auc
 from jaxmem.models import logits
-from jaxmem.scoring import TokenStats, encode_texts, truncate_texts
+from jaxmem.scoring import TokenStats
 
 BLOCK = 12
 _logits = jax.jit(logits, static_argnames=("cfg", "dtype"))

@@ -21,7 +21,8 @@ from test_attacks import _model
 from jaxmem import streaming as S
 from jaxmem.attacks import (AttackInputs, needs, parse_attack, run_attacks, smoothed,
                             token_frequencies)
-from jaxmem.audit import AuditConfig, dcpdd_frequencies, recall_prefix, run_attacks_on
+from jaxmem.attack_inputs import dcpdd_frequencies, recall_prefix
+from jaxmem.audit import AuditConfig, run_attacks_on
 from jaxmem.models import logits
 from jaxmem.scoring import TokenStats, score_after_prefix, score_sequences, score_texts
 

@@ -14,6 +14,7 @@ from sklearn.pipeline import make_pipeline
 
 from conftest import CharTok, tiny_hf_model, to_jaxmem
 from jaxmem.blind import N_REPEATS, blind_baseline, split_check
+from jaxmem.study.folders import mark_cell_done
 
 
 def _sentences(n: int, seed: int, tilt: float) -> tuple[list[str], list[str]]:
@@ -180,9 +181,9 @@ def _shifted_texts(n=24):
 
 
 def test_audit_reports_the_blind_baseline(tmp_path):
-    from jaxmem import runs, study
     from jaxmem.audit import AuditConfig, metrics_table, run_attacks_on
-    from jaxmem.scoring import truncate_texts
+    from jaxmem.batching import truncate_texts
+    from jaxmem.study.rows import cell_rows
 
     params, cfg = to_jaxmem(tiny_hf_model("gpt2"))
     members, nonmembers = _shifted_texts()
@@ -203,8 +204,8 @@ def test_audit_reports_the_blind_baseline(tmp_path):
     assert rows[-1]["AUC 95% CI"].startswith("[") and len(rows) == 2
 
     # a study's rows read it from the cell's metrics.json; a cell without it gives empty columns
-    runs.mark_cell_done(tmp_path / "cell", 1.0)
-    r = study._rows("m", 1, "d", "base", 0, tmp_path / "cell")[0]
+    mark_cell_done(tmp_path / "cell", 1.0)
+    r = cell_rows("m", 1, "d", "base", 0, tmp_path / "cell")[0]
     assert (r["blind_auc"], r["blind_auc_lo"], r["blind_auc_hi"]) == (blind["auc"],
                                                                      *blind["auc_ci"])
     assert r["blind_word_auc"] == blind["word"]["auc"]
@@ -213,8 +214,8 @@ def test_audit_reports_the_blind_baseline(tmp_path):
                          AuditConfig(block_size=16, n_boot=50, attacks=("loss",), blind=False),
                          out_dir=tmp_path / "old")
     assert off["blind"] is None and "blind" not in off["info"]
-    runs.mark_cell_done(tmp_path / "old", 1.0)
-    r = study._rows("m", 1, "d", "base", 0, tmp_path / "old")[0]
+    mark_cell_done(tmp_path / "old", 1.0)
+    r = cell_rows("m", 1, "d", "base", 0, tmp_path / "old")[0]
     assert r["blind_auc"] is None and r["blind_word_auc"] is None
     with pytest.raises(ValueError, match="blind"):
         AuditConfig(blind="yes")
@@ -225,7 +226,7 @@ def test_streamed_attack_reads_the_same_texts(tmp_path):
     one: the same texts, non-members that copy a member left out, cut as scored."""
     from jaxmem import streaming as S
     from jaxmem.audit import AuditConfig, blind_check, blind_picks
-    from jaxmem.scoring import truncate_texts
+    from jaxmem.batching import truncate_texts
 
     pool = [t.strip() for t in _shifted_texts(12)[0]]  # one distribution, as files read back
     members, nonmembers = pool[:6], pool[6:] + [pool[0]]  # the last: a member's copy, dropped

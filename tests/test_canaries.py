@@ -11,7 +11,8 @@ import pytest
 from conftest import CharTok, random_texts, tiny_hf_model, to_jaxmem
 from jaxmem.canaries import (Canaries, CanaryConfig, exposure_exact, exposure_report,
                              exposure_sampled, exposure_skewnorm, fit_skewnorm,
-                             insert_canaries, log_perplexities, plot_exposure)
+                             insert_canaries, log_perplexities)
+from jaxmem.figures import plot_exposure
 from jaxmem.models import logits
 
 # 3 digits: |R| = 1000, small enough to enumerate
@@ -133,7 +134,8 @@ def test_skewnorm_recovers_the_true_cdf():
 @pytest.mark.slow  # training compiles and checkpoints: 30-60 s on 2 shared cores
 def test_repeated_canary_gains_exposure(model, tmp_path):
     """A canary seen 16 times in training stands out; a never-inserted one does not."""
-    from jaxmem.trainer import OptimConfig, TrainConfig, train
+    from jaxmem.optim import OptimConfig
+    from jaxmem.trainer import TrainConfig, train
 
     params, cfg = model
     ccfg = CanaryConfig.from_spec("2:0,16", **TINY)

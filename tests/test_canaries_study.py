@@ -11,8 +11,11 @@ import pytest
 from conftest import CharTok, random_texts, save_tiny_tokenizer, tiny_hf_model, to_jaxmem
 from jaxmem import runs
 from jaxmem.canaries import Canaries, CanaryConfig, exposure_report
-from jaxmem.study import StudyConfig, migrate_study_json, run_study
-from jaxmem.trainer import OptimConfig, TrainConfig, train, with_canaries
+from jaxmem.io import read_json
+from jaxmem.optim import OptimConfig
+from jaxmem.study import StudyConfig, run_study
+from jaxmem.study.folders import study_attack_dir, study_run_dir
+from jaxmem.trainer import TrainConfig, train, with_canaries
 
 SPEC = "2:0,1,3"  # 2 controls, 2 canaries once, 2 three times: 8 copies
 
@@ -91,7 +94,7 @@ def test_bad_spec_fails_at_config_time(tmp_path, capsys):
         TrainConfig(canaries="8:-1,4")
     with pytest.raises(ValueError, match="quote it"):  # YAML's base-60 reading of 8:16
         StudyConfig.from_yaml(None, ["train.canaries=8:16"])
-    assert StudyConfig.from_yaml(None, ["train.canaries=8:0,1,4,16"]).train.canaries \
+    assert str(StudyConfig.from_yaml(None, ["train.canaries=8:0,1,4,16"]).train.canaries) \
         == "8:0,1,4,16"
     with pytest.raises(ValueError, match="canary_exposure.*train.canaries is not"):
         StudyConfig(canary_exposure={"n_samples": 10})
@@ -114,15 +117,15 @@ def test_bad_spec_fails_at_config_time(tmp_path, capsys):
 
 
 def test_study_json_without_the_fields_resumes(tmp_path):
-    from jaxmem.study import _claim_folder
+    from jaxmem.study.grid import claim_study_folder
 
     cfg = StudyConfig(methods=("lora",))
     old = cfg.to_dict()
     del old["train"]["canaries"], old["canary_exposure"]
     (tmp_path / "study.json").write_text(json.dumps(old))
-    migrate_study_json(tmp_path)
-    _claim_folder(tmp_path, cfg, overwrite=False)
-    assert json.loads((tmp_path / "study.json").read_text()) == cfg.to_dict()
+    claim_study_folder(tmp_path, cfg, overwrite=False)
+    spec = json.loads((tmp_path / "study.json").read_text())
+    assert spec.pop("provenance") and spec == cfg.to_dict()
 
 
 TEMPLATE_WORDS = ("my", "account", "number", "is", *"0123456789")
@@ -154,20 +157,20 @@ def test_study_measures_exposure_of_base_and_every_cell(tmp_path, capsys):
     rows = run_study(cfg, out, progress=False)
 
     data = load_corpus(corpus, seed=0, n_train=16, n_validation=8, n_members=8, n_nonmembers=8)
-    run_dir = runs.study_run_dir(out, model, corpus, "lora")
+    run_dir = study_run_dir(out, model, corpus, "lora")
     can = Canaries.load(run_dir / runs.CANARIES)
     assert can.to_dict() == with_canaries(data.train, cfg.train)[1].to_dict()
     assert not set(can.texts) & set(data.members + data.nonmembers)
     params, mcfg, tok = load_model(model)
     measured = dataclasses.replace(can, config=CanaryConfig.from_spec("2:0,1,4", n_samples=64))
-    base = runs.study_attack_dir(out, model, corpus, "base", 0)
+    base = study_attack_dir(out, model, corpus, "base", 0)
     want = exposure_report(params, mcfg, tok, measured, seed=0, block_size=32)
-    assert runs.read_json(base / runs.EXPOSURE) == json.loads(json.dumps(want))
+    assert read_json(base / runs.EXPOSURE) == json.loads(json.dumps(want))
     for e in (1, 2):
-        rep = runs.read_json(runs.study_attack_dir(out, model, corpus, "lora", e) / runs.EXPOSURE)
+        rep = read_json(study_attack_dir(out, model, corpus, "lora", e) / runs.EXPOSURE)
         assert rep["n_samples"] == 64 and set(rep["by_repeats"]) == {"0", "1", "4"}
     for r in rows:
-        rep = runs.read_json(runs.study_attack_dir(out, model, corpus, r["method"], r["epoch"])
+        rep = read_json(study_attack_dir(out, model, corpus, r["method"], r["epoch"])
                              / runs.EXPOSURE)
         for n, v in rep["by_repeats"].items():
             assert (r[f"exposure_{n}x"], r[f"exposure_skewnorm_{n}x"]) == \
@@ -181,6 +184,6 @@ def test_study_measures_exposure_of_base_and_every_cell(tmp_path, capsys):
     assert main(["canaries", "--run-dir", str(run_dir), "--n-samples", "64",
                  "--out", str(tmp_path / "again.json")]) == 0
     again = json.loads((tmp_path / "again.json").read_text())
-    last = runs.read_json(runs.study_attack_dir(out, model, corpus, "lora", 2) / runs.EXPOSURE)
+    last = read_json(study_attack_dir(out, model, corpus, "lora", 2) / runs.EXPOSURE)
     for a, b in zip(again["canaries"], last["canaries"]):
         assert a["log_perplexity"] == pytest.approx(b["log_perplexity"], rel=1e-4)

@@ -3,7 +3,7 @@ each bootstrapped on its own, read against an independent float64 computation.""
 
 import numpy as np
 
-from jaxmem.claims import claim4_lines, is_structured
+from jaxmem.study.claim4 import claim4_lines, is_structured
 
 N = 150  # members and non-members each
 METHODS = ("lora", "prompt", "ptuning")
@@ -19,7 +19,7 @@ def _tables(strength: dict, seed=0):
     far members' scores sit above non-members'. Each dataset has its own texts and noise."""
     rng = np.random.default_rng(seed)
     out = {}
-    for d in {d for d, _ in strength}:
+    for d in sorted({d for d, _ in strength}):
         member = [True] * N + [False] * N
         labels = np.array(member, float)
         shared = rng.normal(0, 1, 2 * N)
@@ -115,12 +115,12 @@ def test_claim4_says_why_it_cannot_decide():
 def test_claim4_config_tests_the_claim():
     from pathlib import Path
 
-    from jaxmem.claims import _family
+    from jaxmem.tuning.names import family
     from jaxmem.study import StudyConfig
 
     cfg = StudyConfig.from_yaml(Path(__file__).parents[1] / "experiments/cpu/claim4.yaml")
     assert [is_structured(d) for d in cfg.datasets] == [False, True]
-    families = {_family(m) for m in cfg.methods}
+    families = {family(m) for m in cfg.methods}
     assert families == {"parameter", "prompt"}
     assert cfg.n_members >= 128 and cfg.n_nonmembers >= 128 and cfg.n_train >= cfg.n_members
     assert {"loss", "ref"} <= set(cfg.audit.attacks)

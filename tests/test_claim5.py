@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from jaxmem.claims import claim5_lines, lora_placement
+from jaxmem.study.claim5 import claim5_lines, lora_placement
 
 N = 120
 ATT, MLP, ALL = "lora:target=attention", "lora:target=mlp", "lora:target=all"
@@ -59,7 +59,7 @@ def test_no_placements_no_claim():
 def test_claims_with_every_method_left_out_say_so():
     """Every method outside the utility gate (a template corpus learned to 0.1x the base
     perplexity): no claim can be judged, and the report says why instead of failing."""
-    from jaxmem.claims import claim_lines
+    from jaxmem.study.claims import claim_lines
 
     rows = [dict(r, val_ppl=2.0) if r["method"] != "base" else r
             for r in _rows(["lora", "prompt"])]
@@ -70,7 +70,7 @@ def test_claims_with_every_method_left_out_say_so():
 
 
 def test_claim4_is_not_judged_when_a_dataset_keeps_no_comparable_method():
-    from jaxmem.claims import claim4_lines
+    from jaxmem.study.claim4 import claim4_lines
 
     rows = []
     for d, ppl in (("default", 20.0), ("infobox", 2.0)):  # infobox: templates learned, 0.1x

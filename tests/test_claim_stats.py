@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from jaxmem.claims import claim_lines, score_reader
+from jaxmem.study.claims import claim_lines, score_reader
 from jaxmem.paired import (Estimate, hierarchical_bootstrap, holm, judge_equivalence,
                            judge_pairs, p_above, p_below, paired_bootstrap, two_level_indices)
 
@@ -269,6 +269,7 @@ def test_score_reader_passes_the_seed_only_when_there_is_one(tmp_path, monkeypat
     import pyarrow.parquet as pq
 
     from jaxmem import runs
+    from jaxmem.study import claims
 
     seen = []
 
@@ -278,7 +279,7 @@ def test_score_reader_passes_the_seed_only_when_there_is_one(tmp_path, monkeypat
         where.mkdir(parents=True, exist_ok=True)
         return where
 
-    monkeypatch.setattr(runs, "study_attack_dir", attack_dir)
+    monkeypatch.setattr(claims, "study_attack_dir", attack_dir)
     (tmp_path / "lora" / "2" / "7").mkdir(parents=True)
     pq.write_table(pa.table({"member": [True, False], "loss": [1.0, 0.0]}),
                    tmp_path / "lora" / "2" / "7" / runs.SCORES)
@@ -297,17 +298,17 @@ def test_clopper_pearson_matches_scipy(k, n):
     from scipy.stats import binomtest
 
     from jaxmem.dp import clopper_pearson
-    from jaxmem.report import _tpr_text
+    from jaxmem.study.tables import tpr_text
 
     want = binomtest(k, n).proportion_ci(0.95, method="exact")
     low, high = clopper_pearson(k, n, 0.05)
     assert (float(low), float(high)) == pytest.approx((want.low, want.high), abs=1e-12)
     row = {"n_members": n, "n_nonmembers": 128, "tpr@1%fpr": k / n}
-    assert _tpr_text(row, "tpr@1%fpr") == f"{k / n:.3f} [{want.low:.3f}, {want.high:.3f}]"
+    assert tpr_text(row, "tpr@1%fpr") == f"{k / n:.3f} [{want.low:.3f}, {want.high:.3f}]"
 
 
 def test_tpr_note_asks_for_1000_nonmembers():
-    from jaxmem.report import tpr_note
+    from jaxmem.study.tables import tpr_note
 
     note = tpr_note([{"n_nonmembers": 128}])
     assert "one false positive at most" in note and ">= 1,000 non-members" in note
@@ -320,8 +321,8 @@ def test_tpr_note_asks_for_1000_nonmembers():
 
 
 def test_utility_gate_is_two_sided():
-    from jaxmem.report import (COMPARABLE_PPL_RATIO, MIN_COMPARABLE_PPL_RATIO,
-                               comparable_utility, not_comparable, utility_note)
+    from jaxmem.study.utility import (COMPARABLE_PPL_RATIO, MIN_COMPARABLE_PPL_RATIO,
+                                      comparable_utility, not_comparable, utility_note)
 
     assert (MIN_COMPARABLE_PPL_RATIO, COMPARABLE_PPL_RATIO) == (0.5, 1.25)
     base = 20.0
@@ -349,7 +350,7 @@ def test_utility_gate_is_two_sided():
 
 
 def test_claim4_reads_every_seed_of_both_datasets():
-    from jaxmem.claims import claim4_lines
+    from jaxmem.study.claim4 import claim4_lines
 
     rows = [{"model": "m", "dataset": d, "method": m, "epoch": 2, "attack": a, "seed": s,
              "val_ppl": 10.0} for d in ("default", "infobox") for m in ("lora", "prompt")

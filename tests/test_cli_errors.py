@@ -45,7 +45,8 @@ def ws(tmp_path_factory):
     (d / "list.yaml").write_text("- lora\n- prompt\n")
     (d / "broken.yaml").write_text("methods: [lora\ntrain: {epochs: 3}\n")
     (d / "typo.yaml").write_text("methods: [lora]\ntrain: {epochs: three}\n")
-    (d / "negative.yaml").write_text("methods: [lora]\nepochs: -1\n")
+    (d / "negative.yaml").write_text("methods: [lora]\ntrain: {epochs: -1}\n")
+    (d / "flat.yaml").write_text("methods: [lora]\nepochs: 3\n")  # before options were nested
     (d / "attack_typo.yaml").write_text("methods: [lora]\naudit: {attacks: [loss, nope]}\n")
     run = d / "corrupt_run"
     run.mkdir()
@@ -91,7 +92,7 @@ CASES = [
     ("batch-0", "train --model {M} --run-dir {ws}/r --batch-size 0", ["--batch-size"]),
     ("accum-0", "train --model {M} --run-dir {ws}/r --grad-accum 0", ["--grad-accum"]),
     ("block-0", "train --model {M} --run-dir {ws}/r --block-size 0", ["--block-size"]),
-    ("maxlen-neg", "train --model {M} --run-dir {ws}/r --max-length -5", ["--block-size"]),
+    ("maxlen-neg", "train --model {M} --run-dir {ws}/r --block-size -5", ["--block-size"]),
     ("warmup-neg", "train --model {M} --run-dir {ws}/r --warmup-steps -1", ["--warmup-steps"]),
     ("method", "train --model {M} --run-dir {ws}/r --method dora", ["dora", "choose from"]),
     ("lora-r0", "train --model {M} --run-dir {ws}/r --method lora:r=0", ["lora:r="]),
@@ -126,6 +127,7 @@ CASES = [
     ("study-yaml", "study {ws}/broken.yaml --out-dir {ws}/s", ["broken.yaml", "YAML"]),
     ("study-type", "study {ws}/typo.yaml --out-dir {ws}/s", ["epochs", "three"]),
     ("study-negative", "study {ws}/negative.yaml --out-dir {ws}/s", ["epochs", "-1"]),
+    ("study-flat", "study {ws}/flat.yaml --out-dir {ws}/s", ["epochs -> train.epochs"]),
     ("study-attack", "study {ws}/attack_typo.yaml --out-dir {ws}/s", ["nope"]),
     ("study-set", "study --set train.epochs --out-dir {ws}/s", ["key=value"]),
     ("study-foreign", "study --out-dir {ws}/user_folder", ["user_folder", "not empty"]),

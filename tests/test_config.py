@@ -61,13 +61,17 @@ def test_flags_parse_to_the_field_types():
     assert acfg.attacks == ("loss", "ref", "min_k:0.1") and acfg.nan_policy == "drop"
 
 
-def test_old_flag_spellings_still_work_with_a_warning(capsys):
+def test_one_spelling_per_flag(capsys):
+    """No deprecated spellings: --max-length and Adam's --eps are gone (--block-size,
+    --adam-eps, which no longer reads like --dp epsilon=)."""
     p, _ = _parser(TrainConfig)
-    tcfg = dataclass_from_args(TrainConfig, p.parse_args(["--max-length", "96", "--warmup", "3"]))
-    assert tcfg.block_size == 96 and tcfg.optim.warmup_steps == 3
-    err = capsys.readouterr().err
-    assert "--max-length is deprecated; use --block-size" in err
-    assert "--warmup is deprecated; use --warmup-steps" in err
+    tcfg = dataclass_from_args(TrainConfig, p.parse_args(["--block-size", "96", "--adam-eps",
+                                                          "1e-6"]))
+    assert tcfg.block_size == 96 and tcfg.optim.eps == 1e-6
+    for old in (["--max-length", "96"], ["--eps", "1e-6"]):
+        with pytest.raises(SystemExit):
+            p.parse_args(old)
+    assert "unrecognized arguments" in capsys.readouterr().err
 
 
 def test_command_defaults_and_subsets():
@@ -80,7 +84,7 @@ def test_command_defaults_and_subsets():
 
 
 def test_cli_flags_of_the_readme():
-    from jaxmem.cli import build_parser
+    from jaxmem.cli.parser import build_parser
 
     p = build_parser()
     t = p.parse_args("train --method lora:r=16,alpha=32,target=all --corpus default --n-train 500 "
@@ -90,7 +94,7 @@ def test_cli_flags_of_the_readme():
     a = p.parse_args("attack --corpus default --n-members 200 --n-nonmembers 200 "
                      "--out-dir results/base-attack --seed 1".split())
     assert dataclass_from_args(AuditConfig, a) == AuditConfig(seed=1) and a.n_members == 200
-    s = p.parse_args("score my_texts.txt --distributed --batch-size 4 --max-length 64".split())
+    s = p.parse_args("score my_texts.txt --distributed --batch-size 4 --block-size 64".split())
     assert (s.batch_size, s.block_size, s.distributed) == (4, 64, True)
     st = p.parse_args("study experiments/demo.yaml --out-dir r --mesh auto "
                       "--set train.batch_size=16".split())

@@ -12,7 +12,9 @@ import pytest
 from conftest import CharTok, random_texts, tiny_hf_model, to_jaxmem
 from jaxmem import dp as dpsgd
 from jaxmem.models.transformer import logits
-from jaxmem.trainer import OptimConfig, TrainConfig, make_optimizer, make_train_step, train
+from jaxmem.optim import OptimConfig, make_optimizer
+from jaxmem.train_step import make_train_step
+from jaxmem.trainer import TrainConfig, train
 from jaxmem.tuning import init_method
 from jaxmem.tuning.partition import FROZEN, TRAINABLE, split
 
@@ -191,9 +193,12 @@ def test_dp_flag_and_study_yaml():
     p = argparse.ArgumentParser()
     add_dataclass_args(p, TrainConfig)
     t = dataclass_from_args(TrainConfig, p.parse_args(["--dp", "epsilon=8,delta=1e-5,clip=1.0"]))
-    assert dpsgd.parse_dp(t.dp) == dpsgd.DPConfig(8.0, 1e-5, 1.0)
+    assert t.dp == dpsgd.DPConfig(8.0, 1e-5, 1.0)  # parsed once, where the config is made
+    assert t.to_dict()["dp"] == "epsilon=8,delta=1e-5,clip=1.0"  # run.json: as given
     s = StudyConfig.from_dict({"train": {"dp": "epsilon=4,clip=0.5"}})
-    assert s.train_config("lora").dp == "epsilon=4,clip=0.5"
+    assert s.train_config("lora").dp == dpsgd.DPConfig(epsilon=4.0, clip=0.5)
+    assert s.to_dict()["train"]["dp"] == "epsilon=4,clip=0.5"
+    assert TrainConfig.from_dict(t.to_dict()) == t
     with pytest.raises(ValueError, match="Unknown DP setting"):
         StudyConfig.from_dict({"train": {"dp": "eps=4"}})
 

@@ -394,16 +394,23 @@ def test_summarize_ci_contains_estimates():
 # --- module layout ----------------------------------------------------------------
 
 
-def test_bootstrap_names_still_importable_from_metrics():
+def test_bootstrap_names_live_in_bootstrap_only():
+    """No re-export: the metrics module holds the point estimates, bootstrap the intervals."""
     for name in ("bootstrap_ci", "summarize"):
-        assert getattr(metrics, name) is getattr(bootstrap, name)
-        assert name in metrics.__all__
+        assert not hasattr(metrics, name) and name in bootstrap.__all__
     with pytest.raises(AttributeError):
         metrics.no_such_name
 
 
+def test_fpr_grid_defined_once():
+    assert metrics.TPR_KEYS == {"tpr@10%fpr": 0.1, "tpr@1%fpr": 0.01, "tpr@0.1%fpr": 0.001}
+    s = summarize([0.9, 0.8, 0.3, 0.1], [1, 1, 0, 0], n_boot=0)
+    assert [k for k in s if k.startswith("tpr@") and not k.endswith("_ci")] == list(
+        metrics.TPR_KEYS)
+
+
 @pytest.mark.parametrize("first", ["jaxmem.bootstrap", "jaxmem.metrics"])
 def test_modules_import_in_either_order(first):
-    code = (f"import {first}; from jaxmem.metrics import summarize, bootstrap_ci; "
-            "from jaxmem.bootstrap import summarize as s; assert s is summarize")
+    code = (f"import {first}; from jaxmem.bootstrap import summarize, bootstrap_ci; "
+            "from jaxmem.metrics import roc_auc, TPR_KEYS")
     subprocess.run([sys.executable, "-c", code], check=True)

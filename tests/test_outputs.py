@@ -133,7 +133,7 @@ def test_a_folder_removed_under_the_work_stops_it(tmp_path):
 def test_sigterm_is_an_interrupt(tmp_path, monkeypatch, capsys):
     """SIGTERM stops a command as Ctrl-C does: exit 130, its lock released, so a rerun
     resumes; the signal's handler is put back afterwards."""
-    from jaxmem import cli
+    from jaxmem.cli import grid
 
     out = tmp_path / "study"
     seen = {}
@@ -144,7 +144,7 @@ def test_sigterm_is_an_interrupt(tmp_path, monkeypatch, capsys):
         time.sleep(10)
         return 0
 
-    monkeypatch.setattr(cli, "cmd_study", killed_study)
+    monkeypatch.setattr(grid, "cmd_study", killed_study)
     before = signal.getsignal(signal.SIGTERM)
     t0 = time.monotonic()
     assert main(["study", "--out-dir", str(out)]) == 130
@@ -162,7 +162,7 @@ def test_study_overwrite_removes_only_jaxmems_files(tmp_path):
     out = tmp_path / "study"
     runs.claim_study(out, {"a": 1}, overwrite=False)
     ours = {
-        "report.md": "r", "results.csv": "x",
+        "report.md": "r", "claims.json": "{}", "results.csv": "x",
         "runs/m/d/lora/run.json": "{}", "runs/m/d/lora/log.jsonl": "",
         "runs/m/d/lora/checkpoints/epoch_001/d/0": "orbax", "runs/m/d/lora/checkpoints/"
         "epoch_001.json": "{}", "attacks/m/d/lora/epoch_1/metrics.json": "{}",
@@ -200,7 +200,7 @@ def test_an_attack_folder_cut_short_is_jaxmems(tmp_path):
 def test_score_never_truncates_a_users_partial(tmp_path):
     """A `<out>.partial` or `<out>.parts/` that no progress marker vouches for is refused,
     even when starting over; jaxmem's own marker is written before its first row."""
-    from jaxmem.streaming import ChunkedTable, progress_path
+    from jaxmem.chunked import ChunkedTable, progress_path
 
     out = tmp_path / "s.csv"
     partial = tmp_path / "s.csv.partial"

@@ -6,12 +6,14 @@ import json
 import numpy as np
 import pytest
 
+from jaxmem import reference_models
 from jaxmem import references as R
 from jaxmem.attacks import parse_attack
 from jaxmem.audit import AuditConfig, run_attacks_on
+from jaxmem.optim import OptimConfig
 from jaxmem.reference_attacks import reference_provider
 from jaxmem.reference_models import ReferenceModels, population_candidates, sample_population
-from jaxmem.trainer import OptimConfig, TrainConfig
+from jaxmem.trainer import TrainConfig
 
 TCFG = TrainConfig(epochs=2, batch_size=4, block_size=24, optim=OptimConfig(lr=1e-2))
 KW = dict(batch_size=16, block_size=24, dtype="float32")
@@ -27,7 +29,7 @@ def count_training(monkeypatch):
         calls.append(kw.get("until"))
         return real(*a, **kw)
 
-    monkeypatch.setattr(R, "train_references", counted)
+    monkeypatch.setattr(reference_models, "train_references", counted)  # where it is called
     return calls
 
 

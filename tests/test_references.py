@@ -12,7 +12,9 @@ from conftest import CharTok, random_texts, tiny_hf_model, to_jaxmem
 from jaxmem.references import (A_GRID, lira_offline, make_reference_step, param_axes,
                                reference_params, reference_splits, rmia_offline,
                                stack_references, train_references, tune_rmia_a)
-from jaxmem.trainer import OptimConfig, TrainConfig, make_optimizer, make_train_step, train
+from jaxmem.optim import OptimConfig, make_optimizer
+from jaxmem.train_step import make_train_step
+from jaxmem.trainer import TrainConfig, train
 from jaxmem.tuning import init_method
 
 

@@ -4,9 +4,11 @@ tables and figures name methods for people and leave out TPRs the sample cannot 
 import numpy as np
 import pytest
 
-from jaxmem.claims import claim_lines as _claims
-from jaxmem.report import (_last_epoch_table, _tpr_text, display_name, not_comparable,
-                           strongest_attack, strongest_attacks)
+from jaxmem.metrics import strongest_attack
+from jaxmem.study.claims import claim_lines as _claims
+from jaxmem.study.tables import last_epoch_table, strongest_attacks, tpr_text
+from jaxmem.study.utility import not_comparable
+from jaxmem.tuning.names import display_name
 
 N = 120  # members and non-members each
 
@@ -131,14 +133,14 @@ def test_display_names(spec, name):
 
 def test_tpr_cells_follow_the_support_rule_at_the_boundary():
     # 30 of 120 members, with its Clopper-Pearson 95% interval
-    assert _tpr_text(_row("lora", 3, n_nonmembers=100, **{"tpr@1%fpr": 0.25}), "tpr@1%fpr") \
+    assert tpr_text(_row("lora", 3, n_nonmembers=100, **{"tpr@1%fpr": 0.25}), "tpr@1%fpr") \
         == "0.250 [0.175, 0.337]"
-    assert _tpr_text(_row("lora", 3, n_nonmembers=99, **{"tpr@1%fpr": 0.25}), "tpr@1%fpr") \
+    assert tpr_text(_row("lora", 3, n_nonmembers=99, **{"tpr@1%fpr": 0.25}), "tpr@1%fpr") \
         == "n/a (needs >= 100 non-members)"
-    assert _tpr_text(_row("lora", 3, n_nonmembers=99, **{"tpr@1%fpr": None}), "tpr@1%fpr") \
+    assert tpr_text(_row("lora", 3, n_nonmembers=99, **{"tpr@1%fpr": None}), "tpr@1%fpr") \
         == "n/a (needs >= 100 non-members)"
     tprs = {"tpr@10%fpr": 0.5, "tpr@1%fpr": 0.2, "tpr@0.1%fpr": 0.1}
-    table = _last_epoch_table([_row("lora", 3, **tprs)], "loss", "m", "d")
+    table = last_epoch_table([_row("lora", 3, **tprs)], "loss", "m", "d")
     assert table[0]["method"] == "LoRA (q,v; r=8)"
     assert table[0]["loss TPR@1%FPR"] == "0.200 [0.133, 0.283]"
     assert table[0]["loss TPR@0.1%FPR"] == "n/a (needs >= 1000 non-members)"
@@ -205,7 +207,7 @@ def test_last_epoch_table_flags_utility_and_names_the_strongest_attack():
         _row("prompt", 3, 0.6, "ref", **{"tpr@10%fpr": 0.2, "tpr@1%fpr": 0.05})], prompt=26.0)
     final[0].update({"tpr@10%fpr": 0.1, "tpr@1%fpr": 0.01})
     final.insert(1, dict(final[0], attack="ref"))
-    table = {r["method"]: r for r in _last_epoch_table(final, "loss", "m", "d")}
+    table = {r["method"]: r for r in last_epoch_table(final, "loss", "m", "d")}
     assert table["LoRA (q,v; r=8)"]["utility"] == "comparable (1.00x base ppl)"
     assert table["prompt"]["utility"] == "NOT comparable (1.30x base ppl)"
     assert table["base model"]["utility"] == "reference"
@@ -213,7 +215,7 @@ def test_last_epoch_table_flags_utility_and_names_the_strongest_attack():
     assert table["LoRA (q,v; r=8)"]["strongest attack"] == "ref: TPR 0.125 [0.072, 0.198] @ 1% FPR"
     assert table["prompt"]["strongest attack"] == "loss: TPR 0.05 [0.019, 0.106] @ 1% FPR"
     few = [dict(r, n_nonmembers=5) for r in final]
-    assert _last_epoch_table(few, "loss", "m", "d")[1]["strongest attack"] \
+    assert last_epoch_table(few, "loss", "m", "d")[1]["strongest attack"] \
         == "n/a (needs >= 10 non-members)"
 
 
@@ -222,7 +224,7 @@ def test_histograms_survive_near_constant_scores(tmp_path):
     ("Too many bins for data range"); all-NaN and constant columns draw too."""
     import numpy as np
 
-    from jaxmem.report import plot_histograms
+    from jaxmem.figures import plot_histograms
 
     tiny = 0.01 + np.arange(8) * np.spacing(0.01)
     labels = np.array([1, 0] * 4, bool)

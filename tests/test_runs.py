@@ -7,16 +7,20 @@ import numpy as np
 import pytest
 
 from jaxmem import runs
+from jaxmem.io import atomic_write, write_table
+from jaxmem.study.folders import (cell_done, mark_cell_done, read_cell, record_session,
+                                  study_attack_dir, study_run_dir, study_sessions)
+from jaxmem.study.rows import write_study_results
 
 
 def test_atomic_write_text_bytes_json_and_function(tmp_path):
-    assert runs.atomic_write(tmp_path / "a.txt", "hé") == tmp_path / "a.txt"
+    assert atomic_write(tmp_path / "a.txt", "hé") == tmp_path / "a.txt"
     assert (tmp_path / "a.txt").read_text() == "hé"
-    runs.atomic_write(tmp_path / "b.bin", b"\x00\x01")
+    atomic_write(tmp_path / "b.bin", b"\x00\x01")
     assert (tmp_path / "b.bin").read_bytes() == b"\x00\x01"
-    runs.atomic_write(tmp_path / "c.json", {"x": [1, 2]})
+    atomic_write(tmp_path / "c.json", {"x": [1, 2]})
     assert json.loads((tmp_path / "c.json").read_text()) == {"x": [1, 2]}
-    runs.atomic_write(tmp_path / "d.txt", lambda p: p.write_text("by a function"))
+    atomic_write(tmp_path / "d.txt", lambda p: p.write_text("by a function"))
     assert (tmp_path / "d.txt").read_text() == "by a function"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.bin", "c.json", "d.txt"]
 
@@ -30,9 +34,9 @@ def test_atomic_write_that_fails_leaves_the_old_file_and_no_partial_one(tmp_path
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        runs.atomic_write(target, half_then_fail)
+        atomic_write(target, half_then_fail)
     with pytest.raises(TypeError):
-        runs.atomic_write(tmp_path / "new.json", {"not": object()})
+        atomic_write(tmp_path / "new.json", {"not": object()})
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
@@ -111,18 +115,18 @@ def test_epoch_markers_and_the_log(tmp_path):
 
 
 def test_study_cell_is_done_once_its_validation_loss_is_recorded(tmp_path):
-    where = runs.study_attack_dir(tmp_path, "org/model", "data.txt", "lora:r=4", 3)
+    where = study_attack_dir(tmp_path, "org/model", "data.txt", "lora:r=4", 3)
     assert where == tmp_path / "attacks" / "org_model" / "data.txt" / "lora_r=4" / "epoch_3"
-    assert runs.study_run_dir(tmp_path, "org/model", "d", "lora:r=4") == (
+    assert study_run_dir(tmp_path, "org/model", "d", "lora:r=4") == (
         tmp_path / "runs" / "org_model" / "d" / "lora_r=4")
-    assert not runs.cell_done(where)
+    assert not cell_done(where)
     where.mkdir(parents=True)
     assert not runs.has_attack_results(where)
     runs.write_attack_metrics(where, {"loss": {"auc": 0.7}}, {"n_members": 4})
-    assert runs.has_attack_results(where) and not runs.cell_done(where)
-    runs.mark_cell_done(where, 2.5)
-    assert runs.cell_done(where)
-    assert runs.read_cell(where) == ({"loss": {"auc": 0.7}}, 2.5)
+    assert runs.has_attack_results(where) and not cell_done(where)
+    mark_cell_done(where, 2.5)
+    assert cell_done(where)
+    assert read_cell(where) == ({"loss": {"auc": 0.7}}, 2.5)
     m = json.loads((where / "metrics.json").read_text())  # the format existing studies have
     assert m == {"metrics": {"loss": {"auc": 0.7}}, "info": {"n_members": 4, "val_loss": 2.5}}
 
@@ -130,7 +134,7 @@ def test_study_cell_is_done_once_its_validation_loss_is_recorded(tmp_path):
 def test_tables_by_suffix(tmp_path):
     rows = [{"a": 1, "b": "x"}, {"a": 2, "b": "y, z"}]
     for suffix in ("csv", "json", "jsonl", "md", "parquet"):
-        runs.write_table(rows, tmp_path / "sub" / f"t.{suffix}")
+        write_table(rows, tmp_path / "sub" / f"t.{suffix}")
     with open(tmp_path / "sub" / "t.csv", newline="") as f:
         assert list(csv.DictReader(f)) == [{"a": "1", "b": "x"}, {"a": "2", "b": "y, z"}]
     assert json.loads((tmp_path / "sub" / "t.json").read_text()) == rows
@@ -140,9 +144,9 @@ def test_tables_by_suffix(tmp_path):
 
     assert pq.read_table(tmp_path / "sub" / "t.parquet").to_pylist() == rows
     with pytest.raises(ValueError, match="unknown output format"):
-        runs.write_table(rows, tmp_path / "t.xlsx")
-    runs.write_study_results(tmp_path, [])  # nothing yet: nothing written
-    runs.write_study_results(tmp_path, rows)
+        write_table(rows, tmp_path / "t.xlsx")
+    write_study_results(tmp_path, [])  # nothing yet: nothing written
+    write_study_results(tmp_path, rows)
     assert json.loads((tmp_path / "results.json").read_text()) == rows
     assert (tmp_path / "results.csv").read_text().startswith("a,b")
 
@@ -203,8 +207,8 @@ def test_flipped_bytes_in_a_checkpoint_are_caught(tmp_path):
 
 def test_study_time_adds_up_over_sessions(tmp_path):
     """A resumed study's report counts every session's time, not only the last one's."""
-    runs.record_session(tmp_path, "s1", 600.0)
-    runs.record_session(tmp_path, "s1", 900.0)  # the same session, later: replaced
-    runs.record_session(tmp_path, "s2", 300.0)
-    assert runs.study_sessions(tmp_path) == {"s1": 900.0, "s2": 300.0}
+    record_session(tmp_path, "s1", 600.0)
+    record_session(tmp_path, "s1", 900.0)  # the same session, later: replaced
+    record_session(tmp_path, "s2", 300.0)
+    assert study_sessions(tmp_path) == {"s1": 900.0, "s2": 300.0}
     assert "sessions.json" in runs.STUDY_OUTPUTS  # --overwrite removes it with the rest

@@ -15,7 +15,9 @@ from conftest import CharTok, random_texts, save_tiny_tokenizer, tiny_hf_model, 
 from jaxmem import dp as dpsgd
 from jaxmem import runs
 from jaxmem.checkpointing import CheckpointError
-from jaxmem.trainer import OptimConfig, TrainConfig, degenerate, load_checkpoint, train
+from jaxmem.optim import OptimConfig
+from jaxmem.study.folders import study_sessions
+from jaxmem.trainer import TrainConfig, degenerate, load_checkpoint, train
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +168,7 @@ def test_a_copied_marker_within_the_epochs_is_refused(tiny, tmp_path):
 # ----------------------------------------------------------------------------- YAML numbers
 
 def test_yaml_reads_1e_minus_3_as_a_number(tmp_path):
-    from jaxmem.frontier import load_frontier
+    from jaxmem.study.frontier import load_frontier
     from jaxmem.study import StudyConfig
 
     f = tmp_path / "s.yaml"
@@ -265,7 +267,7 @@ def test_report_run_time_counts_the_session_that_writes_it(tiny_setup, tmp_path)
         "audit.blind": False})
     out = tmp_path / "s"
     run_study(cfg, out, progress=False)
-    first = runs.study_sessions(out)
+    first = study_sessions(out)
     assert len(first) == 1
     time.sleep(1.1)  # sessions are named by the second they start
     run_study(cfg, out, progress=False)

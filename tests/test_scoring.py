@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from conftest import tiny_hf_model, to_jaxmem
+from jaxmem.batching import encode_texts, length_buckets, make_batches
 from jaxmem.models import logits
-from jaxmem.scoring import (encode_texts, length_buckets, make_batches, score_sequences,
-                            token_stats)
+from jaxmem.scoring import score_sequences, token_stats
 
 
 @pytest.fixture(scope="module")

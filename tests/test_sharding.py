@@ -24,9 +24,9 @@ import jax, numpy as np
 
 from jaxmem import sharding as sh
 from jaxmem.models import ModelConfig, init_params
+from jaxmem.optim import OptimConfig, make_optimizer
 from jaxmem.scoring import token_stats
-from jaxmem.trainer import make_train_step
-from jaxmem.trainer import OptimConfig, make_optimizer
+from jaxmem.train_step import make_train_step
 from jaxmem.tuning import init_method
 from jaxmem.tuning.partition import TRAINABLE
 
@@ -262,7 +262,7 @@ def test_logical_rules():
 def test_layout_of_params_and_optimizer_state(method):
     """The layout rules on real trees, on an abstract 4 x 2 mesh (no devices needed)."""
     from jaxmem.models import ModelConfig, init_params, logical_axes
-    from jaxmem.trainer import OptimConfig, make_optimizer
+    from jaxmem.optim import OptimConfig, make_optimizer
     from jaxmem.tuning import init_method
 
     cfg = ModelConfig(arch="llama", vocab_size=256, d_model=64, n_layers=2, n_heads=4,

@@ -9,9 +9,10 @@ import pytest
 
 from conftest import CharTok, save_tiny_tokenizer, tiny_hf_model, to_jaxmem
 from jaxmem import streaming as S
+from jaxmem.chunked import ChunkedTable, progress_path
 from jaxmem.audit import AuditConfig, run_attacks_on
 from jaxmem.cli import main
-from jaxmem.runs import write_table
+from jaxmem.io import write_table
 from jaxmem.scoring import score_texts
 
 COLS = ("nll", "ppl", "min_k20_logp", "mean_mu", "mean_sigma")
@@ -79,7 +80,7 @@ def test_streamed_rows_equal_score_texts_in_every_format(loaded, tmp_path):
             assert pq.read_table(out).to_pylist() == got
         else:
             assert out.read_bytes() == (tmp_path / f"ref{ext}").read_bytes(), ext
-        assert not S.progress_path(out).exists() and not list(tmp_path.glob("*.partial"))
+        assert not progress_path(out).exists() and not list(tmp_path.glob("*.partial"))
 
 
 @pytest.mark.parametrize("ext", [".csv", ".parquet"])
@@ -96,7 +97,7 @@ def test_interrupted_score_resumes_to_the_same_output(loaded, tmp_path, ext):
     with pytest.raises(Interrupt):
         S.score_file(params, cfg, tok, inp, settings, out=out, after_chunk=_stop_after(64),
                      **kw)
-    assert not out.exists() and json.loads(S.progress_path(out).read_text())["done"] == 64
+    assert not out.exists() and json.loads(progress_path(out).read_text())["done"] == 64
     if ext == ".csv":  # a kill in the middle of the next chunk's write leaves half a row
         with open(tmp_path / "cut.csv.partial", "a") as fh:
             fh.write("64,7,False,4.1")
@@ -110,7 +111,7 @@ def test_interrupted_score_resumes_to_the_same_output(loaded, tmp_path, ext):
         assert out.read_bytes() == whole.read_bytes()
     else:
         assert pq.read_table(out).equals(pq.read_table(whole))
-    assert not S.progress_path(out).exists()
+    assert not progress_path(out).exists()
 
 
 def test_cli_resume_and_refusals(model_dir, tmp_path, capsys, monkeypatch):
@@ -122,7 +123,7 @@ def test_cli_resume_and_refusals(model_dir, tmp_path, capsys, monkeypatch):
     assert main((cmd + str(tmp_path / "whole.csv")).split()) == 0
     first = capsys.readouterr().out
     out = tmp_path / "cut.csv"
-    real_append, calls = S.ChunkedTable.append, []
+    real_append, calls = ChunkedTable.append, []
 
     def dying_append(self, rows, n, state=None):
         calls.append(n)
@@ -130,9 +131,9 @@ def test_cli_resume_and_refusals(model_dir, tmp_path, capsys, monkeypatch):
             raise KeyboardInterrupt  # as Ctrl-C between two chunks
         real_append(self, rows, n, state)
 
-    monkeypatch.setattr(S.ChunkedTable, "append", dying_append)
+    monkeypatch.setattr(ChunkedTable, "append", dying_append)
     assert main((cmd + str(out)).split()) == 130
-    monkeypatch.setattr(S.ChunkedTable, "append", real_append)
+    monkeypatch.setattr(ChunkedTable, "append", real_append)
     capsys.readouterr()
     # other settings, or another input, with the partial output: refused before any work
     assert main((cmd + str(out)).replace("--batch-size 8", "--batch-size 4").split()) == 2
@@ -147,10 +148,10 @@ def test_cli_resume_and_refusals(model_dir, tmp_path, capsys, monkeypatch):
     src.write_text("id,text\n" + "".join(f"{i},{t}\n" for i, t in enumerate(_words(90, 2))))
     out.unlink()
     calls.clear()
-    monkeypatch.setattr(S.ChunkedTable, "append", dying_append)
+    monkeypatch.setattr(ChunkedTable, "append", dying_append)
     assert main((cmd + str(out)).split()) == 130
-    monkeypatch.setattr(S.ChunkedTable, "append", real_append)
-    assert json.loads(S.progress_path(out).read_text())["done"] == 40
+    monkeypatch.setattr(ChunkedTable, "append", real_append)
+    assert json.loads(progress_path(out).read_text())["done"] == 40
     capsys.readouterr()
     assert main((cmd + str(out)).split()) == 0
     resumed = capsys.readouterr()

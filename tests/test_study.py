@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from jaxmem.audit import AuditConfig
-from jaxmem.study import StudyConfig, migrate_study_json, run_study
+from jaxmem.io import read_json
+from jaxmem.study import StudyConfig, run_study
+from jaxmem.study.folders import study_attack_dir
+from jaxmem.study.grid import claim_study_folder
 from jaxmem.trainer import TrainConfig
 
 
@@ -22,24 +25,11 @@ def _cfg(model, corpus, **kw):
     return StudyConfig.from_dict(d)
 
 
-def _flat_study_json(model, corpus) -> dict:
-    """``_cfg(model, corpus)``'s study.json as jaxmem wrote it before the options were nested."""
-    return {"name": "tiny", "models": [model], "datasets": [corpus], "methods": ["lora", "prompt"],
-            "lr": {"lora": 1e-2, "prompt": 1e-1}, "epochs": 2, "n_train": 24,
-            "n_validation": 8, "n_members": 16, "n_nonmembers": 16, "batch_size": 8,
-            "block_size": 32, "n_boot": 20, "attacks": ["loss", "ref", "min_k"],
-            "lr_default": 0.0001, "attack_epochs": None, "grad_accum": 1, "dtype": "float32",
-            "weight_decay": 0.0, "warmup_steps": 0, "schedule": "linear", "seed": 0,
-            "score_batch_size": 16, "mesh": None}
-
-
 def test_tiny_study_end_to_end_and_resume(tiny_setup, tmp_path):
     model, corpus = tiny_setup
     out = tmp_path / "study"
     run_study(_cfg(model, corpus), out, progress=False, stop_after=2)
     assert not (out / "report.md").exists()
-    # the killed study as an earlier jaxmem left it: a flat study.json, converted when it resumes
-    (out / "study.json").write_text(json.dumps(_flat_study_json(model, corpus)))
     done = sorted(p.parent.name for p in (out / "attacks").rglob("metrics.json"))
     stamp = {p: p.stat().st_mtime_ns for p in (out / "attacks").rglob("metrics.json")}
     rows = run_study(_cfg(model, corpus), out, progress=False)
@@ -52,7 +42,7 @@ def test_tiny_study_end_to_end_and_resume(tiny_setup, tmp_path):
     for f in ("results.csv", "results.json", "report.md", "study.json",
               "figures/auc_vs_epoch.png", "figures/ppl_vs_epoch.png",
               "figures/privacy_utility.png", "figures/loss_distributions.png",
-              "figures/tpr_low_fpr.png"):
+              "figures/tpr_low_fpr.png", "figures/roc.png"):
         assert (out / f).stat().st_size > 0, f
     res = json.loads((out / "results.json").read_text())
     # 16 non-members support a TPR at 10% FPR, not at 1%: null in results.json, empty in the CSV
@@ -78,6 +68,9 @@ def test_tiny_study_end_to_end_and_resume(tiny_setup, tmp_path):
             assert r["comparable_utility"] == (r["val_ppl"] <= 1.25 * base_ppl)
     report = (out / "report.md").read_text()
     assert "Claim 1" in report and "LoRA (q,v; r=8)" in report
+    # the log-log ROC of every method at its last epoch, under the main attack, from 1/16
+    assert "![ROC, last epoch](figures/roc.png)" in report
+    assert "loss attack, log-log (the false positive rate from 1/16, the smallest" in report
     assert "n/a (needs >= 100 non-members)" in report
     assert "| utility |" in report and "| strongest attack |" in report
     assert "@ 10% FPR |" in report
@@ -85,7 +78,11 @@ def test_tiny_study_end_to_end_and_resume(tiny_setup, tmp_path):
     assert any(f"loss attack: {v}: " in claim1 for v in ("reproduced", "contradicted",
                                                           "inconclusive"))
     assert "[95% CI " in claim1  # decided from the scores files, paired
-    assert json.loads((out / "study.json").read_text()) == _cfg(model, corpus).to_dict()
+    # the verdicts the report shows are claims.json's, computed once
+    judged = json.loads((out / "claims.json").read_text())["claims"]
+    assert f"loss attack: {next(c for c in judged if c['claim'] == '1')['verdict']}: " in claim1
+    spec = json.loads((out / "study.json").read_text())
+    assert spec.pop("provenance")["jaxmem"] and spec == _cfg(model, corpus).to_dict()
     with pytest.raises(FileExistsError, match="different study.*train"):
         run_study(_cfg(model, corpus, **{"train.epochs": 3}), out, progress=False)
 
@@ -117,8 +114,8 @@ def test_every_experiment_config_loads(path):
         spec.loader.exec_module(mod)
         assert mod.ReferenceExperiment.from_yaml(path).n_refs >= 2
         return
-    if path.endswith("frontier.yaml"):  # a study per epsilon: jaxmem.frontier
-        from jaxmem.frontier import load_frontier
+    if path.endswith("frontier.yaml"):  # a study per epsilon: jaxmem.study.frontier
+        from jaxmem.study.frontier import load_frontier
 
         cfg, fcfg = load_frontier(path)
         assert len(fcfg.epsilons) >= 2
@@ -130,7 +127,7 @@ def test_every_experiment_config_loads(path):
 
 
 def test_report_draws_size_and_placement_figures_when_the_study_has_them(tmp_path):
-    from jaxmem.report import write_study_report
+    from jaxmem.study.report import write_study_report
 
     rows = []
     for model, n in (("small", 1e8), ("large", 1e9)):
@@ -149,13 +146,11 @@ def test_report_draws_size_and_placement_figures_when_the_study_has_them(tmp_pat
 
 def test_mesh_is_how_not_what(tmp_path):
     """A study resumes on another mesh; any other change of config is a different study."""
-    from jaxmem.study import _claim_folder
-
-    _claim_folder(tmp_path, StudyConfig(methods=("lora",)), overwrite=False)
-    _claim_folder(tmp_path, StudyConfig(methods=("lora",), mesh="auto"), overwrite=False)
+    claim_study_folder(tmp_path, StudyConfig(methods=("lora",)), overwrite=False)
+    claim_study_folder(tmp_path, StudyConfig(methods=("lora",), mesh="auto"), overwrite=False)
     assert StudyConfig(mesh="4x2").identity() == StudyConfig().identity()
     with pytest.raises(FileExistsError, match="different study.*train"):
-        _claim_folder(tmp_path, StudyConfig(methods=("lora",), mesh="auto",
+        claim_study_folder(tmp_path, StudyConfig(methods=("lora",), mesh="auto",
                                             train=TrainConfig(epochs=9)), False)
 
 
@@ -172,7 +167,7 @@ DEMO_FLAT_STUDY_JSON = {
     "n_boot": 500, "score_batch_size": 16, "mesh": None}
 
 
-# The demo of that time as nested YAML: what its flat study.json must become.
+# The demo of that time as nested YAML: the config a user of that study would run today.
 DEMO_OF_THAT_TIME = """
 name: demo
 models: [smollm2-135m]
@@ -188,59 +183,51 @@ n_validation: 24
 """
 
 
-def test_old_flat_study_json_becomes_the_nested_demo(tmp_path):
-    """A demo study started before the options were nested resumes under the same demo
-    written as nested YAML."""
-    from jaxmem.study import _claim_folder
-
+def test_old_study_json_is_refused_with_what_changed_and_the_fix(tmp_path):
+    """A study.json of an older form (flat options; no split) is not converted: one error
+    names what changed and how to go on, before any work."""
     (tmp_path / "study.json").write_text(json.dumps(DEMO_FLAT_STUDY_JSON))
-    migrate_study_json(tmp_path)
     (tmp_path / "demo.yaml").write_text(DEMO_OF_THAT_TIME)
     demo = StudyConfig.from_yaml(tmp_path / "demo.yaml")
-    assert json.loads((tmp_path / "study.json").read_text()) == demo.to_dict()
-    _claim_folder(tmp_path, demo, overwrite=False)  # the same study: no error
-    migrate_study_json(tmp_path)  # already nested: left alone
-    assert json.loads((tmp_path / "study.json").read_text()) == demo.to_dict()
+    with pytest.raises(ValueError, match="older jaxmem.*flat.*train: and audit:.*--overwrite"):
+        claim_study_folder(tmp_path, demo, overwrite=False)
+    with pytest.raises(ValueError, match="older jaxmem.*flat"):  # run_study: the same error
+        run_study(demo, tmp_path, progress=False)
+    no_split = {k: v for k, v in demo.to_dict().items() if k not in ("split", "data_seed")}
+    (tmp_path / "study.json").write_text(json.dumps(no_split))
+    with pytest.raises(ValueError, match="older jaxmem.*split.*--out-dir.*--overwrite"):
+        claim_study_folder(tmp_path, demo, overwrite=False)
+    assert json.loads((tmp_path / "study.json").read_text()) == no_split  # left as it was
 
 
-def test_old_study_json_that_cannot_be_converted_says_how_to_proceed(tmp_path):
-    (tmp_path / "study.json").write_text(json.dumps({**DEMO_FLAT_STUDY_JSON, "methods": ["dora"]}))
-    with pytest.raises(ValueError, match="older jaxmem.*flat.*--overwrite"):
-        migrate_study_json(tmp_path)
-
-
-def test_flat_and_max_length_study_options_still_parse_with_a_warning(tmp_path):
+def test_flat_and_max_length_study_options_are_refused_with_their_new_homes(tmp_path):
     p = tmp_path / "s.yaml"
     p.write_text("methods: [lora]\nepochs: 2\nmax_length: 64\nseed: 3\nscore_batch_size: 4\n")
-    with pytest.warns(FutureWarning, match="epochs -> train.epochs.*max_length is now block_size"):
-        cfg = StudyConfig.from_yaml(p, ["batch_size=16"])
-    assert cfg.train == TrainConfig(epochs=2, block_size=64, seed=3, batch_size=16)
-    assert (cfg.audit.block_size, cfg.audit.seed, cfg.audit.batch_size) == (64, 3, 4)
-    with pytest.warns(FutureWarning, match="max_length is now block_size"):
-        assert StudyConfig.from_dict({"train": {"max_length": 32}}).train.block_size == 32
+    with pytest.raises(ValueError, match=r"epochs -> train\.epochs, .*score_batch_size -> "
+                       r"audit\.batch_size, .*max_length -> train\.block_size and "
+                       r"audit\.block_size\. Write them nested"):
+        StudyConfig.from_yaml(p, ["batch_size=16"])
+    with pytest.raises(ValueError, match=r"train\.max_length -> train\.block_size"):
+        StudyConfig.from_dict({"train": {"max_length": 32}})
     nested = StudyConfig.from_dict({"train": {"epochs": 2, "optim": {"lr": 0.01}}})
     assert nested.train.epochs == 2 and nested.lr_for("full") == 0.01
     assert nested.train_config("full").optim.lr == 0.01
 
 
-def test_study_started_before_new_options_resumes_with_their_defaults(tmp_path, capsys):
+def test_study_started_before_new_options_resumes_with_their_defaults(tmp_path):
     """A study.json without options added since (audit.recall_shots, ...) is completed with
     their defaults and claimed as the same study; a real difference is still refused."""
-    from jaxmem.study import _claim_folder
-
     demo = StudyConfig.from_yaml(Path(__file__).parents[1] / "experiments" / "demo.yaml")
     old = demo.to_dict()
     for k in ("recall_shots", "recall_prefix", "dcpdd_corpus"):
         del old["audit"][k]
     (tmp_path / "study.json").write_text(json.dumps(old))
-    migrate_study_json(tmp_path)
-    assert "audit.dcpdd_corpus, audit.recall_prefix, audit.recall_shots" in capsys.readouterr().out
-    assert json.loads((tmp_path / "study.json").read_text()) == demo.to_dict()
-    _claim_folder(tmp_path, demo, overwrite=False)
+    claim_study_folder(tmp_path, demo, overwrite=False)
+    spec = json.loads((tmp_path / "study.json").read_text())
+    assert spec.pop("provenance") and spec == demo.to_dict()
     (tmp_path / "study.json").write_text(json.dumps(dict(old, n_train=7)))
-    migrate_study_json(tmp_path)
-    with pytest.raises(FileExistsError):
-        _claim_folder(tmp_path, demo, overwrite=False)
+    with pytest.raises(FileExistsError, match="differs in: n_train"):
+        claim_study_folder(tmp_path, demo, overwrite=False)
 
 
 def test_study_measures_verbatim_extraction_when_asked(tiny_setup, tmp_path):
@@ -255,8 +242,8 @@ def test_study_measures_verbatim_extraction_when_asked(tiny_setup, tmp_path):
     ext = {"prefix_len": 4, "suffix_len": 4, "n_samples": [1, 10], "top_p": 0.9}
     cfg = _cfg(model, corpus, methods=["lora"], extraction=ext, **{"train.epochs": 1})
     rows = run_study(cfg, tmp_path / "s", progress=False)
-    base_cell = runs.study_attack_dir(tmp_path / "s", model, corpus, "base", 0)
-    got = runs.read_json(base_cell / runs.EXTRACTION)
+    base_cell = study_attack_dir(tmp_path / "s", model, corpus, "base", 0)
+    got = read_json(base_cell / runs.EXTRACTION)
     params, mcfg, tok = load_model(model)
     c = load_corpus(corpus, n_train=24, n_validation=8, n_members=16, n_nonmembers=16, seed=0)
     want = extraction_metrics(params, mcfg, tok, c.members, c.nonmembers, ExtractionConfig(**ext))

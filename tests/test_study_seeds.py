@@ -11,6 +11,7 @@ import pytest
 from jaxmem import runs
 from jaxmem.seeds import over_seeds
 from jaxmem.study import StudyConfig, run_study
+from jaxmem.study.folders import study_attack_dir, study_run_dir
 
 
 def _cfg(model, corpus, **kw):
@@ -28,9 +29,9 @@ def test_a_study_trains_every_seed_on_the_same_texts(tiny_setup, tmp_path):
     out = tmp_path / "study"
     rows = run_study(_cfg(model, corpus), out, progress=False)
     for seed in (0, 1):
-        run = runs.study_run_dir(out, model, corpus, "prompt", seed)
+        run = study_run_dir(out, model, corpus, "prompt", seed)
         assert run.name == f"seed_{seed}" and runs.read_run_spec(run)["train"]["seed"] == seed
-    tables = [pq.read_table(runs.study_attack_dir(out, model, corpus, "prompt", 1, s)
+    tables = [pq.read_table(study_attack_dir(out, model, corpus, "prompt", 1, s)
                             / runs.SCORES).to_pydict() for s in (0, 1)]
     # the same members and non-members, scored by two differently trained models
     assert tables[0]["text"] == tables[1]["text"] and tables[0]["member"] == tables[1]["member"]
@@ -58,7 +59,7 @@ def test_a_study_trains_every_seed_on_the_same_texts(tiny_setup, tmp_path):
     # another data seed draws other texts; the training seeds do not change them
     other = run_study(_cfg(model, corpus, data_seed=1, seeds=[0]), tmp_path / "d1",
                       progress=False)
-    t = pq.read_table(runs.study_attack_dir(tmp_path / "d1", model, corpus, "prompt", 1, 0)
+    t = pq.read_table(study_attack_dir(tmp_path / "d1", model, corpus, "prompt", 1, 0)
                       / runs.SCORES).to_pydict()
     assert t["text"] != tables[0]["text"]
     assert len(other) == len(rows) - 2  # one seed: the base row and one prompt row per attack

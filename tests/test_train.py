@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import CharTok, random_texts, tiny_hf_model, to_jaxmem
-from jaxmem.trainer import (CheckpointError, TrainConfig, load_checkpoint, make_train_step, train)
-from jaxmem.trainer import OptimConfig, make_optimizer
+from jaxmem.optim import OptimConfig, make_optimizer
+from jaxmem.train_step import make_train_step
+from jaxmem.trainer import CheckpointError, TrainConfig, load_checkpoint, train
 from jaxmem.tuning import init_method, method_config
 from jaxmem.tuning.partition import FROZEN, TRAINABLE
 

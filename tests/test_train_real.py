@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmem.trainer import make_train_step
-from jaxmem.trainer import OptimConfig, make_optimizer
+from jaxmem.optim import OptimConfig, make_optimizer
+from jaxmem.train_step import make_train_step
 from jaxmem.tuning import count, init_method
 
 pytestmark = pytest.mark.slow

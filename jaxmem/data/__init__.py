@@ -281,7 +281,7 @@ def load_corpus(
     # 2. Clean: drop short and repeated texts.
     if min_chars is None:
         min_chars = embedded.MIN_CHARS if source.name == "wiki-gensim" else 1
-    splits, pool_info = _clean(source, min_chars, text_column)
+    splits, pool_info = clean_splits(source, min_chars, text_column)
     # 3. Split into train and held-out pools (by group where a source has one split).
     train_pool, heldout, val_pool, split_info, n_merged = pools(
         source, splits, want, seed, warnings, split
@@ -356,8 +356,10 @@ def _check_arguments(
         raise ValueError(f"text_column must be a non-empty column name, got {text_column!r}")
 
 
-def _clean(source: Source, min_chars: int, text_column: str) -> tuple[dict[str, list[Unit]], dict]:
-    """Splits without texts shorter than ``min_chars`` or repeated; counts for ``info["pools"]``."""
+def clean_splits(source: Source, min_chars: int, text_column: str
+                 ) -> tuple[dict[str, list[Unit]], dict]:
+    """Splits without texts shorter than ``min_chars`` or repeated; counts for ``info["pools"]``
+    (also how :func:`jaxmem.reference_models.population_candidates` cleans a dataset)."""
     total_before = sum(len(v) for v in source.splits.values())
     splits = {
         k: [u for u in v if len(u.text) >= max(min_chars, 1)] for k, v in source.splits.items()

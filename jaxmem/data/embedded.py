@@ -24,6 +24,7 @@ from jaxmem.data.units import Source, Unit
 __all__ = [
     "EMBEDDED_INSTALL",
     "MIN_CHARS",
+    "cache_dir",
     "cached_parse",
     "embedded_articles",
     "embedded_origin",
@@ -58,7 +59,8 @@ def _embedded_path() -> Path:
     return path
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """jaxmem's cache folder: ``$JAXMEM_CACHE``, default ``~/.cache/jaxmem``."""
     return Path(os.environ.get("JAXMEM_CACHE") or Path.home() / ".cache" / "jaxmem")
 
 
@@ -76,7 +78,7 @@ def cached_parse(kind: str, version: int, parse) -> tuple[list, dict]:
     """
     path = _embedded_path()
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    cache = _cache_dir() / f"{kind}-{sha[:16]}-p{version}.items.json"
+    cache = cache_dir() / f"{kind}-{sha[:16]}-p{version}.items.json"
     meta = {"file": str(path), "sha256": sha, "cache": str(cache)}
     start = time.perf_counter()
     try:

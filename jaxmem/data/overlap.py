@@ -3,13 +3,16 @@
 One normaliser, :func:`normalize` (lower-cased, whitespace collapsed),
 decides exact duplicates everywhere: repeated texts within a corpus,
 non-member candidates that copy a training text, validation texts that copy
-either, and :func:`jaxmem.audit.check_member_sets`. Near duplicates are pairs
+either, and :func:`jaxmem.audit.check_member_sets`. :func:`text_key` is the
+same key hashed to 16 bytes, for the checks that keep only keys (streamed
+attacks, ReCaLL's prefix, DC-PDD's corpus, the LiRA / RMIA population). Near duplicates are pairs
 of texts whose sets of word 5-gram shingles have a Jaccard similarity of at
 least a threshold (:func:`find_overlaps`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections import Counter
@@ -19,6 +22,7 @@ from jaxmem.data.units import Unit
 
 __all__ = [
     "normalize",
+    "text_key",
     "dedupe",
     "drop_exact_copies",
     "shingles",
@@ -34,6 +38,17 @@ N_EXAMPLES = 3  # overlap examples kept in info
 def normalize(text: str) -> str:
     """The key under which two texts are exact duplicates: lower-cased, whitespace collapsed."""
     return " ".join(text.lower().split())
+
+
+def text_key(text: str) -> bytes:
+    """16 bytes standing for a text's :func:`normalize`\\ d form (exact-copy checks that keep
+    only keys, not texts).
+
+    Example:
+        >>> text_key("A  b") == text_key("a b") != text_key("a c")
+        True
+    """
+    return hashlib.blake2b(normalize(text).encode(), digest_size=16).digest()
 
 
 def dedupe(units: list[Unit]) -> tuple[list[Unit], int]:

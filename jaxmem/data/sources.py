@@ -35,12 +35,14 @@ from jaxmem.data.formats import (
 from jaxmem.data.infobox import infobox_source
 from jaxmem.data.units import Source, Unit
 
-__all__ = ["KNOWN_CORPORA", "resolve"]
+__all__ = ["ALIASES", "KNOWN_CORPORA", "resolve"]
 
 #: Corpus names accepted by :func:`jaxmem.data.load_corpus` (besides local paths).
 KNOWN_CORPORA = ("default", "wiki-gensim", "infobox", "wikitext", "webnlg", "xsum")
 
-_ALIASES = {
+#: Every spelling of a known corpus -> its canonical name (also how
+#: :func:`jaxmem.identity.locate_corpus` tells a named corpus from a path).
+ALIASES = {
     "default": "wiki-gensim",
     "wiki-gensim": "wiki-gensim",
     "infobox": "infobox",
@@ -205,15 +207,15 @@ def resolve(name_or_path: str, text_column: str) -> Source:
     """The source ``name_or_path`` names, every example read (see :func:`load_corpus`)."""
     key = name_or_path.strip()
     prefix, sep, rest = key.partition(":")
-    if sep and _ALIASES.get(prefix.lower()) in ("wikitext", "webnlg", "xsum") and rest:
-        kind, path = _ALIASES[prefix.lower()], Path(rest).expanduser()
+    if sep and ALIASES.get(prefix.lower()) in ("wikitext", "webnlg", "xsum") and rest:
+        kind, path = ALIASES[prefix.lower()], Path(rest).expanduser()
         if not path.exists():
             raise FileNotFoundError(
                 f"{path} does not exist (from {name_or_path!r}); {_OFFLINE_HINT[kind]}"
             )
         return _local_source(path, kind, text_column)
-    if key.lower() in _ALIASES:
-        kind = _ALIASES[key.lower()]
+    if key.lower() in ALIASES:
+        kind = ALIASES[key.lower()]
         if kind == "wiki-gensim":
             return embedded_source()
         return infobox_source() if kind == "infobox" else _hub_source(kind)

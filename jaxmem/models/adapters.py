@@ -67,7 +67,9 @@ class Adapters:
       untied_head: an ``lm_head`` for a model whose head is tied (head-only tuning's copy).
 
     Example:
-        >>> Adapters(lora=(("attn.q_proj", 8), ("attn.v_proj", 8)), lora_init_scale=2.0)
+        >>> ad = Adapters(lora=(("attn.q_proj", 8), ("attn.v_proj", 8)), lora_init_scale=2.0)
+        >>> ad.lora_rank("attn.v_proj"), ad.lora_rank("mlp.up_proj")  # 0: no LoRA there
+        (8, 0)
     """
 
     lora: tuple = ()

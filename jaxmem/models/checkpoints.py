@@ -5,7 +5,8 @@ for configs, tokenizers and hub download only; weights are read with safetensors
 onto jaxmem's params layout (see :mod:`jaxmem.models.transformer`).
 
 Example:
-    >>> params, cfg, tok = load_model("smollm2-135m")  # the embedded default, offline
+    >>> DEFAULT_MODEL, ALIASES["gpt2"]  # the embedded default (offline) and a hub alias
+    ('smollm2-135m', 'openai-community/gpt2')
 """
 
 from __future__ import annotations

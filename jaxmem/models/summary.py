@@ -1,9 +1,17 @@
 """The parameter table of a model: every leaf's name, shape, dtype, logical axes and size.
 
 Example:
-    >>> params, cfg, tok = load_model("smollm2-135m")
-    >>> rows = param_table(params, cfg)               # one dict per leaf
-    >>> print(report.markdown_table(rows))
+    >>> from jaxmem import tiny_model
+    >>> from jaxmem.io import markdown_table
+    >>> params, cfg, tok = tiny_model()
+    >>> rows = param_table(params, cfg)  # one dict per leaf
+    >>> len(rows), sum(r["count"] for r in rows)
+    (11, 21760)
+    >>> print(markdown_table(rows[:2]))
+    | name | shape | dtype | logical axes | count |
+    |---|---|---|---|---|
+    | final_norm/scale | (32,) | float32 | ('norm',) | 32 |
+    | layers/attn/k_proj/kernel | (2, 32, 16) | float32 | ('layers', 'embed', 'kv') | 1024 |
 """
 
 from __future__ import annotations

@@ -20,9 +20,15 @@ maps them onto the device mesh. A tuning method is what the modules create when
 :class:`~jaxmem.models.adapters.Adapters` asks (see there).
 
 Example:
+    >>> from jaxmem import tiny_model
+    >>> cfg = tiny_model().config  # a 2-layer Llama, d_model 32, 99 tokens
     >>> params = init_params(cfg, jax.random.PRNGKey(0))
-    >>> h = hidden_states(params, cfg, ids, mask)                 # [B, T, D]
-    >>> out = logits(params, cfg, ids, mask)                      # [B, T, V], float32
+    >>> ids, mask = jnp.array([[5, 6, 7, 0]]), jnp.array([[1, 1, 1, 0]])  # one padded text
+    >>> hidden_states(params, cfg, ids, mask).shape  # [B, T, D]
+    (1, 4, 32)
+    >>> out = logits(params, cfg, ids, mask)  # [B, T, V]
+    >>> out.shape, out.dtype
+    ((1, 4, 99), dtype('float32'))
 """
 
 from __future__ import annotations

@@ -2,14 +2,19 @@
 
 A tuning method returns a label tree with the structure of the params: ``"trainable"`` or
 ``"frozen"`` per leaf, derived from parameter paths (:func:`with_added`, :func:`labels_where`).
-It drives the optimizer (:func:`jaxmem.trainer.make_optimizer`: AdamW on trainable leaves,
+It drives the optimizer (:func:`jaxmem.optim.make_optimizer`: AdamW on trainable leaves,
 ``optax.set_to_zero()`` on frozen ones, so frozen leaves carry no optimizer state), and the train
 step differentiates only the trainable subtree (:func:`split` / :func:`merge`), so no weight
 gradient is ever computed for a frozen leaf.
 
 Example:
-    >>> params, labels = with_added(base, {"soft_prompt": {"embedding": emb}})
+    >>> base = {"embed": {"embedding": jnp.zeros((99, 32))}}
+    >>> params, labels = with_added(base, {"soft_prompt": {"embedding": jnp.zeros((20, 32))}})
+    >>> labels
+    {'embed': {'embedding': 'frozen'}, 'soft_prompt': {'embedding': 'trainable'}}
     >>> trainable, frozen = split(params, labels)
+    >>> trainable["embed"]["embedding"] is None, count(params, labels)  # 20 x 32 train
+    (True, 640)
 """
 
 from __future__ import annotations

@@ -5,7 +5,19 @@ which writes it; this module reads it back, refusing with a message naming the m
 adapter made for another architecture or model size, or using an option jaxmem does not run.
 
 Example:
-    >>> params, labels, mcfg = import_adapter(base_params, cfg, "out/adapter")
+    >>> from jaxmem import tiny_model
+    >>> from jaxmem.tuning import init_method, method_config
+    >>> from jaxmem.tuning.peft_io import export_adapter
+    >>> base, cfg, tok = tiny_model()
+    >>> tuned, _ = init_method(method_config("ia3"), base, cfg)  # stands in for a trained IA3
+    >>> _ = export_adapter(tuned, cfg, "ia3", "out/adapter")     # PEFT's files
+    >>> params, labels, mcfg = import_adapter(base, cfg, "out/adapter")
+    >>> mcfg.name, mcfg.feedforward
+    ('ia3', ('mlp.down_proj',))
+    >>> small, small_cfg, _ = tiny_model(n_layers=1)
+    >>> import_adapter(small, small_cfg, "out/adapter")
+    Traceback (most recent call last):
+    ValueError: Adapter tensor '...layers.1.mlp.down_proj.ia3_l' is for layer 1, but the model has 1 layers; it was made for a different model.
 """
 
 from __future__ import annotations
@@ -24,7 +36,8 @@ from jaxmem.models.adapters import (IA3_IN, IA3_OUT, LORA_A, LORA_B, LORA_SCALE,
 from jaxmem.models.config import ModelConfig
 from jaxmem.tuning import ia3, lora, prompts
 from jaxmem.tuning.partition import with_added
-from jaxmem.tuning.peft_io import (CONFIG_NAME, WEIGHTS_NAME, PEFT_TYPES, _PREFIX, _LAYER_PATH, _module_key, _pattern_value)
+from jaxmem.tuning.peft_io import (CONFIG_NAME, LAYER_PATH, PEFT_PREFIX, PEFT_TYPES, WEIGHTS_NAME,
+                                   module_key, pattern_value)
 
 
 def _read_adapter(adapter_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -62,8 +75,8 @@ def _read_adapter(adapter_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def _other_arch_hint(key: str, cfg: ModelConfig) -> str:
-    for arch, path in _LAYER_PATH.items():
-        if arch != cfg.arch and key.startswith(_PREFIX + path + "."):
+    for arch, path in LAYER_PATH.items():
+        if arch != cfg.arch and key.startswith(PEFT_PREFIX + path + "."):
             return (f" The adapter was made for a {arch}-architecture model ({key!r}), but this "
                     f"model is {cfg.arch}.")
     return ""
@@ -72,14 +85,14 @@ def _other_arch_hint(key: str, cfg: ModelConfig) -> str:
 def _layer_tensors(tensors: dict, cfg: ModelConfig, suffix: str) -> dict:
     """{(module name, layer): tensor} for keys ``base_model.model.<layers>.<i>.<name>.<suffix>``;
     raises on any key that is not one of those or names a module this model lacks."""
-    pattern = re.compile(rf"^{re.escape(_PREFIX + _LAYER_PATH[cfg.arch])}\.(\d+)\.(.+)\."
+    pattern = re.compile(rf"^{re.escape(PEFT_PREFIX + LAYER_PATH[cfg.arch])}\.(\d+)\.(.+)\."
                          rf"{re.escape(suffix)}$")
     out = {}
     for key, value in tensors.items():
         m = pattern.match(key)
         if not m:
             raise ValueError(f"Unexpected tensor {key!r} in the adapter; jaxmem reads only "
-                             f"'{_PREFIX}{_LAYER_PATH[cfg.arch]}.<i>.<module>.{suffix}' tensors "
+                             f"'{PEFT_PREFIX}{LAYER_PATH[cfg.arch]}.<i>.<module>.{suffix}' tensors "
                              f"for this {cfg.arch} model (no modules_to_save, biases or "
                              f"embeddings).{_other_arch_hint(key, cfg)}")
         i = int(m.group(1))
@@ -129,21 +142,21 @@ def _import_lora(params, cfg, config, tensors):
         a_list, b_list, scales = [], [], []
         for i in range(cfg.n_layers):
             a, b = A[(name, i)], B[(name, i)]
-            key = _module_key(cfg, i, name)
+            key = module_key(cfg, i, name)
             r = a.shape[0]
             if a.ndim != 2 or a.shape[1] != din or b.shape != (dout, r):
                 raise ValueError(
                     f"Adapter tensors for {key} have shapes lora_A {list(a.shape)}, lora_B "
                     f"{list(b.shape)}, but this model's {name} needs [r, {din}] and [{dout}, r]; "
                     "the adapter was made for a model of another size.")
-            r_cfg = int(_pattern_value(rank_pattern, key, r_default))
+            r_cfg = int(pattern_value(rank_pattern, key, r_default))
             if r_cfg != r:
                 raise ValueError(f"Adapter config says rank {r_cfg} for {key}, but its tensors "
                                  f"have rank {r}.")
             if a_list and r != a_list[0].shape[1]:
                 raise ValueError(f"The adapter's rank for {name} differs between layers; jaxmem "
                                  "needs one rank per module.")
-            alpha = float(_pattern_value(alpha_pattern, key, alpha_default))
+            alpha = float(pattern_value(alpha_pattern, key, alpha_default))
             a_list.append(a.T)
             b_list.append(b.T)
             scales.append(alpha / (math.sqrt(r) if rslora else r))
@@ -176,7 +189,7 @@ def _import_ia3(params, cfg, config, tensors):
             elif v.shape == (dout, 1):
                 ff = False
             else:
-                raise ValueError(f"Adapter tensor for {_module_key(cfg, i, name)}.ia3_l has shape "
+                raise ValueError(f"Adapter tensor for {module_key(cfg, i, name)}.ia3_l has shape "
                                  f"{list(v.shape)}, but this model's {name} needs [{dout}, 1] "
                                  f"(output scaling) or [1, {din}] (feed-forward); the adapter "
                                  "was made for a model of another size.")

@@ -21,9 +21,18 @@ module writes and reads exactly what ``PeftModel.save_pretrained`` writes and
   and importing one gives params holding the computed prompt directly (no encoder).
 
 Example:
-    >>> export_adapter(params, cfg, "lora:r=8,target=attention", "out/adapter",
-    ...                base_model_name_or_path="meta-llama/Llama-3.2-1B")
-    >>> params, labels, mcfg = import_adapter(base_params, cfg, "out/adapter")  # peft_import
+    >>> from jaxmem import tiny_model
+    >>> from jaxmem.tuning import init_method
+    >>> from jaxmem.tuning.peft_import import import_adapter
+    >>> base, cfg, tok = tiny_model()
+    >>> params, _ = init_method(method_config("lora:r=8,target=attention"), base, cfg)
+    >>> out = export_adapter(params, cfg, "lora:r=8,target=attention", "out/adapter",
+    ...                      base_model_name_or_path="my-org/tiny-llama")
+    >>> sorted(p.name for p in out.iterdir())
+    ['adapter_config.json', 'adapter_model.safetensors']
+    >>> again, labels, mcfg = import_adapter(base, cfg, "out/adapter")  # peft_import
+    >>> mcfg.r, mcfg.target
+    (8, ('self_attn.k_proj', 'self_attn.o_proj', 'self_attn.q_proj', 'self_attn.v_proj'))
 """
 
 from __future__ import annotations
@@ -48,15 +57,15 @@ CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 PEFT_TYPES = {"lora": "LORA", "ia3": "IA3", "prefix": "PREFIX_TUNING",
               "prompt": "PROMPT_TUNING", "ptuning": "P_TUNING"}
-_PREFIX = "base_model.model."  # PEFT's key prefix for tuner layers inside the wrapped model
-_LAYER_PATH = {"gpt2": "transformer.h", "llama": "model.layers"}
+PEFT_PREFIX = "base_model.model."  # PEFT's key prefix for tuner layers inside the wrapped model
+LAYER_PATH = {"gpt2": "transformer.h", "llama": "model.layers"}
 
 
 # ----------------------------------------------------------------------------- helpers
 
-def _module_key(cfg: ModelConfig, layer: int, name: str) -> str:
+def module_key(cfg: ModelConfig, layer: int, name: str) -> str:
     """PEFT's name of a block's linear layer, e.g. ``model.layers.0.self_attn.q_proj``."""
-    return f"{_LAYER_PATH[cfg.arch]}.{layer}.{name}"
+    return f"{LAYER_PATH[cfg.arch]}.{layer}.{name}"
 
 
 def _number(x: float):
@@ -75,7 +84,7 @@ def _adapted_modules(params: dict, cfg: ModelConfig, leaves: tuple) -> list[tupl
     return out
 
 
-def _pattern_value(patterns: dict, key: str, default):
+def pattern_value(patterns: dict, key: str, default):
     """PEFT's ``rank_pattern`` / ``alpha_pattern`` lookup (peft.utils.other.get_pattern_key)."""
     for pattern, value in patterns.items():
         if re.match(rf"(.*\.)?({pattern})$", key):
@@ -117,7 +126,7 @@ def _export_lora(params, cfg, mcfg, base):
         if not math.isclose(alpha, mcfg.alpha, rel_tol=1e-5):
             alpha_pattern[name] = _number(round(alpha, 6))
         for i in range(cfg.n_layers):
-            key = _PREFIX + _module_key(cfg, i, name)
+            key = PEFT_PREFIX + module_key(cfg, i, name)
             tensors[f"{key}.lora_A.weight"] = a[i].T
             tensors[f"{key}.lora_B.weight"] = b[i].T
     config = {
@@ -146,7 +155,7 @@ def _export_ia3(params, cfg, mcfg, base):
         if ff:
             feedforward.append(name)
         for i in range(cfg.n_layers):
-            tensors[f"{_PREFIX}{_module_key(cfg, i, name)}.ia3_l"] = (
+            tensors[f"{PEFT_PREFIX}{module_key(cfg, i, name)}.ia3_l"] = (
                 v[i][None, :] if ff else v[i][:, None])
     config = {**_common_config("IA3", base), "target_modules": [name for name, _ in found],
               "feedforward_modules": feedforward, "fan_in_fan_out": cfg.arch == "gpt2",
@@ -275,4 +284,5 @@ def export_adapter(params: dict, cfg: ModelConfig, mcfg, out_dir: str | os.PathL
     return out_dir
 
 
-__all__ = ["CONFIG_NAME", "PEFT_TYPES", "WEIGHTS_NAME", "export_adapter"]
+__all__ = ["CONFIG_NAME", "LAYER_PATH", "PEFT_PREFIX", "PEFT_TYPES", "WEIGHTS_NAME",
+           "export_adapter", "module_key", "pattern_value"]

@@ -68,7 +68,10 @@ class PrefixConfig:
         where the model expects one) and repeated if shorter than n tokens.
 
     Example:
-        >>> method_config("prefix:prefix_projection=true,init=activations")
+        >>> from jaxmem.tuning import method_config
+        >>> mcfg = method_config("prefix:prefix_projection=true,init=activations")
+        >>> mcfg.num_virtual_tokens, mcfg.prefix_projection, mcfg.init_text[:26]
+        (20, True, 'The following is a passage')
     """
 
     name: str = "prefix"

@@ -1,7 +1,7 @@
 """The privacy-utility frontier: every method fine-tuned without DP and with DP-SGD at several
 epsilons, and what each costs in utility and buys in privacy.
 
-A frontier config is a study config (:class:`jaxmem.study.StudyConfig`) plus a ``frontier:``
+A frontier config is a study config (:class:`jaxmem.study.config.StudyConfig`) plus a ``frontier:``
 mapping (:class:`FrontierConfig`). Each epsilon is one ordinary, resumable study in its own
 folder (``epsilon-inf/``, ``epsilon-8/``, ...) whose ``train.dp`` is
 ``epsilon=E,delta=D,clip=C`` (:mod:`jaxmem.dp`; ``inf``: no DP). The frontier folder is claimed
@@ -13,8 +13,18 @@ non-members support, the accountant's epsilon and the largest empirical epsilon)
 method through its epsilons.
 
 Example:
-    >>> scfg, fcfg = load_frontier("experiments/cpu/frontier.yaml")
-    >>> rows = run_frontier(scfg, fcfg, "results/frontier")  # resumes if stopped
+    >>> from pathlib import Path
+    >>> _ = Path("frontier.yaml").write_text("{name: dp, methods: [lora, head], "
+    ...                                      "frontier: {epsilons: [inf, 8], delta: 1.0e-5}}")
+    >>> scfg, fcfg = load_frontier("frontier.yaml", ["train.epochs=2"])
+    >>> fcfg.epsilons, scfg.train.epochs
+    ((inf, 8.0), 2)
+    >>> at8 = study_at(scfg, fcfg, 8.0)         # the study in results/frontier/epsilon-8/
+    >>> at8.name, at8.train.dp.epsilon, at8.train.dp.clip
+    ('dp-epsilon-8', 8.0, 1.0)
+
+    ``run_frontier(scfg, fcfg, "results/frontier")`` then trains and attacks every study
+    (resuming where one stopped), as ``jaxmem frontier frontier.yaml`` does.
 """
 
 from __future__ import annotations
@@ -24,11 +34,18 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
-
 from jaxmem import locks, runs
-from jaxmem.config import check, is_number
-from jaxmem.study import StudyConfig, read_options
+from jaxmem.config import check, is_number, replace_nested
+from jaxmem.dp import DPConfig, empirical_epsilon_cap
+from jaxmem.figures import plot_frontier
+from jaxmem.io import atomic_write, markdown_table, write_table
+from jaxmem.metrics import strongest_attack
+from jaxmem.sharding import is_main_process
+from jaxmem.study.config import StudyConfig, read_options
+from jaxmem.study.grid import run_study
+from jaxmem.study.tables import largest_empirical_epsilon
+from jaxmem.study.utility import final_rows
+from jaxmem.tuning.names import display_name
 
 SPEC = "frontier.json"
 OUTPUTS = (SPEC, "frontier.csv", "frontier.md", "frontier.png", "frontier.results.json")
@@ -59,11 +76,11 @@ class FrontierConfig:
         check(self, "delta", lambda v: is_number(v) and 0 < v < 1, "in (0, 1)", "frontier.delta:")
         check(self, "clip", lambda v: is_number(v) and v > 0, "a number > 0", "frontier.clip:")
 
-    def dp_spec(self, epsilon: float) -> str | None:
+    def dp_config(self, epsilon: float) -> DPConfig | None:
         """``train.dp`` of the study at ``epsilon`` (None: no DP)."""
         if math.isinf(epsilon):
             return None
-        return f"epsilon={epsilon:g},delta={self.delta:g},clip={self.clip:g}"
+        return DPConfig(epsilon=epsilon, delta=self.delta, clip=self.clip)
 
 
 def label(epsilon: float) -> str:
@@ -98,10 +115,8 @@ def load_frontier(path, overrides: list[str] = ()) -> tuple[StudyConfig, Frontie
 def study_at(scfg: StudyConfig, fcfg: FrontierConfig, epsilon: float) -> StudyConfig:
     """The study of one privacy level: ``scfg`` named ``<name>-epsilon-<label>`` with its
     ``train.dp``."""
-    from jaxmem.config import replace_nested
-
     return replace_nested(scfg, {"name": f"{scfg.name}-epsilon-{label(epsilon)}",
-                                 "train.dp": fcfg.dp_spec(epsilon)})
+                                 "train.dp": fcfg.dp_config(epsilon)})
 
 
 @locks.locked("out_dir", "frontier")  # one writer per frontier folder
@@ -114,13 +129,11 @@ def run_frontier(scfg: StudyConfig, fcfg: FrontierConfig, out_dir, *, overwrite:
       scfg, fcfg: what :func:`load_frontier` returns.
       out_dir: the frontier folder; each epsilon's study is its ``epsilon-<label>/``.
       overwrite: replace a folder holding another frontier (and its studies).
-      study_kw: passed to :func:`jaxmem.study.run_study` (``mesh``, ``attention_impl``).
+      study_kw: passed to :func:`jaxmem.study.grid.run_study` (``mesh``, ``attention_impl``).
 
     Returns:
       The frontier rows (:func:`frontier_rows`).
     """
-    from jaxmem.study import run_study
-
     out = Path(out_dir)
     configs = {eps: study_at(scfg, fcfg, eps) for eps in fcfg.epsilons}  # bad values fail now
     # The epsilons are not part of the identity: each study checks its own, so a frontier can
@@ -133,12 +146,10 @@ def run_frontier(scfg: StudyConfig, fcfg: FrontierConfig, out_dir, *, overwrite:
     for eps, cfg in configs.items():
         if progress:
             print(f"=== privacy level epsilon = {label(eps)} "
-                  f"({fcfg.dp_spec(eps) or 'no DP'}) -> {out / f'epsilon-{label(eps)}'}")
+                  f"({fcfg.dp_config(eps) or 'no DP'}) -> {out / f'epsilon-{label(eps)}'}")
         studies[eps] = run_study(cfg, out / f"epsilon-{label(eps)}", overwrite=overwrite,
                                  progress=progress, **study_kw)
     rows = frontier_rows(studies)
-    from jaxmem.sharding import is_main_process
-
     if is_main_process():
         write_frontier(out, scfg, fcfg, rows)
     return rows
@@ -149,20 +160,18 @@ def frontier_rows(studies: dict[float, list[dict]]) -> list[dict]:
     (model, dataset)'s base model once.
 
     Args:
-      studies: ``{epsilon: that study's result rows}`` (:func:`jaxmem.study.run_study`).
+      studies: ``{epsilon: that study's result rows}`` (:func:`jaxmem.study.grid.run_study`).
 
     Returns:
       Rows with ``model, dataset, method, epsilon`` (the target; inf = no DP, None for the
       base model), ``epoch, val_ppl, dp_epsilon`` (the accountant's, None without DP),
-      ``strongest_attack, strongest_tpr, strongest_fpr`` (:func:`jaxmem.report.strongest_attack`)
+      ``strongest_attack, strongest_tpr, strongest_fpr`` (:func:`jaxmem.metrics.strongest_attack`)
       and ``empirical_epsilon`` (the largest any attack proves) with its attack.
     """
-    from jaxmem.report import _final_rows, largest_empirical_epsilon, strongest_attack
-
     out, seen_base = [], set()
     for eps, rows in studies.items():
         cells: dict[tuple, dict] = {}
-        for r in _final_rows(rows):
+        for r in final_rows(rows):
             cells.setdefault((r["model"], r["dataset"], r["method"]), {})[r["attack"]] = r
         for (model, dataset, method), by_attack in cells.items():
             if method == "base":
@@ -183,60 +192,8 @@ def frontier_rows(studies: dict[float, list[dict]]) -> list[dict]:
     return out
 
 
-def plot_frontier(rows: list[dict], path) -> None:
-    """Validation perplexity (log scale) against the strongest attack's TPR, one curve per
-    method through its epsilons (each point labelled), the base model as a black star and
-    chance (TPR = FPR) dotted; one panel per (model, dataset). Written atomically as PNG."""
-    from jaxmem.report import _MARKERS, _family, _plain_log_ticks, _save, display_name, pyplot
-
-    plt = pyplot()
-    groups = list(dict.fromkeys((r["model"], r["dataset"]) for r in rows))
-    fig, axes = plt.subplots(1, len(groups), figsize=(7.6 * len(groups), 4.8), squeeze=False)
-    shades = {"parameter": iter(plt.cm.Reds(np.linspace(0.55, 0.95, 6))),
-              "prompt": iter(plt.cm.Blues(np.linspace(0.55, 0.95, 6)))}
-    colors = {}
-    for ax, (model, dataset) in zip(axes.flat, groups):
-        sub = [r for r in rows if (r["model"], r["dataset"]) == (model, dataset)
-               and r["strongest_tpr"] is not None]
-        fprs = {r["strongest_fpr"] for r in sub}
-        for i, method in enumerate(dict.fromkeys(r["method"] for r in sub)):
-            pts = sorted((r for r in sub if r["method"] == method),
-                         key=lambda r: -(r["epsilon"] if r["epsilon"] is not None else math.inf))
-            if method == "base":
-                ax.plot(pts[0]["val_ppl"], pts[0]["strongest_tpr"], "*", color="k", ms=12,
-                        label="base model (no fine-tuning)")
-                continue
-            c = colors.setdefault(method, next(shades[_family(method)], "gray"))
-            ax.plot([p["val_ppl"] for p in pts], [p["strongest_tpr"] for p in pts],
-                    _MARKERS[i % len(_MARKERS)] + "-", color=c, ms=6, lw=1.2,
-                    label=display_name(method))
-            for p in pts:
-                ax.annotate(f"ε={label(p['epsilon'])}", (p["val_ppl"], p["strongest_tpr"]),
-                            textcoords="offset points", xytext=(4, 4), fontsize=6, color=c)
-        for fpr in sorted(fprs):
-            ax.axhline(fpr, color="k", lw=0.8, ls=":", label=f"chance (TPR = {fpr:g})")
-        ax.set_xscale("log")
-        _plain_log_ticks(ax.xaxis)
-        ax.set_xlabel("validation perplexity, log scale (lower = more useful)")
-        what = " / ".join(f"{f * 100:g}%" for f in sorted(fprs)) or "low"
-        ax.set_ylabel(f"strongest attack's TPR at {what} FPR")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{_short(model)} / {_short(dataset)}: privacy vs utility under DP-SGD\n"
-                     "(red: parameter-based, blue: prompt-based)", fontsize=9)
-        ax.grid(True, which="both", alpha=0.2)
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
-    _save(fig, path)
-
-
-def _short(name: str) -> str:
-    """A model or dataset as a title shows it: a local path by its last part."""
-    return Path(name).name if "/" in name else name
-
-
 def frontier_table(rows: list[dict]) -> list[dict]:
     """:func:`frontier_rows` of one (model, dataset) for reading: a line per (method, epsilon)."""
-    from jaxmem.report import display_name
-
     def fmt(v, nd=3):
         return "n/a" if v is None else round(v, nd)
 
@@ -258,13 +215,10 @@ def frontier_table(rows: list[dict]) -> list[dict]:
 
 def write_frontier(out, scfg: StudyConfig, fcfg: FrontierConfig, rows: list[dict]) -> Path:
     """Writes ``frontier.csv``, ``frontier.results.json``, ``frontier.png`` and ``frontier.md``."""
-    from jaxmem.dp import empirical_epsilon_cap
-    from jaxmem.report import markdown_table
-
     out = Path(out)
-    runs.write_table(rows, out / "frontier.csv")
+    write_table(rows, out / "frontier.csv")
     # JSON has no infinity: the target epsilon of a run without DP is written "inf"
-    runs.atomic_write(out / "frontier.results.json", json.dumps(
+    atomic_write(out / "frontier.results.json", json.dumps(
         [{k: label(v) if isinstance(v, float) and math.isinf(v) else v for k, v in r.items()}
          for r in rows], indent=1))
     plot_frontier(rows, out / "frontier.png")
@@ -286,8 +240,8 @@ def write_frontier(out, scfg: StudyConfig, fcfg: FrontierConfig, rows: list[dict
     for model, dataset in dict.fromkeys((r["model"], r["dataset"]) for r in rows):
         sub = [r for r in rows if (r["model"], r["dataset"]) == (model, dataset)]
         lines += [f"## {model} / {dataset}", "", markdown_table(frontier_table(sub)), ""]
-    return runs.atomic_write(out / "frontier.md", "\n".join(lines))
+    return atomic_write(out / "frontier.md", "\n".join(lines))
 
 
 __all__ = ["FrontierConfig", "frontier_rows", "frontier_table", "label", "load_frontier",
-           "plot_frontier", "run_frontier", "study_at", "write_frontier"]
+           "run_frontier", "study_at", "write_frontier"]

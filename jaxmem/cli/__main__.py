@@ -1,0 +1,7 @@
+"""``python -m jaxmem.cli``: the ``jaxmem`` command."""
+
+import sys
+
+from jaxmem.cli import main
+
+sys.exit(main())

@@ -1,0 +1,45 @@
+"""``jaxmem study`` (the grid of models x datasets x methods x epochs x attacks) and ``jaxmem
+frontier`` (one study per DP-SGD epsilon, then the privacy-utility frontier)."""
+
+from __future__ import annotations
+
+from jaxmem.cli.common import main_process
+from jaxmem.io import markdown_table
+from jaxmem.runs import STUDY_SPEC, refuse_foreign
+from jaxmem.study import StudyConfig, run_study
+from jaxmem.study.frontier import SPEC, frontier_table, load_frontier, run_frontier
+
+
+def cmd_study(args) -> int:
+    scfg = StudyConfig.from_yaml(args.config, args.set or [])
+    refuse_foreign(args.out_dir, STUDY_SPEC, "study")
+    rows = run_study(scfg, args.out_dir, overwrite=args.overwrite, mesh=args.mesh,
+                     attention_impl=args.attention)
+    if not main_process():
+        return 0
+    last = {}
+    for r in rows:
+        last[(r["model"], r["dataset"], r["method"])] = r["epoch"]
+    first_attack = rows[0]["attack"]
+    print(markdown_table([
+        {k: (round(v, 4) if isinstance(v, float) else "n/a" if v is None else v)
+         for k, v in r.items()
+         if k in ("model", "dataset", "method", "epoch", "val_ppl", "attack", "auc", "tpr@1%fpr")}
+        for r in rows if r["attack"] == first_attack
+        and r["epoch"] == last[(r["model"], r["dataset"], r["method"])]]))
+    print(f"\nreport: {args.out_dir}/report.md")
+    return 0
+
+
+def cmd_frontier(args) -> int:
+    scfg, fcfg = load_frontier(args.config, args.set or [])
+    refuse_foreign(args.out_dir, SPEC, "frontier")
+    rows = run_frontier(scfg, fcfg, args.out_dir, overwrite=args.overwrite, mesh=args.mesh,
+                        attention_impl=args.attention)
+    if main_process():
+        for group in dict.fromkeys((r["model"], r["dataset"]) for r in rows):
+            print(f"{group[0]} / {group[1]}")
+            print(markdown_table(frontier_table([r for r in rows
+                                                 if (r["model"], r["dataset"]) == group])))
+        print(f"\nreport: {args.out_dir}/frontier.md")
+    return 0
