@@ -150,12 +150,12 @@ def run_attacks_on(params, cfg, tokenizer, members: Sequence[str], nonmembers: S
       {"metrics": {attack: summary}, "scores": {attack: array}, "labels": array, "info": {...}}.
 
     Example:
-        A tiny model fine-tuned on the members for 10 epochs, then attacked:
+        A tiny model fine-tuned on the members for 3 epochs, then attacked:
 
         >>> import jaxmem
         >>> base, cfg, tok = jaxmem.tiny_model()
         >>> c = jaxmem.load_corpus("default", n_members=16, n_nonmembers=16, n_validation=4)
-        >>> tcfg = jaxmem.TrainConfig(epochs=10, block_size=32, batch_size=4, optim={"lr": 1e-2})
+        >>> tcfg = jaxmem.TrainConfig(epochs=3, block_size=32, batch_size=4, optim={"lr": 3e-2})
         >>> run = jaxmem.train(base, cfg, tok, "full", c.members, c.validation, "runs/full",
         ...                    tcfg, progress=False)
         >>> res = jaxmem.run_attacks(run.params, cfg, tok, c.members, c.nonmembers,

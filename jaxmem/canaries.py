@@ -32,12 +32,21 @@ Three estimators:
 Every Px comes from the project's one scoring pass, :func:`jaxmem.scoring.score_texts`.
 
 Example:
-    >>> ccfg = CanaryConfig.from_spec("8:0,1,4,16")
-    >>> texts, canaries = insert_canaries(corpus.train, ccfg, seed=0)
-    >>> canaries.save(run_dir / "canaries.json")
-    >>> # ... fine-tune on ``texts`` ...
-    >>> report = exposure_report(params, cfg, tok, canaries)
-    >>> report["by_repeats"]["16"]["sampled"]  # mean exposure of the 16-times canaries
+    >>> from jaxmem import tiny_model
+    >>> params, cfg, tok = tiny_model()
+    >>> ccfg = CanaryConfig.from_spec("4:0,1,4", template="my pin is {} {} {}", n_samples=500)
+    >>> texts, canaries = insert_canaries(["The cat sat.", "A dog ran far."], ccfg, seed=0)
+    >>> len(texts), canaries.texts[0]  # 2 + 4 * (0 + 1 + 4)
+    (22, 'my pin is 8 6 5')
+    >>> _ = canaries.save("canaries.json")  # beside the run, as train() does
+    >>> # ... fine-tune on ``texts`` (jaxmem.train); here the random model stands in ...
+    >>> report = exposure_report(params, cfg, tok, canaries, block_size=32)
+    >>> report["space_size"], report["estimators"]  # 10^3 secrets: the exact one too
+    (1000, ['exact', 'sampled', 'skewnorm'])
+    >>> sorted(report["by_repeats"]), report["by_repeats"]["4"]["n"]
+    (['0', '1', '4'], 4)
+    >>> 0 <= report["by_repeats"]["4"]["exact"] <= report["log2_space"]  # mean, in bits
+    True
 """
 
 from __future__ import annotations
@@ -277,9 +286,12 @@ def insert_canaries(train_texts: Sequence[str], ccfg: CanaryConfig, seed: int = 
       ValueError: more canaries asked for than the randomness space holds.
 
     Example:
+        >>> train = ["The cat sat.", "A dog ran far.", "Birds fly."]
         >>> texts, canaries = insert_canaries(train, CanaryConfig.from_spec("4:1,4,16"))
         >>> len(texts) - len(train)  # 4 * (1 + 4 + 16)
         84
+        >>> texts.count(canaries.texts[-1]), canaries.repeats[-1]  # the last: 16 copies
+        (16, 16)
     """
     total = ccfg.n * len(ccfg.repeats)
     if total > ccfg.space_size:
@@ -397,8 +409,16 @@ def exposure_report(params: dict, cfg: ModelConfig, tokenizer, canaries: Canarie
       says why and a warning is printed: the sampled estimate stands alone.
 
     Example:
-        >>> rep = exposure_report(params, cfg, tok, Canaries.load("canaries.json"))
-        >>> {r: v["skewnorm"] for r, v in rep["by_repeats"].items()}
+        >>> from jaxmem import tiny_model
+        >>> params, cfg, tok = tiny_model()
+        >>> ccfg = CanaryConfig.from_spec("2:0,4", template="my pin is {} {} {}",
+        ...                               n_samples=500)
+        >>> _ = insert_canaries(["A text."], ccfg)[1].save("canaries.json")
+        >>> rep = exposure_report(params, cfg, tok, Canaries.load("canaries.json"),
+        ...                       block_size=32)
+        >>> row = rep["canaries"][0]
+        >>> row["secret"], row["repeats"], sorted(k for k in row if k.startswith("exposure"))
+        ('865', 0, ['exposure_exact', 'exposure_sampled', 'exposure_skewnorm'])
     """
     ccfg = canaries.config
     px = log_perplexities(params, cfg, tokenizer, ccfg, canaries.secrets,

@@ -6,8 +6,14 @@ and :func:`restore_checkpoint`. Where a run keeps its checkpoints, and which of 
 is :mod:`jaxmem.runs`' business.
 
 Example:
-    >>> save_checkpoint("ckpt/epoch_001", {"params": params})
-    >>> restore_checkpoint("ckpt/epoch_001", {"params": params}, {"params": shardings})
+    >>> import jax.numpy as jnp
+    >>> tree = {"params": {"w": jnp.arange(4.0)}, "step": jnp.int32(7)}
+    >>> save_checkpoint("ckpt/epoch_001", tree)
+    >>> back = restore_checkpoint("ckpt/epoch_001", tree)  # tree gives shapes and shardings
+    >>> back["params"]["w"].tolist(), int(back["step"])
+    ([0.0, 1.0, 2.0, 3.0], 7)
+    >>> restore_checkpoint("ckpt/epoch_001", {"step": tree["step"]}, partial=True)  # one key
+    {'step': Array(7, dtype=int32)}
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ it. Library users opt in with :func:`enable`.
 
 Example:
     >>> from jaxmem import compile_cache
-    >>> compile_cache.enable()          # before the first jit call
-    PosixPath('/home/me/.cache/jaxmem/xla')
+    >>> compile_cache.enable()  # before the first jit call
+    PosixPath('/.../xla')
 """
 
 from __future__ import annotations

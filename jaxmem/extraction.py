@@ -25,9 +25,16 @@ Members against non-members is the control: a suffix a model reproduces for text
 saw is predictable text, not memorization.
 
 Example:
-    >>> ecfg = ExtractionConfig(prefix_len=32, suffix_len=32)
+    >>> from jaxmem import tiny_model
+    >>> params, cfg, tok = tiny_model()  # one token per character
+    >>> members = ["The cat sat on the mat all day.", "A dog ran far across the field."]
+    >>> nonmembers = ["Birds fly south every winter.", "Fish swim in the cold sea."]
+    >>> ecfg = ExtractionConfig(prefix_len=8, suffix_len=8, n_samples=(1, 100))
     >>> out = extraction_metrics(params, cfg, tok, members, nonmembers, ecfg)
     >>> out["members"]["k_extractable_rate"], out["nonmembers"]["k_extractable_rate"]
+    (0.0, 0.0)
+    >>> out["members"]["discoverable"]  # share of texts (n, p)-discoverable
+    {'n=1,p=0.5': 0.0, 'n=100,p=0.5': 0.0}
 """
 
 from __future__ import annotations
@@ -226,8 +233,14 @@ def extraction_metrics(params: dict, cfg: ModelConfig, tokenizer, members: Seque
       ``{"config": the ExtractionConfig as a dict, "members": {...}, "nonmembers": {...}}``.
 
     Example:
-        >>> out = extraction_metrics(params, cfg, tok, corpus.members, corpus.nonmembers)
-        >>> out["members"]["discoverable"]["n=100,p=0.5"]
+        >>> from jaxmem import tiny_model
+        >>> params, cfg, tok = tiny_model()
+        >>> out = extraction_metrics(params, cfg, tok, ["The cat sat on the mat all day."],
+        ...                          ["Too short."], ExtractionConfig(prefix_len=8, suffix_len=8))
+        >>> out["members"]["n_evaluated"], out["nonmembers"]["n_skipped"]  # 10 < P + S tokens
+        (1, 1)
+        >>> out["members"]["per_text"]["extracted"]
+        [False]
     """
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = {"config": dataclasses.asdict(ecfg)}

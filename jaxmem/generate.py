@@ -13,10 +13,15 @@ count real tokens only, as Hugging Face's ``generate`` does (``attention_mask.cu
 for GPT-2 and Llama alike), so a padded prompt continues exactly like the prompt alone.
 
 Example:
-    >>> params, cfg, tok = load_model("smollm2-135m")
-    >>> prompts = tok(["The capital of France is"])["input_ids"]
-    >>> out = generate(params, cfg, prompts, GenerateConfig(max_new_tokens=8))   # [1, 8]
-    >>> tok.decode(out[0])
+    >>> from jaxmem import tiny_model
+    >>> params, cfg, tok = tiny_model()  # or load_model("smollm2-135m")
+    >>> prompts = tok(["The capital of France is", "Hi"])["input_ids"]
+    >>> out = generate(params, cfg, prompts, GenerateConfig(max_new_tokens=8))
+    >>> out.shape, out.dtype  # [prompts, max_new_tokens]
+    ((2, 8), dtype('int32'))
+    >>> alone = generate(params, cfg, prompts[1:], GenerateConfig(max_new_tokens=8))
+    >>> bool((alone[0] == out[1]).all())  # "Hi", left-padded in the batch, continues the same
+    True
 """
 
 from __future__ import annotations

@@ -24,8 +24,15 @@ memory is ``micro_batch`` gradients whatever the number of texts, so full fine-t
 [B, params] gradient never exists.
 
 Example:
+    >>> from jaxmem import tiny_model
+    >>> from jaxmem.tuning import init_method, method_config
+    >>> base, cfg, tok = tiny_model()
+    >>> params, labels = init_method(method_config("lora"), base, cfg)  # or a trained run's
+    >>> members, nonmembers = ["The cat sat.", "A dog ran far."], ["Birds fly.", "Fish swim."]
     >>> scores = grad_norm_scores(params, cfg, labels, tok, members + nonmembers,
-    ...                           which="trainable", batch_size=8, block_size=128)
+    ...                           which="trainable", batch_size=4, block_size=32)
+    >>> scores.shape, bool((scores < 0).all())  # minus a mean of norms: higher = member
+    ((4,), True)
 """
 
 from __future__ import annotations
@@ -132,8 +139,12 @@ def grad_norm_scores(params, cfg, labels, tokenizer, texts: Sequence[str], *,
       tokens has no loss and gets NaN.
 
     Example:
-        >>> params, labels = load_checkpoint("runs/lora", base, cfg, tok)
-        >>> s = grad_norm_scores(params, cfg, labels, tok, texts, which="all", block_size=64)
+        >>> from jaxmem import tiny_model
+        >>> params, cfg, tok = tiny_model()  # the base model: labels are not read for "all"
+        >>> s = grad_norm_scores(params, cfg, None, tok, ["The cat sat.", "A"], which="all",
+        ...                      block_size=32)
+        >>> s.round(2)  # "A" is one token: no loss, no score
+        array([-0.05, nan])
     """
     p = NORMS.get(str(p).lower(), p) if not isinstance(p, (int, float)) else p
     if p not in (1, 2, math.inf):

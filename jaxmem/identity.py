@@ -23,9 +23,18 @@ of reads per file whatever its size. A sampled digest catches a replaced or re-t
 bytes differ everywhere), not a single edited byte between blocks.
 
 Example:
-    >>> ident = run_identity("models/tiny", corpus="corpus.txt", drawn=corpus)
-    >>> ident["model"]["path"]
-    '/home/me/models/tiny'
+    >>> from jaxmem.data import load_corpus
+    >>> notes = Path("notes.txt")
+    >>> _ = notes.write_text("".join(f"Note {i}: the river rose.\\n\\n" for i in range(96)))
+    >>> ident = run_identity("smollm2-135m", corpus="notes.txt", drawn=load_corpus("notes.txt"))
+    >>> ident["model"]["path"]  # absolute: the embedded GGUF file
+    '/.../SmolLM2-135M-Instruct.Q4_1.gguf'
+    >>> sorted(ident["corpus"]["files"]), sorted(ident["texts"])
+    (['notes.txt'], ['members', 'nonmembers', 'train', 'validation'])
+    >>> _ = notes.write_text("".join(f"Note {i}: the river fell.\\n\\n" for i in range(96)))
+    >>> now = run_identity("smollm2-135m", corpus="notes.txt", drawn=load_corpus("notes.txt"))
+    >>> difference(ident, now)
+    'the corpus file /.../notes.txt changed since the run was trained'
 """
 
 from __future__ import annotations

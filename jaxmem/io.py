@@ -10,10 +10,9 @@
 Where each file goes is :mod:`jaxmem.runs`'s business; this module only writes them.
 
 Example:
-    >>> import tempfile; out = Path(tempfile.mkdtemp())
-    >>> read_json(atomic_write(out / "results.json", [{"auc": 0.61}]))
+    >>> read_json(atomic_write("results.json", [{"auc": 0.61}]))
     [{'auc': 0.61}]
-    >>> print(write_table([{"method": "lora", "auc": 0.61}], out / "t.csv").read_text().strip())
+    >>> print(write_table([{"method": "lora", "auc": 0.61}], "t.csv").read_text().strip())
     method,auc
     lora,0.61
 """

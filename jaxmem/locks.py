@@ -19,8 +19,17 @@ Library entry points take the lock themselves (:func:`locked` on :func:`jaxmem.t
 before any model is loaded (:func:`hold`).
 
 Example:
+    >>> import subprocess
+    >>> take = "from jaxmem import locks; locks.acquire('runs/lora', 'run')"
     >>> with hold("runs/lora", "run"):
-    ...     train(...)          # another process on runs/lora fails at once with FolderLocked
+    ...     print(os.listdir("runs/lora"))
+    ...     refused = subprocess.run([sys.executable, "-c", take], capture_output=True, text=True)
+    ['.jaxmem.lock']
+    >>> print(refused.stderr.splitlines()[-1])  # another process fails at once
+    jaxmem.locks.FolderLocked: the run folder runs/lora is in use by another jaxmem process
+    (pid ... on host ..., since ...); two writers would overwrite each other's files. ...
+    >>> os.path.exists("runs/lora")  # the lock made the folder and nothing else came: removed
+    False
 """
 
 from __future__ import annotations
@@ -160,7 +169,8 @@ def acquire(target: str | os.PathLike, what: str = "folder", *, file: bool = Fal
             holder = _read(fd)
             os.close(fd)
             _remove_empty(made)
-            where = f"{target}" if file else f"the {what} folder {target}"
+            where = (f"{target}" if file else f"the folder {target}" if what == "folder"
+                     else f"the {what} folder {target}")
             raise FolderLocked(
                 f"{where} is in use by another jaxmem process ({holder_text(holder)}); two "
                 "writers would overwrite each other's files. Wait for it to finish or stop it "
@@ -249,7 +259,10 @@ def locked(arg: str, what: str, *, file: bool = False) -> Callable:
 
     Example:
         >>> @locked("run_dir", "run")
-        ... def train(params, ..., run_dir, ...): ...
+        ... def train(texts, run_dir):
+        ...     return os.listdir(run_dir)  # the lock is held while the body runs
+        >>> train(["a text"], "runs/lora")
+        ['.jaxmem.lock']
     """
     def wrap(fn):
         sig = inspect.signature(fn)

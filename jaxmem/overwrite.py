@@ -6,7 +6,8 @@ make a folder inside another a jaxmem folder of its own (``run.json``: a run, em
 run's outputs). :mod:`jaxmem.runs` holds jaxmem's rules; this module only applies them.
 
 Example:
-    >>> import tempfile; from pathlib import Path; d = Path(tempfile.mkdtemp())
+    >>> from pathlib import Path
+    >>> d = Path("run"); d.mkdir()
     >>> (d / "log.jsonl").write_text(""), (d / "notes.txt").write_text("mine")
     (0, 4)
     >>> remove_outputs(d, ["log.jsonl", "figures"], rules={}, specs=()), sorted(

@@ -7,10 +7,15 @@ go to "compile" (JAX reports them through ``jax.monitoring``; compiled executabl
 the persistent cache count as compiles too, only shorter).
 
 Example:
+    >>> import jax, jax.numpy as jnp
     >>> with Profile() as prof:
-    ...     with phase("load model"):
-    ...         params, cfg, tok = load_model("smollm2-135m")
-    >>> prof.table()   # [{"phase": "load model", "seconds": 3.1, "share": "97%"}, ...]
+    ...     with phase("load data"):
+    ...         time.sleep(0.3)
+    ...     with phase("scoring"):  # its compile time is charged to "compile"
+    ...         y = jax.jit(lambda x: jnp.sin(x) * 2)(jnp.ones(3))
+    >>> rows = {r["phase"]: r for r in prof.table()}  # the largest first, then "total"
+    >>> {"load data", "compile", "total"} <= set(rows), rows["load data"]["seconds"] >= 0.3
+    (True, True)
 """
 
 from __future__ import annotations

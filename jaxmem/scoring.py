@@ -19,9 +19,11 @@ sequence inside the jitted function, reduced to the three statistics, and only [
 come back.
 
 Example:
-    >>> params, cfg, tok = load_model("smollm2-135m")
-    >>> stats = score_texts(params, cfg, tok, ["The cat sat on the mat."])
-    >>> stats.logp.shape, stats.mask.sum()
+    >>> from jaxmem import tiny_model
+    >>> params, cfg, tok = tiny_model()  # one token per character, no BOS
+    >>> stats = score_texts(params, cfg, tok, ["The cat sat on the mat.", "A dog."])
+    >>> stats.logp.shape, stats.n_tokens.tolist()  # 23 and 6 characters: the first not scored
+    ((2, 22), [22, 5])
 """
 
 from __future__ import annotations
@@ -281,10 +283,11 @@ def score_texts(params: dict, cfg: ModelConfig, tokenizer, texts: Sequence[str],
 
     Example:
         >>> import jaxmem
-        >>> params, cfg, tok = jaxmem.load_model("smollm2-135m")
+        >>> params, cfg, tok = jaxmem.tiny_model()
         >>> stats = jaxmem.score_texts(params, cfg, tok, ["The cat sat on the mat."],
-        ...                            block_size=128, dtype="bfloat16")
-        >>> stats.nll()  # mean negative log-likelihood per text
+        ...                            block_size=32, dtype="bfloat16")
+        >>> stats.nll().round(1)  # mean negative log-likelihood per text, in nats
+        array([4.6])
     """
     block_size = block_size or min(cfg.max_positions, 1024)
     if block_size > cfg.max_positions:
@@ -336,8 +339,16 @@ def score_after_prefix(params: dict, cfg: ModelConfig, tokenizer, prefix: str,
     The prefix is cut from the left to fit ``cfg.max_positions - block_size`` tokens.
 
     Example:
-        >>> stats = score_after_prefix(params, cfg, tok, "Some held-out text.", texts)
-        >>> stats.nll() / score_texts(params, cfg, tok, texts).nll()   # ReCaLL
+        >>> from jaxmem import tiny_model
+        >>> params, cfg, tok = tiny_model()
+        >>> texts = ["The cat sat.", "A dog ran far."]
+        >>> stats = score_after_prefix(params, cfg, tok, "Some held-out text.", texts,
+        ...                            block_size=32)
+        >>> stats.logp.shape == score_texts(params, cfg, tok, texts, block_size=32).logp.shape
+        True
+        >>> recall = stats.nll() / score_texts(params, cfg, tok, texts, block_size=32).nll()
+        >>> recall.round(1)  # ReCaLL's ratio; about 1 on a random model
+        array([1., 1.])
     """
     block_size = block_size or min(cfg.max_positions, 1024)
     if block_size > cfg.max_positions:

@@ -8,11 +8,15 @@ through this one function, and so can a Python user.
 
 Example:
     >>> from jaxmem.targets import load_target
-    >>> t = load_target("smollm2-135m", run_dir="runs/lora", epoch=2)  # doctest: +SKIP
-    >>> t.description  # doctest: +SKIP
-    'runs/lora (epoch 2)'
-    >>> res = run_attacks_on(t.params, t.cfg, t.tokenizer, members, nonmembers, acfg,
-    ...                      reference_params=t.reference, param_labels=t.labels)  # doctest: +SKIP
+    >>> t = load_target("smollm2-135m")  # the base model itself (embedded: offline, ~3 s)
+    >>> t.description, t.labels is None, t.reference is t.base  # the Ref attack's reference
+    ('base model smollm2-135m', True, True)
+
+    A run's checkpoint is ``load_target("smollm2-135m", run_dir="runs/lora", epoch=2)``
+    (described as ``'runs/lora (epoch 2)'``); the audit then takes what it needs::
+
+        run_attacks_on(t.params, t.cfg, t.tokenizer, members, nonmembers, acfg,
+                       reference_params=t.reference, param_labels=t.labels)
 """
 
 from __future__ import annotations
@@ -77,9 +81,12 @@ def load_target(model: str, *, run_dir: str | os.PathLike | None = None,
       jaxmem.checkpointing.CheckpointError: the run has no such finished epoch.
 
     Example:
-        >>> t = load_target("smollm2-135m", adapter="out/adapter")  # doctest: +SKIP
-        >>> t.description  # doctest: +SKIP
-        'smollm2-135m + adapter out/adapter'
+        >>> load_target("smollm2-135m", run_dir="runs/lora", adapter="out/adapter")
+        Traceback (most recent call last):
+        ValueError: Give a run (--run-dir) or an adapter (--adapter), not both: ...
+
+        A PEFT adapter alone, ``load_target("smollm2-135m", adapter="out/adapter")``, is
+        described as ``'smollm2-135m + adapter out/adapter'``.
     """
     if run_dir and adapter:
         raise ValueError("Give a run (--run-dir) or an adapter (--adapter), not both: a run's "

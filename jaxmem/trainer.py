@@ -9,9 +9,17 @@ from its last finished epoch and ends bit-identical to an uninterrupted one on t
 and dropout keys depend only on (seed, epoch, step).
 
 Example:
-    >>> result = train(params, cfg, tok, method_config("lora"), texts, val_texts, "runs/lora",
-    ...                TrainConfig(epochs=3))
-    >>> result.history[-1]["val_ppl"]
+    >>> from jaxmem import tiny_model
+    >>> params, cfg, tok = tiny_model()  # a random model: seconds, offline
+    >>> texts = ["The cat sat.", "A dog ran far.", "Birds fly.", "Fish swim."]
+    >>> result = train(params, cfg, tok, method_config("lora"), texts, ["Rain fell."],
+    ...                "runs/lora", TrainConfig(epochs=1, batch_size=2, block_size=32))
+    >>> [h["epoch"] for h in result.history]
+    [1]
+    >>> round(result.history[-1]["val_ppl"])  # about the vocabulary's 99: it is random
+    9...
+    >>> sorted(p.name for p in result.run_dir.iterdir())  # config, log, one checkpoint an epoch
+    ['checkpoints', 'log.jsonl', 'run.json']
 """
 
 from __future__ import annotations
@@ -116,9 +124,12 @@ def with_canaries(train_texts: Sequence[str], tcfg: TrainConfig):
       (texts, :class:`jaxmem.canaries.Canaries`); without canaries (the texts as a list, None).
 
     Example:
-        >>> texts, can = with_canaries(corpus.train, TrainConfig(canaries="8:1,4,16"))
-        >>> len(texts) - len(corpus.train)  # 8 * (1 + 4 + 16)
+        >>> train_texts = ["The cat sat on the mat.", "A dog ran far."]
+        >>> texts, can = with_canaries(train_texts, TrainConfig(canaries="8:1,4,16"))
+        >>> len(texts) - len(train_texts)  # 8 * (1 + 4 + 16)
         168
+        >>> can.texts[0], can.texts[0] in texts
+        ('my account number is 8 6 5 2 3 0', True)
     """
     ccfg = tcfg.canary_config()
     if ccfg is None:
@@ -279,11 +290,16 @@ def train(params: dict, cfg: ModelConfig, tokenizer, mcfg, train_texts: Sequence
 
     Example:
         >>> import jaxmem
-        >>> params, cfg, tok = jaxmem.load_model("smollm2-135m")
-        >>> corpus = jaxmem.load_corpus("default")
-        >>> res = jaxmem.train(params, cfg, tok, "lora:r=16", corpus.train, corpus.validation,
-        ...                    "runs/lora", jaxmem.TrainConfig(epochs=3, block_size=128))
-        >>> res.history[-1]["val_ppl"]
+        >>> params, cfg, tok = jaxmem.tiny_model()  # or jaxmem.load_model("smollm2-135m")
+        >>> texts = ["The cat sat.", "A dog ran far.", "Birds fly.", "Fish swim."]
+        >>> res = jaxmem.train(params, cfg, tok, "lora:r=16", texts, ["Rain fell."], "runs/lora",
+        ...                    jaxmem.TrainConfig(epochs=1, batch_size=2, block_size=32))
+        >>> res.history[-1]["n_trainable"]  # rank-16 LoRA on q and v of 2 layers
+        3584
+        >>> tuned, labels = jaxmem.load_checkpoint("runs/lora", params, cfg, tok)  # last epoch
+        >>> a, b = tuned["layers"]["attn"]["q_proj"], res.params["layers"]["attn"]["q_proj"]
+        >>> bool((a["lora_b"] == b["lora_b"]).all())
+        True
     """
     mcfg = method_config(mcfg)
     if not train_texts:

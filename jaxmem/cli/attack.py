@@ -69,7 +69,8 @@ def cmd_attack(args) -> int:
         res = run_attacks_on(t.params, t.cfg, t.tokenizer, members, nonmembers, acfg,
                              reference_params=t.reference, out_dir=args.out_dir,
                              overwrite=args.overwrite, title=t.description, mesh=args.mesh,
-                             prefix_texts=held_out, param_labels=t.labels, references=refs)
+                             prefix_texts=held_out, param_labels=t.labels, references=refs,
+                             progress=main_process())
     if not main_process():
         return 0
     blind = res["info"].get("blind")  # the split check (jaxmem.blind), None with --no-blind

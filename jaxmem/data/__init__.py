@@ -144,9 +144,14 @@ class Corpus:
         A lone file is one pool split at random, so it says how to give one's own sets.
 
         Example:
-            >>> load_corpus("notes.txt").describe()
-            'notes.txt: one pool of 96 texts split at random (data seed 0): 48 train (all 48 are
-            the members), 16 validation, 32 non-members (held out, never trained on). ...'
+            >>> from pathlib import Path
+            >>> _ = Path("notes.txt").write_text("".join(  # 96 texts, a blank line between
+            ...     f"Note {i}: the river rose {i % 7} feet on day {i}.\\n\\n" for i in range(96)))
+            >>> print(load_corpus("notes.txt").describe())
+            local:notes.txt: one pool of 96 texts split at random (data seed 0): 48 train (all 48
+            are the members), 16 validation, 32 non-members (held out, never trained on). To
+            train on all of a file, give a folder holding train.txt (every text trains), test.txt
+            (the non-members) and optionally validation.txt.
         """
         info, split = self.info, self.info.get("split", {})
         n_train, n_members = len(self.train), len(self.members)
@@ -260,10 +265,16 @@ def load_corpus(
             says how to pass a local copy instead).
 
     Example:
-        >>> c = load_corpus("wikitext:../shared/data/wikitext-2-raw",  # test split only
-        ...                 n_train=900, n_validation=100, n_members=400, n_nonmembers=400)
-        >>> c.info["actual"]
-        {'n_train': 900, 'n_validation': 100, 'n_members': 400, 'n_nonmembers': 400}
+        >>> from pathlib import Path
+        >>> _ = Path("notes.jsonl").write_text("".join(  # one JSON object a line
+        ...     f'{{"body": "Note {i}: the river rose {i % 7} feet on day {i}."}}\\n'
+        ...     for i in range(100)))
+        >>> c = load_corpus("notes.jsonl", text_column="body", n_train=40, n_validation=10,
+        ...                 n_members=20, n_nonmembers=20)
+        >>> c
+        Corpus(name='local', train=40, validation=10, members=20, nonmembers=20, warnings=0)
+        >>> c.members[0] in c.train, c.nonmembers[0] in c.train
+        (True, False)
     """
     sizes = {
         "n_train": n_train,

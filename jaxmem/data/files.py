@@ -177,8 +177,8 @@ def read_text_file(path: str | os.PathLike, *, text_column: str = "text",
 
     Example:
         >>> from pathlib import Path
-        >>> _ = Path("/tmp/two.txt").write_text("First one.\\n\\nSecond one.\\n")
-        >>> read_text_file("/tmp/two.txt")
+        >>> _ = Path("two.txt").write_text("First one.\\n\\nSecond one.\\n")
+        >>> read_text_file("two.txt")
         ['First one.', 'Second one.']
     """
     path = Path(path).expanduser()
