@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -379,6 +380,8 @@ def logits(params: dict, cfg: ModelConfig, input_ids, attention_mask=None, *,
 
 
 def _init(cfg: ModelConfig, adapters: Adapters, key):
+    # init needs only shapes: the einsum kernel runs anywhere, in float32 (cuDNN refuses both)
+    cfg = dataclasses.replace(cfg, attention_impl="einsum")
     ids = jnp.zeros((1, 1), jnp.int32)
     return Decoder(cfg, adapters).init(key, ids)["params"]
 
