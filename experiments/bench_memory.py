@@ -23,20 +23,12 @@ import argparse
 import json
 import os
 import sys
-import time
-
-# Hugging Face config.json of meta-llama/Llama-2-7b-hf (the hub is not needed for shapes).
-CONFIGS = {"llama-2-7b": {
-    "model_type": "llama", "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008,
-    "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
-    "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "tie_word_embeddings": False}}
-
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--config", default=None,
-                    help=f"a config.json or one of {list(CONFIGS)}: shapes only, no weights")
+                    help="a config.json or a name in jaxmem.capacity.KNOWN_CONFIGS: shapes only")
     ap.add_argument("--methods", default="full,lora,prefix,prompt")
     ap.add_argument("--mesh", default="4x2", help="DATAxFSDP or xFSDP; several joined by commas")
     ap.add_argument("--remat", default="none", help="none, full or dots; several by commas")
@@ -56,82 +48,37 @@ def main(argv=None) -> int:
         if "device_count" not in flags:
             os.environ["XLA_FLAGS"] = (f"{flags} --xla_force_host_platform_device_count="
                                        f"{args.devices}").strip()
-    import dataclasses
-
-    import flax.linen as nn
     import jax
-    import numpy as np
-    from jax.sharding import NamedSharding, PartitionSpec as P, SingleDeviceSharding
 
-    from jaxmem import sharding as sh
+    from jaxmem.capacity import KNOWN_CONFIGS
     from jaxmem.io import markdown_table
-    from jaxmem.models import ModelConfig, abstract_params, load_model
-    from jaxmem.optim import OptimConfig, make_optimizer
-    from jaxmem.train_step import make_train_step
-    from jaxmem.tuning import init_method
-    from jaxmem.tuning.partition import count
+    from jaxmem.models import ModelConfig, load_model
+    from jaxmem.step_memory import step_memory
 
     if args.config:
-        hf = CONFIGS.get(args.config) or json.loads(open(args.config).read())
-        cfg, tok = ModelConfig.from_hf(hf), None
-        base = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                            nn.unbox(abstract_params(cfg)))
+        hf = KNOWN_CONFIGS.get(args.config) or json.loads(open(args.config).read())
+        cfg = ModelConfig.from_hf(hf)
         args.model = args.config
     else:
-        base, cfg, tok = load_model(args.model)
+        cfg = load_model(args.model).config
     gib = lambda b: round(b / 2**30, 2)  # noqa: E731
-
-    def per_device(tree, shardings) -> int:
-        return sum(int(np.prod(s.shard_shape(x.shape))) * x.dtype.itemsize
-                   for x, s in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings)))
-
-    def abstract(tree, shardings):
-        return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                            tree, shardings)
-
-    def trainable_of(shardings):  # (trainable leaves, their shardings): a gradient's layout
-        pairs = [(x, s) for x, s, lab in zip(jax.tree.leaves(params), jax.tree.leaves(shardings),
-                                               jax.tree.leaves(labels)) if lab == "trainable"]
-        return [x for x, _ in pairs], [s for _, s in pairs]
-
     layouts = ([] if args.no_single else ["1 device"]) + args.mesh.split(",")
     rows = []
     for method in args.methods.split(","):
-        params, labels = init_method(method, base, cfg, jax.random.PRNGKey(0), tok)
-        params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), params)
-        tx = make_optimizer(OptimConfig(), labels, 100)
-        opt = jax.eval_shape(tx.init, params)
-        batch = (1, args.batch_size, args.seq_len)
         for remat in args.remat.split(","):
-            rcfg = dataclasses.replace(cfg, remat=remat)
-            step = make_train_step(rcfg, tx, labels, dtype=args.dtype)
-            for layout in layouts:
-                if layout == "1 device":
-                    one = SingleDeviceSharding(jax.devices()[0])
-                    p_sh, o_sh = (jax.tree.map(lambda _: one, t) for t in (params, opt))
-                    b_sh, fn = one, step
-                else:
-                    mesh = sh.parse_mesh(layout)
-                    p_sh = sh.param_shardings(params, mesh, cfg)
-                    o_sh = sh.opt_state_shardings(opt, p_sh)
-                    b_sh = NamedSharding(mesh, P(None, sh.BATCH_AXES, None))
-                    fn = sh.shard_step(step, p_sh, o_sh, mesh)
-                ids = jax.ShapeDtypeStruct(batch, np.int32, sharding=b_sh)
-                t0 = time.perf_counter()
-                compiled = fn.lower(abstract(params, p_sh), abstract(opt, o_sh), ids, ids,
-                                    jax.random.PRNGKey(0)).compile()
-                m = compiled.memory_analysis()
-                total = m.argument_size_in_bytes + m.temp_size_in_bytes  # outputs alias inputs
+            for layout in layouts:  # the compile-only pass lives in jaxmem.step_memory
+                m = step_memory(cfg, method, batch=args.batch_size, seq_len=args.seq_len,
+                                layout=layout, remat=remat, dtype=args.dtype)
                 rows.append({
                     "method": method, "layout": layout, "remat": remat,
-                    "trainable": f"{count(params, labels):,}",
-                    "params / device (GiB)": gib(per_device(params, p_sh)),
-                    "optimizer state / device (GiB)": gib(per_device(opt, o_sh)),
-                    "gradients / device (GiB)": gib(per_device(*trainable_of(p_sh))),
-                    "step temporaries (GiB)": gib(m.temp_size_in_bytes),
-                    "total / device (GiB)": gib(total),
-                    "fits 80 GiB": "yes" if total < 80 * 2**30 else "no",
-                    "compile (s)": round(time.perf_counter() - t0, 1)})
+                    "trainable": f"{m['trainable']:,}",
+                    "params / device (GiB)": gib(m["params"]),
+                    "optimizer state / device (GiB)": gib(m["optimizer"]),
+                    "gradients / device (GiB)": gib(m["gradients"]),
+                    "step temporaries (GiB)": gib(m["temporaries"]),
+                    "total / device (GiB)": gib(m["total"]),
+                    "fits 80 GiB": "yes" if m["total"] < 80 * 2**30 else "no",
+                    "compile (s)": m["compile_s"]})
                 print(rows[-1], flush=True)
     if args.json:
         with open(args.json, "w") as f:

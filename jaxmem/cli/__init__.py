@@ -7,7 +7,7 @@ subcommands, ``jaxmem COMMAND --help`` their options).
   and Ctrl-C into an exit within a second or two with the resume hint;
 * one module per group of subcommands (:mod:`~jaxmem.cli.score`: score, info;
   :mod:`~jaxmem.cli.train`: train, export; :mod:`~jaxmem.cli.attack`;
-  :mod:`~jaxmem.cli.measure`: extract, canaries; :mod:`~jaxmem.cli.grid`: study, frontier),
+  :mod:`~jaxmem.cli.measure`: extract, canaries; :mod:`~jaxmem.cli.grid`: study, frontier, plan),
   imported only when its command runs; :mod:`~jaxmem.cli.common` what they share.
 
 Example:
@@ -34,7 +34,7 @@ COMMANDS = {"info": ("score", "cmd_info"), "score": ("score", "cmd_score"),
             "train": ("train", "cmd_train"), "export": ("train", "cmd_export"),
             "attack": ("attack", "cmd_attack"), "extract": ("measure", "cmd_extract"),
             "canaries": ("measure", "cmd_canaries"), "study": ("grid", "cmd_study"),
-            "frontier": ("grid", "cmd_frontier")}
+            "frontier": ("grid", "cmd_frontier"), "plan": ("grid", "cmd_plan")}
 
 
 def command(name: str):

@@ -1,5 +1,6 @@
 """``jaxmem study`` (the grid of models x datasets x methods x epochs x attacks) and ``jaxmem
-frontier`` (one study per DP-SGD epsilon, then the privacy-utility frontier)."""
+frontier`` (one study per DP-SGD epsilon, then the privacy-utility frontier) and ``jaxmem
+plan`` (a study's memory and hours on an accelerator, without training: jaxmem.capacity)."""
 
 from __future__ import annotations
 
@@ -42,4 +43,30 @@ def cmd_frontier(args) -> int:
             print(markdown_table(frontier_table([r for r in rows
                                                  if (r["model"], r["dataset"]) == group])))
         print(f"\nreport: {args.out_dir}/frontier.md")
+    return 0
+
+
+def cmd_plan(args) -> int:
+    """Exit 0 when every cell fits on the device (with some remat), 2 when one does not."""
+    import json
+
+    from jaxmem.capacity import plan_lines, plan_rows
+
+    scfg = StudyConfig.from_yaml(args.config, args.set or [])
+    layout = args.layout or (scfg.mesh if scfg.mesh and "x" in str(scfg.mesh) else "1")
+    remat = tuple(r.strip() for r in args.remat.split(",") if r.strip())
+    rows = plan_rows(scfg, args.device, layout, remat=remat, utilization=args.utilization,
+                     memory=args.memory)
+    print("\n".join(plan_lines(scfg, rows, args.device, layout, args.utilization, args.memory)))
+    print()
+    print(markdown_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    bad = [r for r in rows if r["fits"].startswith("NO")]
+    if bad:
+        print(f"\nerror: {len(bad)} of {len(rows)} cells do not fit on {args.device} with mesh "
+              f"{layout} and remat {', '.join(remat)}: give a larger fsdp mesh (--mesh xN), "
+              "remat full, or a device with more memory.")
+        return 2
     return 0

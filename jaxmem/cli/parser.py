@@ -34,6 +34,7 @@ jaxmem: fine-tune a causal language model with one method, then measure how much
   jaxmem canaries --run-dir DIR [--out F.json]                  canary exposure
   jaxmem study CONFIG.yaml --out-dir DIR [--set train.epochs=3] the whole grid, resumable
   jaxmem frontier CONFIG.yaml --out-dir DIR                     privacy-utility frontier (DP)
+  jaxmem plan CONFIG.yaml [--device h100] [--mesh x8]           memory and hours, no training
   jaxmem export RUN_DIR --out-dir DIR [--epoch N]               a run's adapter in PEFT format
 
 Outputs: --out names a file, --out-dir a folder; --overwrite replaces jaxmem's earlier output.
@@ -56,6 +57,8 @@ COMMANDS = {
     "study": "models x datasets x methods x epochs x attacks, resumable",
     "frontier": "privacy-utility frontier: one study per DP-SGD epsilon, then validation "
                 "perplexity vs the strongest attack",
+    "plan": "a study's cost on an accelerator without one: cells, tokens, FLOPs per step, "
+            "memory per device (compile only, with and without remat) and hours",
     "export": "write a run's trained adapter as a PEFT adapter directory (LoRA, IA3, prefix, "
               "prompt, P-tuning)",
 }
@@ -276,6 +279,28 @@ def _frontier(s) -> None:
     _add_scale_args(s)
 
 
+def _plan(s) -> None:
+    from jaxmem.capacity import DEVICES, UTILIZATION
+
+    s.add_argument("config", help="YAML study config (e.g. experiments/paper/table2.yaml)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set methods=[lora]")
+    s.add_argument("--device", default="h100", choices=list(DEVICES),
+                   help="the accelerator: its dense bf16 peak and memory (default: %(default)s)")
+    s.add_argument("--mesh", dest="layout", default=None, metavar="SPEC",
+                   help="DATAxFSDP (e.g. 4x2), xFSDP (1 x FSDP, e.g. x8) or 1; default: the "
+                        "config's mesh if it spells sizes, else 1 device")
+    s.add_argument("--remat", default="none,full",
+                   help="remat modes to measure, comma-separated (default: %(default)s)")
+    s.add_argument("--memory", default="slice", choices=["slice", "full", "none"],
+                   help="slice: compile 2- and 4-layer copies and extrapolate per layer "
+                        "(fast); full: compile the whole model; none: skip (default: "
+                        "%(default)s)")
+    s.add_argument("--utilization", type=float, default=UTILIZATION,
+                   help="assumed share of the bf16 peak (default: %(default)s)")
+    s.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+
+
 def _export(s) -> None:
     s.add_argument("run_dir", metavar="RUN_DIR", help="a jaxmem train run")
     s.add_argument("--out-dir", required=True, metavar="DIR",
@@ -291,7 +316,7 @@ def _export(s) -> None:
 
 _BUILDERS = {"info": _info, "score": _score, "train": _train, "attack": _attack,
              "extract": _extract, "canaries": _canaries, "study": _study,
-             "frontier": _frontier, "export": _export}
+             "frontier": _frontier, "plan": _plan, "export": _export}
 
 
 # ----------------------------------------------------------------------------- shared options
