@@ -17,7 +17,7 @@ it. Library users opt in with :func:`enable`.
 Example:
     >>> from jaxmem import compile_cache
     >>> compile_cache.enable()  # before the first jit call
-    PosixPath('/.../xla')
+    PosixPath('...')
 """
 
 from __future__ import annotations

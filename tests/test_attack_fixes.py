@@ -259,7 +259,8 @@ def test_ez_mia_inf_is_an_extreme_rank_in_the_metrics(tmp_path):
             for s in (t, r))
     cfg = types.SimpleNamespace(max_positions=64, vocab_size=97)
     res = run_attacks_on(None, cfg, CharTok(), members, nonmembers,
-                         AuditConfig(attacks=("ez_mia",), block_size=32, n_boot=20),
+                         AuditConfig(attacks=("ez_mia",), block_size=32, n_boot=20,
+                                     blind=False),  # blind: tested in test_blind
                          target_stats=t, reference_stats=r, out_dir=tmp_path)
     assert res["metrics"]["ez_mia"]["auc"] == pytest.approx(want, abs=1e-12)
     assert res["metrics"]["ez_mia"]["n_dropped_nan"] == 0

@@ -65,9 +65,11 @@ def test_base_model_on_a_random_split_is_near_chance(smollm2):
     from jaxmem.data import load_corpus
 
     params, cfg, tok = smollm2
-    c = load_corpus("default", n_members=60, n_nonmembers=60, seed=0)
+    # 48 + 48 texts of 32 tokens (the 135M forward pass is the cost): AUC's sd under chance
+    # is ~0.06, so a scoring path that treats the two sides differently still lands outside
+    c = load_corpus("default", n_members=48, n_nonmembers=48, seed=0)
     res = run_attacks_on(params, cfg, tok, c.members, c.nonmembers,
-                         AuditConfig(block_size=64, batch_size=16, n_boot=200,
+                         AuditConfig(block_size=32, batch_size=16, n_boot=200,
                                      attacks=("loss", "zlib", "min_k", "min_k_pp")))
     for name, m in res["metrics"].items():
         assert 0.3 < m["auc"] < 0.7, (name, m["auc"])

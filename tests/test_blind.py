@@ -83,7 +83,8 @@ def test_interval_equals_a_bootstrap_loop():
     member draws first, as jaxmem.bootstrap draws them), the AUC recomputed on each."""
     members, nonmembers = _sentences(40, 1, tilt=0.2)
     texts, y = _sorted(members, nonmembers)
-    b = blind_baseline(members, nonmembers, seed=7, n_boot=300, alpha=0.1)
+    # n_perm: the least alpha allows; the permutation test (tested below) is not this test's
+    b = blind_baseline(members, nonmembers, seed=7, n_boot=300, alpha=0.1, n_perm=9)
     pipe = make_pipeline(
         HashingVectorizer(analyzer="word", ngram_range=(1, 2), lowercase=True,
                           n_features=2**20, alternate_sign=False, norm=None),
@@ -180,11 +181,17 @@ def _shifted_texts(n=24):
     return make("abcd "), make("efgh ")
 
 
-def test_audit_reports_the_blind_baseline(tmp_path):
+def test_audit_reports_the_blind_baseline(tmp_path, monkeypatch):
+    import functools
+
+    from jaxmem import audit
     from jaxmem.audit import AuditConfig, metrics_table, run_attacks_on
     from jaxmem.batching import truncate_texts
     from jaxmem.study.rows import cell_rows
 
+    # 19 label permutations (the fewest that can flag at 0.05), not 99: a shifted split runs
+    # them all, and the test is about the wiring, not the permutation test's resolution
+    monkeypatch.setattr(audit, "blind_baseline", functools.partial(blind_baseline, n_perm=19))
     params, cfg = to_jaxmem(tiny_hf_model("gpt2"))
     members, nonmembers = _shifted_texts()
     acfg = AuditConfig(block_size=16, n_boot=50, attacks=("loss",))
@@ -195,8 +202,9 @@ def test_audit_reports_the_blind_baseline(tmp_path):
     # computed on the scored texts: each cut to its first block_size tokens
     tok = CharTok()
     assert blind == blind_baseline(truncate_texts(tok, members, 16),
-                                   truncate_texts(tok, nonmembers, 16), seed=0, n_boot=50)
-    assert blind["shifted"] and blind["auc"] > 0.9
+                                   truncate_texts(tok, nonmembers, 16), seed=0, n_boot=50,
+                                   n_perm=19)
+    assert blind["shifted"] and blind["auc"] > 0.9 and blind["n_permutations"] == 19
     info = json.loads((tmp_path / "cell" / "metrics.json").read_text())["info"]
     assert info["blind"] == blind
     rows = metrics_table(res["metrics"], blind)
