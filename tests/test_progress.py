@@ -131,8 +131,11 @@ def test_the_command_shows_a_warning_as_one_line(monkeypatch, capsys):
 
 def _interrupt(cmd, ready: str, timeout=240, **kw):
     """Starts ``cmd``, sends SIGINT once ``ready`` shows on stderr: (seconds to exit, rc, stderr)."""
+    # a shell's background job (`cmd &`, as CI may run the suite) ignores SIGINT, and a child
+    # inherits that; Python then never raises KeyboardInterrupt. The child gets the default back.
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"}, **kw)
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
     err, t0 = "", time.monotonic()
     for line in p.stderr:
         err += line
