@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+# model FLOPs as every benchmark and `jaxmem plan` count them: one definition, in the library
+from jaxmem.capacity import forward_flops  # noqa: F401
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -44,17 +47,6 @@ def matmul_peak(dtype: str, n: int = 2048, reps: int = 10) -> float:
         f(a, b).block_until_ready()
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best
-
-
-def forward_flops(cfg, n_tokens: int, n_keys: int) -> float:
-    """Forward FLOPs for ``n_tokens`` (padded) positions, each attending to ``n_keys`` keys:
-    2 x (block + head params) per token, plus QK^T and PV (the full square, as computed)."""
-    d, f, L = cfg.d_model, cfg.d_ff, cfg.n_layers
-    dq, dkv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
-    mlp = (3 if cfg.arch != "gpt2" else 2) * d * f
-    per_layer = d * dq + 2 * d * dkv + dq * d + mlp
-    attn = 2 * 2 * n_keys * dq
-    return n_tokens * (2 * L * per_layer + L * attn + 2 * d * cfg.vocab_size)
 
 
 def machine() -> str:

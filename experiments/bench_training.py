@@ -52,7 +52,7 @@ import numpy as np
 # jax must not grab most of a GPU's memory up front: PyTorch runs in the same process afterwards.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import (Worker, forward_flops, matmul_peak, print_results,  # noqa: E402
+from bench_common import (Worker, matmul_peak, print_results,  # noqa: E402
                           real_batch, time_interleaved, torch_matmul_peak, torch_reference)
 
 METHODS = ("full", "lora", "prefix")
@@ -60,12 +60,11 @@ N_VIRTUAL = 20
 
 
 def train_flops(cfg, method: str, batch: int, seq_len: int, n_trainable: int) -> float:
-    """Model FLOPs of one training step (see the module docstring)."""
-    if method == "full":
-        return 3 * forward_flops(cfg, batch * seq_len, seq_len)
-    n_prefix = N_VIRTUAL if method == "prefix" else 0
-    return (2 * forward_flops(cfg, batch * seq_len, seq_len + n_prefix)
-            + 6 * n_trainable * batch * seq_len)
+    """Model FLOPs of one training step (see the module docstring; counted by
+    :func:`jaxmem.capacity.train_flops`, which ``jaxmem plan`` uses too)."""
+    from jaxmem.capacity import train_flops as count_flops
+
+    return count_flops(cfg, method, batch, seq_len, n_trainable, N_VIRTUAL)
 
 
 def jaxmem_step(model, method: str, ids: np.ndarray, args):
