@@ -135,6 +135,9 @@ def plan_rows(scfg, device: str = "h100", layout: str = "1", *, remat=("none", "
     from jaxmem.step_memory import measure, mesh_devices
     from jaxmem.study.plan import StudyPlan
 
+    if not 0 < utilization <= 1:  # a fraction of the peak; 0 would divide by zero below
+        raise ValueError(f"--utilization must be a fraction of the peak in (0, 1], e.g. 0.4; "
+                         f"got {utilization}.")
     dev = DEVICES[device]
     n_dev = mesh_devices(layout)
     cfgs = {m: model_config_for(m) for m in scfg.models}

@@ -79,6 +79,7 @@ def ws(tmp_path_factory):
     cfg = json.loads((neg / "config.json").read_text())
     (neg / "config.json").write_text(json.dumps({**cfg, "hidden_size": -32}))
     # --- workspace: corpus files (issue 21)
+    (d / "valid.yaml").write_text("methods: [lora]\n")
     return d
 
 
@@ -209,6 +210,7 @@ CASES = [
      ["config.json", "hidden_size", "-32", "positive"]),
     ("info-negative-size", "info {ws}/sanity_neg_hidden", ["config.json", "hidden_size"]),
     # --- cases: corpus files (issue 21)
+    ("plan-utilization", "plan {ws}/valid.yaml --utilization 0", ["--utilization", "(0, 1]"]),
     ("dp-delta", "train --model {M} --run-dir {ws}/r --corpus {ws}/texts.txt --dp "
      "epsilon=8,delta=0.5", ["delta=0.5", "1/n"]),
 ]
