@@ -124,7 +124,8 @@ def torch_matmul_peak(dtype: str, device: str, n: int = 2048, reps: int = 10) ->
     return 2 * n ** 3 / best
 
 
-def time_interleaved(sides: dict, warmup: int, steps: int, pause: float = 0.5) -> None:
+def time_interleaved(sides: dict, warmup: int, steps: int, pause: float = 0.5,
+                     block: int = 1) -> None:
     """Times each side's ``step()`` (which returns the loss) in place.
 
     ``pause`` seconds pass before each timed step: PyTorch's OpenMP workers and XLA's
@@ -132,8 +133,14 @@ def time_interleaved(sides: dict, warmup: int, steps: int, pause: float = 0.5) -
     would share the cores with the other framework's spinning threads.
 
     ``warmup`` steps per side come first; the first is timed and its loss kept (``first_step_s``,
-    ``first_loss``). Then ``steps`` rounds run the sides interleaved, so both see the same machine
-    load; per-step seconds go to ``times`` and the final loss to ``last_loss``.
+    ``first_loss``). Then the sides take turns so that both see the same machine load: with
+    ``block=1`` one timed step each per round (``steps`` rounds); with ``block=k > 1`` each turn
+    is one untimed settling step and then ``k`` timed steps, until each side has ``steps``. The
+    settling step is there because a step right after the *other* framework's step is slower
+    than a training loop's steady state, even in separate processes and after the pause
+    (2026-12-07, full fine-tuning of SmolLM2-135M on 2 cores: jaxmem 2.1 s alone, 3.3-3.6 s
+    right after a PyTorch step, 2.5 s the step after that; docs/benchmarks.md). Per-step
+    seconds go to ``times`` and the final loss to ``last_loss``.
     """
     for side in sides.values():
         side["times"] = []
@@ -145,14 +152,23 @@ def time_interleaved(sides: dict, warmup: int, steps: int, pause: float = 0.5) -
                 side["first_step_s"] = (worker.last_seconds if isinstance(worker, Worker)
                                         else time.perf_counter() - t)
                 side["first_loss"] = loss
-    for _ in range(steps):
+
+    def timed(side) -> None:
+        time.sleep(pause)
+        t = time.perf_counter()
+        side["last_loss"] = side["step"]()
+        worker = getattr(side["step"], "__self__", None)  # a Worker's own timing, if any
+        side["times"].append(worker.last_seconds if isinstance(worker, Worker)
+                             else time.perf_counter() - t)
+
+    while any(len(side["times"]) < steps for side in sides.values()):
         for side in sides.values():
-            time.sleep(pause)
-            t = time.perf_counter()
-            side["last_loss"] = side["step"]()
-            worker = getattr(side["step"], "__self__", None)  # a Worker's own timing, if any
-            side["times"].append(worker.last_seconds if isinstance(worker, Worker)
-                                 else time.perf_counter() - t)
+            todo = min(block, steps - len(side["times"]))
+            if todo and block > 1 and len(sides) > 1:
+                time.sleep(pause)
+                side["step"]()  # settling step after the other side's turn (not timed)
+            for _ in range(todo):
+                timed(side)
 
 
 class Worker:

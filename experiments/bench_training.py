@@ -138,6 +138,17 @@ def _worker_argv(side: str, method: str, args) -> list[str]:
             "--dtype", args.dtype, "--lr", str(args.lr)]
 
 
+def _worker_env(side: str, args) -> dict:
+    """The worker's environment: this one, plus glibc's huge-page tunable where asked. XLA's
+    step allocates and zero-fills ~1.7 GB of temporaries per full-fine-tuning step; with the
+    tunable they come in 2 MB pages (the ``jaxmem`` command restarts itself with it)."""
+    env = dict(os.environ)
+    if args.huge_pages == "both" or args.huge_pages == side:
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"),
+                                                       "glibc.malloc.hugetlb=1"]))
+    return env
+
+
 def worker(args) -> None:
     """``--worker jaxmem|torch``: one side, one method, stepped by the parent (bench_common)."""
     from bench_common import serve
@@ -175,17 +186,19 @@ def run_method(method: str, model, base, ids: np.ndarray, args, device) -> dict:
         sides["jaxmem"] = {"step": fn, "trainable": n, "compile_s": compile_s,
                            "jax_temp_mib": None if temp is None else temp / 2**20}
     else:
-        workers.append(Worker(_worker_argv("jaxmem", method, args)))
+        workers.append(Worker(_worker_argv("jaxmem", method, args),
+                              _worker_env("jaxmem", args)))
         sides["jaxmem"] = {"step": workers[-1].step, **workers[-1].info}
     if not args.skip_torch and args.same_process:
         fn, n = torch_step(base, method, ids, args, device)
         sides["torch"] = {"step": fn, "trainable": n, "compile_s": None}
     elif not args.skip_torch:
-        workers.append(Worker(_worker_argv("torch", method, args)))
+        workers.append(Worker(_worker_argv("torch", method, args),
+                              _worker_env("torch", args)))
         sides["torch"] = {"step": workers[-1].step, **workers[-1].info}
     print(f"{method}: {args.warmup} warm-up + {args.steps} measured steps per side ...",
           file=sys.stderr, flush=True)
-    time_interleaved(sides, args.warmup, args.steps)
+    time_interleaved(sides, args.warmup, args.steps, block=args.block)
     for w in workers:
         w.close()
     out = {}
@@ -212,6 +225,14 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--block", type=int, default=3,
+                    help="timed steps per turn when the sides alternate, each turn after one "
+                         "untimed settling step (1: strict step-by-step alternation, no "
+                         "settling step; see bench_common.time_interleaved)")
+    ap.add_argument("--huge-pages", choices=["jaxmem", "both", "none"], default="jaxmem",
+                    help="which workers run with glibc's glibc.malloc.hugetlb=1 tunable "
+                         "(default: jaxmem's, as the jaxmem command sets it for itself; "
+                         "PyTorch's full step was slower with it: 151 vs 165 tokens/s)")
     ap.add_argument("--same-process", action="store_true",
                     help="run both sides in this process (they slow each other down)")
     ap.add_argument("--worker", choices=["jaxmem", "torch"], help=argparse.SUPPRESS)
@@ -221,8 +242,8 @@ def main() -> None:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if bad := [m for m in methods if m not in METHODS]:
         ap.error(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
-    if args.steps < 1 or args.warmup < 1:
-        ap.error("--steps and --warmup must be at least 1")
+    if args.steps < 1 or args.warmup < 1 or args.block < 1:
+        ap.error("--steps, --warmup and --block must be at least 1")
 
     import jax
 
@@ -276,7 +297,10 @@ def main() -> None:
                        + (f", PyTorch on {device}" if device else ""),
             "model": args.model, "dtype": args.dtype,
             "batch": f"{args.batch_size} x {args.seq_len} tokens ({source})",
-            "steps": f"{args.warmup} warm-up + {args.steps} measured (median reported)",
+            "steps": f"{args.warmup} warm-up + {args.steps} measured (median reported), "
+                     + ("alternating step by step" if args.block == 1 else
+                        f"alternating in turns of {args.block} after a settling step"),
+            "huge_pages": args.huge_pages,
             "optimizer": f"AdamW lr {args.lr:g}, no weight decay, clip 1.0",
             "matmul_peak_gflops": peak / 1e9,
             **{f"{k}_matmul_gflops": v / 1e9 for k, v in peaks.items()},

@@ -192,7 +192,7 @@ def _fits_text(mem: dict, model, method, remat, dev) -> str:
         return "not measured"
     if not ok:
         return "NO: try a larger fsdp mesh (--mesh xN)"
-    return "yes" if remat[0] in ok else f"only with remat {ok[0]}"
+    return "yes" if remat[0] in ok else f"only with --remat {ok[0]}"
 
 
 def plan_lines(scfg, rows: list[dict], device: str, layout: str, utilization: float,

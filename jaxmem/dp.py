@@ -45,6 +45,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -217,16 +218,16 @@ class DPStep:
 # full fine-tuning gradients (8 x 540 MB for a 135M model) ran 2x slower than one example at a
 # time, while small trainable sets (LoRA, prompts) are fastest vmapped whole. Accelerators keep
 # the whole batch (their memory bandwidth makes the big vmap cheap, and a data-parallel mesh
-# needs the batch axis); this budget is CPU-only.
+# needs the batch axis); this budget is CPU-only, chosen per platform when the step is lowered
+# (so a step exported for TPU from a CPU host keeps the whole batch).
 PER_EXAMPLE_GRADS_BYTES = 256 * 2**20
 
 
 def microbatch_size(trainable, batch: int) -> int | None:
-    """Examples whose gradients are computed together (vmapped): on CPU, the largest divisor of
-    ``batch`` whose per-example gradients fit :data:`PER_EXAMPLE_GRADS_BYTES`, at least 1; None
-    (the whole batch) when all fit, and on accelerators."""
-    if jax.default_backend() != "cpu":
-        return None
+    """Examples whose gradients a CPU computes together (vmapped): the largest divisor of
+    ``batch`` whose per-example gradients fit :data:`PER_EXAMPLE_GRADS_BYTES`, at least 1;
+    None (the whole batch) when all fit. Accelerators always take the whole batch
+    (:func:`clipped_grad_sum`)."""
     per_example = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(trainable))
     fit = max(1, PER_EXAMPLE_GRADS_BYTES // max(per_example, 1))
     if fit >= batch:
@@ -242,12 +243,21 @@ def clipped_grad_sum(loss, trainable, ids, mask, keys, clip: float):
     Examples are processed :func:`microbatch_size` at a time.
     """
     from jax_privacy.clipping import clipped_grad
-    fn = clipped_grad(lambda tr, i, m, k: loss(tr, i, m, k[0]), l2_clip_norm=clip,
-                      batch_argnums=(1, 2, 3), return_values=True,
-                      microbatch_size=microbatch_size(trainable, ids.shape[0]))
-    padding = jnp.sum(mask, axis=-1) < 2
-    g, aux = fn(trainable, ids, mask, keys, is_padding_example=padding)
-    return g, aux.values
+
+    def run(size, trainable, ids, mask, keys):
+        fn = clipped_grad(lambda tr, i, m, k: loss(tr, i, m, k[0]), l2_clip_norm=clip,
+                          batch_argnums=(1, 2, 3), return_values=True, microbatch_size=size)
+        padding = jnp.sum(mask, axis=-1) < 2
+        g, aux = fn(trainable, ids, mask, keys, is_padding_example=padding)
+        return g, aux.values
+
+    size = microbatch_size(trainable, ids.shape[0])
+    if size is None:
+        return run(None, trainable, ids, mask, keys)
+    # the CPU budget applies only where the step runs on a CPU
+    return jax.lax.platform_dependent(trainable, ids, mask, keys,
+                                      cpu=functools.partial(run, size),
+                                      default=functools.partial(run, None))
 
 
 def add_noise(grad_sum, key, dp: DPStep):

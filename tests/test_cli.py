@@ -55,6 +55,7 @@ def test_only_usable_flags():
     for name in ("score", "train", "attack", "study", "frontier"):
         assert "--mesh" in flags[name], name
     assert "--adam-eps" in flags["train"] and "--eps" not in flags["train"]
+    assert {n for n in subs if "--remat" in flags[n]} == {"train", "study", "frontier", "plan"}
     for name in ("train", "info"):
         text = subs[name].format_help()
         assert "lora_alpha" in text and "num_virtual_tokens=20" in text, name
@@ -156,6 +157,27 @@ def test_export_refuses_a_full_run_and_a_foreign_folder(lora_run, tmp_path, caps
 
 
 # ----------------------------------------------------------------------------- provenance
+
+def _val_losses(run) -> list[float]:
+    lines = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    return [r["val_loss"] for r in lines if "val_loss" in r]
+
+
+def test_remat_is_an_execution_choice(lora_run, tmp_path):
+    """--remat full trains the same run to float rounding (the same validation losses as
+    without it), and the run is found finished under another --remat: not part of its
+    identity."""
+    d, run = lora_run
+    args = (f"train --model {d / 'model'} --corpus {d / 'corpus.txt'} --run-dir "
+            f"{tmp_path / 'r'} --method lora:r=4,lora_alpha=16,target_modules=c_attn,c_proj "
+            "--batch-size 4 --block-size 16 --lr 1e-2 --n-train 8 --n-validation 4 "
+            "--n-members 6 --n-nonmembers 6")
+    assert main(f"{args} --epochs 1 --remat full".split()) == 0
+    want = _val_losses(run)
+    assert np.allclose(_val_losses(tmp_path / "r"), want, rtol=1e-5)
+    assert main(f"{args} --epochs 1 --remat dots".split()) == 0  # the same run: done
+    assert len(_val_losses(tmp_path / "r")) == len(want)  # nothing trained again
+
 
 def test_run_and_attack_record_provenance_outside_their_identity(lora_run, tmp_path):
     """run.json and metrics.json say what produced them; a run resumed from another host or

@@ -154,8 +154,8 @@ def test_portable_attention_kernels_lower_everywhere(tiny, impl):
 @pytest.mark.parametrize("platforms", [("tpu",), ("tpu", "cuda")])
 def test_cudnn_attention_is_refused_for_tpu(tiny, platforms):
     """cuDNN does not exist on TPU: a step with attention_impl="cudnn" must not lower for it.
-    jaxmem decides at trace time from the host's backend (``attention._gpu_backend``), so on
-    this CPU host the refusal is its RuntimeError naming the way out."""
+    On a host without a GPU jax cannot even trace the cuDNN call, so the refusal is jaxmem's
+    RuntimeError naming the way out (on a GPU host, the platform check below)."""
     if ON_GPU:
         pytest.skip("on a GPU host jaxmem traces the cuDNN call (the check reads the host)")
     cfg, labels, tx, ap, ao = method_setup(tiny, "lora", attention_impl="cudnn")
@@ -179,6 +179,85 @@ def test_cudnn_attention_for_cuda_needs_a_gpu_host_and_bf16(tiny):
     else:
         with pytest.raises(RuntimeError, match="needs an NVIDIA GPU with cuDNN"):
             lowering.export_for(step, ap, ao, IDS, IDS, KEY, platforms=("cuda",))
+
+
+def test_auto_attention_lowers_everywhere_without_cudnn_on_this_host(tiny):
+    """"auto" on a host without cuDNN is the XLA kernel for every platform."""
+    cfg, labels, tx, ap, ao = method_setup(tiny, "lora", attention_impl="auto")
+    step = make_train_step(cfg, tx, labels, dtype="bfloat16")
+    info = check_hot_path(lowering.export_for(step, ap, ao, IDS, IDS, KEY), f32_probs=True)
+    assert not info["custom_calls"]
+
+
+@pytest.fixture
+def gpu_host_stand_in(monkeypatch):
+    """As on a GPU host, with the cuDNN kernel replaced by a stand-in that this CPU host can
+    trace (jax's cuDNN call needs the library at trace time): the XLA kernel times 2, so the
+    branch a platform ran is visible in the output."""
+    from jaxmem.models import attention
+
+    monkeypatch.setattr(attention, "_gpu_backend", lambda: True)
+    monkeypatch.setattr(attention, "_cudnn_kernel",
+                        lambda q, k, v, m: 2 * attention._xla_attention(q, k, v, m))
+    return attention
+
+
+def test_attention_kernel_is_chosen_per_platform_at_lowering(gpu_host_stand_in):
+    """One program exported for (cpu, tpu, cuda): "auto" holds a platform switch with the
+    cuDNN kernel for CUDA and XLA's elsewhere (run here on CPU: XLA's result); explicit
+    "cudnn" has no branch for other platforms, so lowering it for TPU fails naming TPU."""
+    attention = gpu_host_stand_in
+    b, t, h, dh = 2, 8, 4, 16
+    q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (b, t, h, dh), jnp.bfloat16)
+               for i in range(3))
+    mask = jnp.tril(jnp.ones((t, t), bool))[None].repeat(b, 0)
+    auto = jax.jit(lambda *a: attention.attention(*a, impl="auto"))
+    exp = lowering.export_for(auto, q, k, v, mask, platforms=("cpu", "tpu", "cuda"))
+    assert exp.platforms == ("cpu", "tpu", "cuda")
+    xla = lowering.export_for(jax.jit(lambda *a: attention.attention(*a, impl="xla")),
+                              q, k, v, mask, platforms=("cpu", "tpu", "cuda"))
+    # the platform switch is in the program
+    assert exp.mlir_module().count("stablehlo.case") > xla.mlir_module().count("stablehlo.case")
+    want = attention.attention(q, k, v, mask, impl="xla")
+    assert jnp.array_equal(exp.call(q, k, v, mask), want)  # CPU took the XLA branch
+    cudnn = jax.jit(lambda *a: attention.attention(*a, impl="cudnn"))
+    lowering.export_for(cudnn, q, k, v, mask, platforms=("cuda",))  # CUDA alone lowers
+    with pytest.raises(Exception, match="tpu"):
+        lowering.export_for(cudnn, q, k, v, mask, platforms=("tpu", "cuda"))
+    # what cuDNN cannot express falls back at trace time: prefix keys, float32 compute
+    kp = jnp.concatenate([k, k[:, :3]], axis=1)
+    pmask = jnp.concatenate([jnp.ones((b, t, 3), bool), mask], axis=-1)
+    assert "case" not in jax.jit(lambda *a: attention.attention(*a, impl="auto")).lower(
+        q, kp, kp, pmask).as_text()
+    assert "case" not in jax.jit(lambda *a: attention.attention(*a, impl="auto")).lower(
+        *(x.astype(jnp.float32) for x in (q, k, v)), mask).as_text()
+
+
+def test_dp_microbatching_is_chosen_per_platform(tiny, monkeypatch):
+    """DP-SGD's CPU memory budget (one example's gradients at a time) applies only where the
+    step runs on a CPU: exported for (cpu, tpu), it lowers for both, and its CPU branch gives
+    the same update as the step jitted here."""
+    cfg, labels, tx, ap, ao = method_setup(tiny, "lora")
+    dp = dpsgd.DPStep(clip=1.0, sigma=0.5, batch=A * B)
+    step = make_train_step(cfg, tx, labels, dp=dp, jit=False)
+
+    def loops(*platforms):  # while loops in the program: microbatching adds some
+        text = lowering.export_for(jax.jit(step), ap, ao, IDS, IDS, KEY,
+                                   platforms=platforms).mlir_module()
+        return text.count("stablehlo.while")
+
+    whole = loops("tpu")  # the default budget holds this tiny LoRA's whole batch
+    monkeypatch.setattr(dpsgd, "PER_EXAMPLE_GRADS_BYTES", 1)  # CPU: one example at a time
+    assert loops("tpu") == whole < loops("cpu")
+    exp = lowering.export_for(jax.jit(step), ap, ao, IDS, IDS, KEY, platforms=("cpu", "tpu"))
+    base, _, tok = tiny
+    params, _ = init_method(method_config("lora"), base, cfg, jax.random.PRNGKey(0), tok)
+    params = jax.tree.map(jnp.asarray, params)
+    ids = jax.random.randint(jax.random.PRNGKey(3), (A, B, T), 1, 90)
+    args = (params, tx.init(params), ids, jnp.ones_like(ids), jax.random.PRNGKey(4))
+    got, want = exp.call(*args), jax.jit(step)(*args)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert jnp.allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
 def test_cudnn_attention_refuses_prefix_tuning(tiny):

@@ -68,10 +68,12 @@ def output_lock(args):
 
 
 def load(args, name):
-    """load_model, with the attention kernel chosen by --attention."""
+    """load_model, with the attention kernel chosen by --attention (and remat by --remat,
+    where the command has it)."""
     tokenizer = getattr(args, "tokenizer", None) if name == getattr(args, "model", None) else None
     params, cfg, tok = load_model(name, tokenizer=tokenizer)
-    return params, dataclasses.replace(cfg, attention_impl=args.attention), tok
+    return params, dataclasses.replace(cfg, attention_impl=args.attention,
+                                       remat=getattr(args, "remat", cfg.remat)), tok
 
 
 def check_chunk_size(args) -> None:

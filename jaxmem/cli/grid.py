@@ -15,7 +15,7 @@ def cmd_study(args) -> int:
     scfg = StudyConfig.from_yaml(args.config, args.set or [])
     refuse_foreign(args.out_dir, STUDY_SPEC, "study")
     rows = run_study(scfg, args.out_dir, overwrite=args.overwrite, mesh=args.mesh,
-                     attention_impl=args.attention)
+                     attention_impl=args.attention, remat=args.remat)
     if not main_process():
         return 0
     last = {}
@@ -36,7 +36,7 @@ def cmd_frontier(args) -> int:
     scfg, fcfg = load_frontier(args.config, args.set or [])
     refuse_foreign(args.out_dir, SPEC, "frontier")
     rows = run_frontier(scfg, fcfg, args.out_dir, overwrite=args.overwrite, mesh=args.mesh,
-                        attention_impl=args.attention)
+                        attention_impl=args.attention, remat=args.remat)
     if main_process():
         for group in dict.fromkeys((r["model"], r["dataset"]) for r in rows):
             print(f"{group[0]} / {group[1]}")
@@ -67,6 +67,6 @@ def cmd_plan(args) -> int:
     if bad:
         print(f"\nerror: {len(bad)} of {len(rows)} cells do not fit on {args.device} with mesh "
               f"{layout} and remat {', '.join(remat)}: give a larger fsdp mesh (--mesh xN), "
-              "remat full, or a device with more memory.")
+              "--remat full (on study/train), or a device with more memory.")
         return 2
     return 0

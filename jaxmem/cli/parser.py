@@ -175,6 +175,7 @@ def _train(s) -> None:
     s.add_argument("--overwrite", action="store_true",
                    help="replace a run folder that holds a different run")
     _add_scale_args(s)
+    _add_remat_arg(s)
     _add_tokenizer_arg(s)
     s.epilog = _method_epilog(METHODS)
 
@@ -264,6 +265,7 @@ def _study(s) -> None:
     s.add_argument("--overwrite", action="store_true",
                    help="replace a results folder that holds a different study")
     _add_scale_args(s)
+    _add_remat_arg(s)
 
 
 def _frontier(s) -> None:
@@ -277,6 +279,7 @@ def _frontier(s) -> None:
     s.add_argument("--overwrite", action="store_true",
                    help="replace a folder that holds a different frontier")
     _add_scale_args(s)
+    _add_remat_arg(s)
 
 
 def _plan(s) -> None:
@@ -348,6 +351,15 @@ def _add_text_files_args(s) -> None:
     s.add_argument("--nonmembers", metavar="FILE", help="file of non-member texts")
 
 
+def _add_remat_arg(s) -> None:
+    s.add_argument("--remat", choices=["none", "dots", "full"], default="none",
+                   help="rematerialize each block in the backward pass to save activation "
+                        "memory: dots (keep matmul outputs, recompute the rest) or full "
+                        "(keep only each block's input); `jaxmem plan` says when a cell needs "
+                        "it. An execution choice: results agree to float rounding and a run "
+                        "resumes with any setting (default: none)")
+
+
 def _add_scale_args(s, mesh: bool = True) -> None:
     if mesh:
         s.add_argument("--mesh", default=None, metavar="SPEC",
@@ -360,10 +372,10 @@ def _add_scale_args(s, mesh: bool = True) -> None:
                             "Cloud TPU, SLURM and Open MPI, or set JAX_COORDINATOR_ADDRESS, "
                             "JAX_NUM_PROCESSES, JAX_PROCESS_ID); implies --mesh auto unless "
                             "given (or, for a study, its config's mesh)")
-    s.add_argument("--attention", choices=["einsum", "xla", "cudnn"], default="einsum",
-                   help="attention kernel: einsum (default), xla (jax.nn.dot_product_attention) "
-                        "or cudnn (GPU flash attention; bfloat16, right padding, no prefix "
-                        "tuning)")
+    s.add_argument("--attention", choices=["einsum", "xla", "cudnn", "auto"], default="einsum",
+                   help="attention kernel: einsum (default), xla (jax.nn.dot_product_attention), "
+                        "cudnn (GPU flash attention; bfloat16, right padding, no prefix "
+                        "tuning) or auto (cudnn where it can run, xla elsewhere)")
 
 
 def _add_debug_arg(s) -> None:

@@ -55,6 +55,12 @@ def attention(q, k, v, mask, impl: str = "einsum"):
     * ``"xla"``: ``jax.nn.dot_product_attention(..., implementation="xla")`` given the boolean
       mask (float32 logits and softmax; any mask, prefix tuning included; fully masked rows as
       above).
+    * ``"auto"``: cuDNN flash attention (below) where the program runs on CUDA and the call can
+      express it (a GPU host with cuDNN, bfloat16/float16, no prefix), the ``"xla"`` kernel
+      everywhere else. The choice is made per platform when the step is lowered
+      (``jax.lax.platform_dependent``), so one program exported for ``("tpu", "cuda")`` from
+      a GPU host carries cuDNN for CUDA and the XLA kernel for TPU; a host without a GPU can
+      only trace the XLA kernel.
     * ``"cudnn"``: ``jax.nn.dot_product_attention(..., implementation="cudnn")``, cuDNN flash
       attention. A boolean mask would reach cuDNN only as a dense [B, 1, T, S] additive bias,
       which keeps the kernel from skipping the causal half and whose gradient jax's cuDNN path
@@ -64,9 +70,11 @@ def attention(q, k, v, mask, impl: str = "einsum"):
       mask (:func:`cudnn_lengths`). Outputs past a row's length are set to zero; an empty row
       (a batch's filler row) is given length 1, so no softmax runs over zero keys. Limits:
 
-      - GPU only, bfloat16 or float16 compute (float32 raises a ValueError, a CPU backend a
-        RuntimeError, at trace time); cuDNN itself needs a head dim that is a multiple of 8
-        and at most 128 (256 on Hopper) and raises otherwise.
+      - CUDA only, bfloat16 or float16 compute (float32 raises a ValueError, a host without a
+        GPU a RuntimeError, at trace time; lowering the step for another platform, e.g. TPU,
+        from a GPU host fails naming that platform: use ``"auto"`` to fall back there); cuDNN
+        itself needs a head dim that is a multiple of 8 and at most 128 (256 on Hopper) and
+        raises otherwise.
       - Prefix tuning (S > T) raises a ValueError: its keys need the causal diagonal shifted by
         the prefix length (bottom-right aligned), which jax's cuDNN call cannot set. Soft
         prompts (prompt tuning, P-tuning) are fine: they are ordinary leading tokens.
@@ -83,13 +91,19 @@ def attention(q, k, v, mask, impl: str = "einsum"):
         probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
         return jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, h * dh)
     if impl == "xla":
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation="xla")
+        out = _xla_attention(q, k, v, mask)
     elif impl == "cudnn":
         out = _cudnn_attention(q, k, v, mask)
+    elif impl == "auto":
+        out = _auto_attention(q, k, v, mask)
     else:
         raise ValueError(f"Unknown attention implementation {impl!r}; "
-                         "use 'einsum', 'xla' or 'cudnn'.")
+                         "use 'einsum', 'xla', 'cudnn' or 'auto'.")
     return out.reshape(b, t, h * dh)
+
+
+def _xla_attention(q, k, v, mask):
+    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation="xla")
 
 
 def cudnn_lengths(mask: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -115,15 +129,29 @@ def _cudnn_attention(q, k, v, mask):
         raise ValueError(
             f"attention_impl='cudnn' cannot express prefix tuning ({s - t} prefix keys before "
             f"{t} queries): jax's cuDNN call aligns the causal mask top-left only. Use "
-            "attention_impl='xla' or 'einsum' with prefix tuning.")
+            "attention_impl='auto', 'xla' or 'einsum' with prefix tuning.")
     if q.dtype not in (jnp.bfloat16, jnp.float16):
         raise ValueError(
             f"attention_impl='cudnn' needs bfloat16 or float16 compute, got {q.dtype}; pass "
-            "dtype=jnp.bfloat16, or use attention_impl='xla' or 'einsum' for float32.")
+            "dtype=jnp.bfloat16, or use attention_impl='auto', 'xla' or 'einsum' for float32.")
     if not _gpu_backend():
         raise RuntimeError(
             f"attention_impl='cudnn' needs an NVIDIA GPU with cuDNN; the default backend is "
-            f"{jax.default_backend()!r}. Use attention_impl='xla' or 'einsum' here.")
+            f"{jax.default_backend()!r}. Use attention_impl='auto', 'xla' or 'einsum' here.")
+    # CUDA only: lowering for any other platform fails (no default branch)
+    return jax.lax.platform_dependent(q, k, v, mask, cuda=_cudnn_kernel)
+
+
+def _auto_attention(q, k, v, mask):
+    """The ``"auto"`` branch of :func:`attention`: cuDNN on CUDA where it can run, else XLA."""
+    t, s = mask.shape[1:]
+    if s != t or q.dtype not in (jnp.bfloat16, jnp.float16) or not _gpu_backend():
+        return _xla_attention(q, k, v, mask)
+    return jax.lax.platform_dependent(q, k, v, mask, cuda=_cudnn_kernel, default=_xla_attention)
+
+
+def _cudnn_kernel(q, k, v, mask):
+    t = mask.shape[1]
     lengths, row_ok = cudnn_lengths(mask)
     lengths = jnp.maximum(lengths, 1)  # an empty (filler) row: no softmax over zero keys
     out = jax.nn.dot_product_attention(q, k, v, is_causal=True, query_seq_lengths=lengths,

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 SUPPORTED_MODEL_TYPES = ("gpt2", "llama", "mistral")
 # How attention is computed (see transformer.attention); an execution choice, not architecture.
-ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
+ATTENTION_IMPLS = ("einsum", "xla", "cudnn", "auto")
 # Rematerialization of each block in the backward pass (see transformer.REMAT_POLICIES):
 # "none" keeps every activation, "full" recomputes the block, "dots" keeps matmul outputs.
 REMAT_MODES = ("none", "full", "dots")
@@ -28,8 +28,10 @@ class ModelConfig:
     ``attention_impl`` is an execution choice, not architecture (see
     :func:`jaxmem.models.transformer.attention`): ``"einsum"`` (default, jaxmem's own
     grouped-query attention), ``"xla"`` (``jax.nn.dot_product_attention`` with
-    ``implementation="xla"``) or ``"cudnn"`` (cuDNN flash attention: GPU only, bfloat16/float16
-    compute, no prefix tuning, right padding only). It is left out of :meth:`to_dict`, so a run
+    ``implementation="xla"``), ``"cudnn"`` (cuDNN flash attention: CUDA only, bfloat16/float16
+    compute, no prefix tuning, right padding only) or ``"auto"`` (cuDNN where the program runs
+    on CUDA and cuDNN can express the call, ``"xla"`` elsewhere, chosen per platform when the
+    step is lowered). It is left out of :meth:`to_dict`, so a run
     resumed with another kernel is the same run. Select it on a loaded config with
     ``dataclasses.replace(cfg, attention_impl="cudnn")``. ``remat`` ("none", "full" or "dots")
     trades compute for activation memory in training; it is an execution choice too.

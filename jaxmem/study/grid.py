@@ -77,7 +77,7 @@ def claim_study_folder(out: Path, scfg: StudyConfig, overwrite: bool) -> None:
 @locks.locked("out_dir", "study")  # one writer per study folder (jaxmem.locks)
 def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: bool = True,
               stop_after: int | None = None, mesh=None,
-              attention_impl: str = "einsum") -> list[dict]:
+              attention_impl: str = "einsum", remat: str = "none") -> list[dict]:
     """Runs (or resumes) every cell and writes results and the report.
 
     Args:
@@ -92,6 +92,9 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
         files.
       attention_impl: the attention kernel (see :class:`jaxmem.models.ModelConfig`); an
         execution choice that leaves results unchanged up to rounding.
+      remat: rematerialization in training ("none", "dots", "full"; ``ModelConfig.remat``):
+        less activation memory for more compute; an execution choice too
+        (``jaxmem plan`` says which cells need it).
 
     Returns:
       The result rows (also in ``results.csv`` / ``results.json``).
@@ -103,8 +106,8 @@ def run_study(scfg: StudyConfig, out_dir, *, overwrite: bool = False, progress: 
             rows = jaxmem.run_study(cfg, "results/demo")  # resumes if stopped
     """
     with Profile() as prof:  # where the time goes: timings.json and the report's last table
-        return _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_impl,
-                          prof)
+        return _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh,
+                          (attention_impl, remat), prof)
 
 
 def _start(scfg: StudyConfig, out: Path, progress: bool):
@@ -118,7 +121,7 @@ def _start(scfg: StudyConfig, out: Path, progress: bool):
     return plan, WorkBar(plan.total, plan.done_work, plan.rate, "study")
 
 
-def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_impl, prof):
+def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, execution, prof):
     out = Path(out_dir)
     if mesh is None and (scfg.mesh or jax.process_count() > 1):
         mesh = parse_mesh(scfg.mesh or "auto")
@@ -134,14 +137,14 @@ def _run_study(scfg, out_dir, overwrite, progress, stop_after, mesh, attention_i
     claim_study_folder(out, scfg, overwrite)
     plan, study_bar = _start(scfg, out, progress and is_main_process())
     try:
-        return _grid(scfg, out, overwrite, progress, stop_after, mesh, attention_impl, prof,
+        return _grid(scfg, out, overwrite, progress, stop_after, mesh, execution, prof,
                      plan, study_bar)
     finally:
         if study_bar:
             study_bar.close()
 
 
-def _grid(scfg, out, overwrite, progress, stop_after, mesh, attention_impl, prof, plan,
+def _grid(scfg, out, overwrite, progress, stop_after, mesh, execution, prof, plan,
           study_bar):
     progress = progress and is_main_process()
     rows: list[dict] = []
@@ -174,7 +177,7 @@ def _grid(scfg, out, overwrite, progress, stop_after, mesh, attention_impl, prof
     for model_name in scfg.models:
         with phase("load model"):
             base, cfg, tok = load_model(model_name)
-        cfg = dataclasses.replace(cfg, attention_impl=attention_impl)
+        cfg = dataclasses.replace(cfg, attention_impl=execution[0], remat=execution[1])
         n_params = int(sum(np.size(x) for x in jax.tree.leaves(base)))
         if plan:
             study_bar.grow(plan.refine(model_name, None, n_params=n_params))
