@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import os
 import platform
 import statistics
@@ -77,6 +78,7 @@ def jaxmem_step(model, method: str, ids: np.ndarray, args):
     from jaxmem.tuning import count, init_method, method_config
 
     params, cfg, tok = model
+    cfg = dataclasses.replace(cfg, remat=args.remat)
     mcfg = method_config(method, num_virtual_tokens=N_VIRTUAL) if method == "prefix" else \
         method_config(method)
     params, labels = init_method(mcfg, params, cfg, jax.random.PRNGKey(0), tok)
@@ -135,7 +137,7 @@ def torch_step(base, method: str, ids: np.ndarray, args, device: str):
 def _worker_argv(side: str, method: str, args) -> list[str]:
     return [__file__, "--worker", side, "--methods", method, "--model", args.model,
             "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
-            "--dtype", args.dtype, "--lr", str(args.lr)]
+            "--dtype", args.dtype, "--lr", str(args.lr), "--remat", args.remat]
 
 
 def _worker_env(side: str, args) -> dict:
@@ -225,6 +227,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--remat", default="none", choices=["none", "dots", "full"],
+                    help="jaxmem's rematerialization (ModelConfig.remat; PyTorch side unchanged)")
     ap.add_argument("--block", type=int, default=3,
                     help="timed steps per turn when the sides alternate, each turn after one "
                          "untimed settling step (1: strict step-by-step alternation, no "
@@ -300,7 +304,7 @@ def main() -> None:
             "steps": f"{args.warmup} warm-up + {args.steps} measured (median reported), "
                      + ("alternating step by step" if args.block == 1 else
                         f"alternating in turns of {args.block} after a settling step"),
-            "huge_pages": args.huge_pages,
+            "huge_pages": args.huge_pages, "jaxmem_remat": args.remat,
             "optimizer": f"AdamW lr {args.lr:g}, no weight decay, clip 1.0",
             "matmul_peak_gflops": peak / 1e9,
             **{f"{k}_matmul_gflops": v / 1e9 for k, v in peaks.items()},
