@@ -77,8 +77,15 @@ def _abstract_method(method: str, cfg):
         mcfg = dataclasses.replace(mcfg, init="peft")
     base = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                         nn.unbox(abstract_params(cfg)))
-    params, labels = init_method(mcfg, base, cfg, jax.random.PRNGKey(0), None)
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), params), labels
+    labels = {}
+
+    def init(base):  # traced: a method may compute from base weights (head copies wte)
+        params, labels["tree"] = init_method(mcfg, base, cfg, jax.random.PRNGKey(0), None)
+        return params
+
+    params = jax.eval_shape(init, base)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype),
+                        params), labels["tree"]
 
 
 def step_memory(cfg, method: str, *, batch: int, seq_len: int, layout: str = "1",
