@@ -104,12 +104,17 @@ def forward_flops(cfg, n_tokens: int, n_keys: int) -> float:
 
 def train_flops(cfg, method: str, batch: int, seq_len: int, n_trainable: int,
                 n_virtual: int = 20) -> float:
-    """Model FLOPs of one training step: 3F for full fine-tuning; 2F + 6 x trainable x tokens
-    for a frozen base (activation gradients through every layer, no weight gradients).
-    Prefix tuning adds ``n_virtual`` keys; prompt tuning and P-tuning ``n_virtual`` positions."""
+    """Model FLOPs of one training step: 3F for full fine-tuning; F + 2 x trainable x tokens
+    for head-only tuning (the head's weight gradient; nothing flows back into the frozen
+    decoder, and reverse-mode differentiation of the trainable leaves alone computes none of
+    it); 2F + 6 x trainable x tokens for the other frozen-base methods (activation gradients
+    through every layer, no weight gradients for the base). Prefix tuning adds ``n_virtual``
+    keys; prompt tuning and P-tuning ``n_virtual`` positions."""
     name = method.partition(":")[0]
     if name == "full":
         return 3 * forward_flops(cfg, batch * seq_len, seq_len)
+    if name == "head":
+        return forward_flops(cfg, batch * seq_len, seq_len) + 2 * n_trainable * batch * seq_len
     keys = seq_len + (n_virtual if name in ("prefix", "prompt", "ptuning") else 0)
     tokens = batch * (seq_len + (n_virtual if name in ("prompt", "ptuning") else 0))
     return 2 * forward_flops(cfg, tokens, keys) + 6 * n_trainable * batch * seq_len
