@@ -170,8 +170,8 @@ def _dp_setup(tcfg: TrainConfig, n_train: int, spec: dict, progress: bool):
                   "accountant": "RDP, Poisson-subsampled Gaussian (batches are shuffled, "
                                 "fixed-size: the standard caveat)"}
     if progress:
-        print(f"DP-SGD: noise multiplier {sigma:.4f}, clip {dp.clip}, epsilon {eps:.3f} at "
-              f"delta {dp.delta} over {steps} steps (sampling rate {q:.4g})")
+        say(f"DP-SGD: noise multiplier {sigma:.4f}, clip {dp.clip}, epsilon {eps:.3f} at "
+            f"delta {dp.delta} over {steps} steps (sampling rate {q:.4g})")
     return dpsgd.DPStep(clip=dp.clip, sigma=sigma, batch=batch)
 
 
