@@ -268,6 +268,8 @@ def test_cudnn_branch_emulated_on_cpu(monkeypatch):
 
     monkeypatch.setattr(attention, "_gpu_backend", lambda: True)
     monkeypatch.setattr(jax.nn, "dot_product_attention", as_xla)
+    # the branch is CUDA-only (jax.lax.platform_dependent with no default): take its cuda arm
+    monkeypatch.setattr(jax.lax, "platform_dependent", lambda *args, cuda, **kw: cuda(*args))
     _check_cudnn_against_einsum("llama-gqa")
 
 
