@@ -8,9 +8,11 @@ run directory. This process computes the single-device references with the same 
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import jax
@@ -31,29 +33,43 @@ def _env(n_devices: int) -> dict:
             "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
 
 
-def _check(proc, what) -> str:
-    out, err = proc.communicate(timeout=300)
+def _check(proc, what, timeout=300) -> str:
+    out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, f"{what} failed:\n{out[-2000:]}\n{err[-6000:]}"
     return out
 
 
 @pytest.fixture(scope="module")
 def out_dir(tmp_path_factory):
-    """Runs both worker modes, the 8-device one first, then the two processes together (on 2
-    cores, all three at once starved the pair under load: its shutdown barrier timed out);
-    returns the folder of their results."""
+    """Runs both worker modes, the 8-device one first, then the two processes together (less
+    contention on 2 cores than all three at once); returns the folder of their results."""
     d = tmp_path_factory.mktemp("distributed")
     worker = str(HERE / "sharded_worker.py")
-    with socket.socket() as s:  # a free port for the coordinator
-        s.bind(("localhost", 0))
-        port = str(s.getsockname()[1])
     run = lambda args, n: subprocess.Popen(  # noqa: E731
         [sys.executable, worker, *args], env=_env(n), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     _check(run(["mesh", str(d)], 8), "mesh")
-    procs = [(f"process {i}", run(["multihost", str(d), str(i), "2", port], 2)) for i in (0, 1)]
-    for what, p in procs:
-        _check(p, what)
+    # The pair (jax.distributed over gloo) hung now and then on the 2-core VM (2026-12-07: a
+    # deadlock, ~1 run in 5, cause not found; a pass takes ~30 s). A hang, and only a hang, is
+    # retried once on a fresh port; a failure or a wrong result fails at once.
+    for attempt in (1, 2):
+        with socket.socket() as s:  # a free port for the coordinator
+            s.bind(("localhost", 0))
+            port = str(s.getsockname()[1])
+        procs = [(f"process {i}", run(["multihost", str(d), str(i), "2", port], 2))
+                 for i in (0, 1)]
+        try:
+            for what, p in procs:
+                _check(p, what, timeout=150)
+            break
+        except subprocess.TimeoutExpired:
+            for _, p in procs:
+                p.kill()
+                p.communicate()
+            if attempt == 2:
+                raise
+            warnings.warn("the two-process pair hung; retrying it once")
+            shutil.rmtree(d / "lora_multihost", ignore_errors=True)
     return d
 
 
