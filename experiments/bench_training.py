@@ -5,7 +5,12 @@ full fine-tuning, LoRA (PEFT's defaults: r=8, alpha=8, dropout 0, q_proj/v_proj)
 tuning (20 virtual tokens, no reparameterization), each with AdamW (lr 1e-4, no weight decay,
 gradient clipping at global norm 1.0; constant learning rate) on both sides. A step is forward +
 backward + optimizer update; every step ends by reading the loss back to the host (as the trainer
-does), warm-up steps are excluded, and the median step time is reported. jaxmem's compile time is
+does), warm-up steps are excluded, and the median step time is reported. The two sides take turns
+of ``--block`` timed steps (default 3), each after an untimed settling step: a step right after
+seconds of idle (the other side's turn) is slower than a training loop's, for jaxmem by up to 50%
+on the 2-core development VM (``experiments/bench_idle.py``; ``--block 1`` alternates step by
+step, as before 2026-12-07). jaxmem's worker runs with glibc's huge-page tunable, as the
+``jaxmem`` command does (``--huge-pages``). jaxmem's compile time is
 reported separately, next to PyTorch's first (warm-up) step.
 
 FLOPs (model FLOPs: rematerialization is not counted) for a batch of B sequences of T tokens:
