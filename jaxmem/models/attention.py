@@ -122,30 +122,36 @@ def _gpu_backend() -> bool:
     return jax.default_backend() == "gpu"
 
 
-def _cudnn_attention(q, k, v, mask):
-    """The ``"cudnn"`` branch of :func:`attention` (see there for what it can express)."""
+def _cudnn_refusal(q, mask) -> Exception | None:
+    """Why jax's cuDNN call cannot take this attention (None when it can)."""
     t, s = mask.shape[1:]
     if s != t:
-        raise ValueError(
+        return ValueError(
             f"attention_impl='cudnn' cannot express prefix tuning ({s - t} prefix keys before "
             f"{t} queries): jax's cuDNN call aligns the causal mask top-left only. Use "
             "attention_impl='auto', 'xla' or 'einsum' with prefix tuning.")
     if q.dtype not in (jnp.bfloat16, jnp.float16):
-        raise ValueError(
+        return ValueError(
             f"attention_impl='cudnn' needs bfloat16 or float16 compute, got {q.dtype}; pass "
             "dtype=jnp.bfloat16, or use attention_impl='auto', 'xla' or 'einsum' for float32.")
     if not _gpu_backend():
-        raise RuntimeError(
+        return RuntimeError(
             f"attention_impl='cudnn' needs an NVIDIA GPU with cuDNN; the default backend is "
             f"{jax.default_backend()!r}. Use attention_impl='auto', 'xla' or 'einsum' here.")
+    return None
+
+
+def _cudnn_attention(q, k, v, mask):
+    """The ``"cudnn"`` branch of :func:`attention` (see there for what it can express)."""
+    if (refusal := _cudnn_refusal(q, mask)) is not None:
+        raise refusal
     # CUDA only: lowering for any other platform fails (no default branch)
     return jax.lax.platform_dependent(q, k, v, mask, cuda=_cudnn_kernel)
 
 
 def _auto_attention(q, k, v, mask):
     """The ``"auto"`` branch of :func:`attention`: cuDNN on CUDA where it can run, else XLA."""
-    t, s = mask.shape[1:]
-    if s != t or q.dtype not in (jnp.bfloat16, jnp.float16) or not _gpu_backend():
+    if _cudnn_refusal(q, mask) is not None:
         return _xla_attention(q, k, v, mask)
     return jax.lax.platform_dependent(q, k, v, mask, cuda=_cudnn_kernel, default=_xla_attention)
 
